@@ -1,0 +1,84 @@
+/* common.c - error helpers, byte buffer, clocks. */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int ls_err_set(ls_err *err, ls_code code, const char *fmt, ...) {
+    if (!err) return -1;
+    err->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int ls_err_prefix(ls_err *err, const char *fmt, ...) {
+    if (!err) return -1;
+    char prefix[LS_ERR_MSG_MAX], old[LS_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, err->msg, sizeof old);
+    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    return -1;
+}
+
+const char *ls_code_name(ls_code code) {
+    switch (code) {
+    case LS_OK: return "OK";
+    case LS_CANCELLED: return "CANCELLED";
+    case LS_INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case LS_DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case LS_NOT_FOUND: return "NOT_FOUND";
+    case LS_PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case LS_RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case LS_FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case LS_INTERNAL: return "INTERNAL";
+    case LS_UNAVAILABLE: return "UNAVAILABLE";
+    }
+    return "UNKNOWN";
+}
+
+int ls_buf_reserve(ls_buf *b, size_t extra) {
+    if (b->cap - b->len >= extra) return 0;
+    size_t need = b->len + extra;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < need) cap *= 2;
+    uint8_t *p = realloc(b->data, cap);
+    if (!p) return -1;
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+int ls_buf_append(ls_buf *b, const void *p, size_t n) {
+    if (ls_buf_reserve(b, n) != 0) return -1;
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+void ls_buf_free(ls_buf *b) {
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+uint64_t ls_mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int64_t ls_wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

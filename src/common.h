@@ -1,0 +1,65 @@
+/* common.h - small types shared by every subsystem of lipsyncd.
+ *
+ * No subsystem below the service layer knows about gRPC, so errors travel as
+ * an ls_err: a code plus a human message. The numeric codes are chosen equal
+ * to gRPC's status codes so the service layer maps them without a table, but
+ * nothing here depends on gRPC headers. */
+#ifndef LS_COMMON_H
+#define LS_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    LS_OK = 0,
+    LS_CANCELLED = 1,
+    LS_INVALID_ARGUMENT = 3,
+    LS_DEADLINE_EXCEEDED = 4,
+    LS_NOT_FOUND = 5,
+    LS_PERMISSION_DENIED = 7,
+    LS_RESOURCE_EXHAUSTED = 8,
+    LS_FAILED_PRECONDITION = 9,
+    LS_INTERNAL = 13,
+    LS_UNAVAILABLE = 14,
+} ls_code;
+
+#define LS_ERR_MSG_MAX 1024
+
+typedef struct {
+    ls_code code;
+    char msg[LS_ERR_MSG_MAX];
+} ls_err;
+
+/* Set *err (if non-NULL) to code + printf-style message. Returns -1 so error
+ * paths can `return ls_err_set(...)`. */
+int ls_err_set(ls_err *err, ls_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Prefix an existing message: "<prefix>: <old message>". Keeps the code. */
+int ls_err_prefix(ls_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+const char *ls_code_name(ls_code code);
+
+/* Crop rectangle in a background frame: end-exclusive [x1, x2) x [y1, y2). */
+typedef struct {
+    int x1, y1, x2, y2;
+} ls_rect;
+
+typedef enum { LS_POLICY_LRU = 0, LS_POLICY_LFU = 1 } ls_policy;
+
+/* Growable byte buffer; owner frees data with free(). */
+typedef struct {
+    uint8_t *data;
+    size_t len, cap;
+} ls_buf;
+
+int ls_buf_reserve(ls_buf *b, size_t extra); /* 0 ok, -1 out of memory */
+int ls_buf_append(ls_buf *b, const void *p, size_t n);
+void ls_buf_free(ls_buf *b);
+
+/* Clocks: monotonic nanoseconds for intervals, wall milliseconds for display. */
+uint64_t ls_mono_ns(void);
+int64_t ls_wall_ms(void);
+
+#endif

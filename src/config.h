@@ -1,0 +1,94 @@
+/* config.h - the YAML configuration (via libyaml).
+ *
+ *   server:
+ *     listen: "0.0.0.0:50053"        # host:port
+ *     max_message_mb: 128            # gRPC send/receive limit
+ *     worker_threads: 4              # request workers (0 = number of cores)
+ *     ort_intra_threads: 0           # ONNX Runtime intra-op threads (0 = ORT default)
+ *     ort_inter_threads: 1
+ *     max_batch: 32                  # largest accepted batch_size
+ *     png_level: 1                   # ISA-L deflate level 0..3
+ *   capacity:
+ *     max_models: 4
+ *     max_memory_gb: 8               # may be fractional
+ *     eviction_policy: lru           # lru | lfu
+ *     idle_unload_minutes: 30        # 0 disables; may be fractional
+ *     idle_check_seconds: 60
+ *     stats_report_seconds: 300
+ *     load_retry_seconds: 10         # backoff before retrying a failed load
+ *   models:
+ *     <id>:
+ *       model_path: models/a.onnx    # relative paths are relative to the config file
+ *       background_dir: avatars/a/frames
+ *       crop_rects_path: avatars/a/crop_rects.json
+ *       num_frames: 100              # 0 or absent = all frames found
+ *       preload: false
+ *       pinned: false                # never evicted / idle-unloaded
+ *       memory_estimate_mb: 500
+ *       frame_order: loop            # loop | pingpong
+ *       channel_order: bgr           # bgr | rgb (model output planes)
+ *       paste_margin: 4              # canvas margin of 328; 0 = stretch
+ *
+ * Unknown keys and bad values are errors naming file, line, key and the
+ * expected form. Model ids: 1..128 chars of [A-Za-z0-9_.-]. */
+#ifndef LS_CONFIG_H
+#define LS_CONFIG_H
+
+#include "common.h"
+
+typedef enum { LS_ORDER_LOOP = 0, LS_ORDER_PINGPONG = 1 } ls_frame_order;
+
+typedef struct {
+    char *id;
+    char *model_path;      /* resolved against the config file's directory */
+    char *background_dir;  /* resolved */
+    char *crop_rects_path; /* resolved */
+    int num_frames;        /* 0 = all found */
+    int preload;
+    int pinned;
+    uint64_t memory_estimate_bytes; /* default 512 MiB */
+    ls_frame_order frame_order;
+    int channel_bgr;       /* default 1 */
+    int paste_margin;      /* default 4; range 0..64 */
+} ls_model_config;
+
+typedef struct {
+    char *source;          /* file path the config came from, or "<string>" */
+    /* server */
+    char *listen;          /* default "0.0.0.0:50053" */
+    uint64_t max_message_bytes; /* default 128 MiB */
+    int worker_threads;    /* default 4 */
+    int ort_intra_threads; /* default 0 */
+    int ort_inter_threads; /* default 1 */
+    int max_batch;         /* default 32; range 1..1024 */
+    int png_level;         /* default 1; range 0..3 */
+    /* capacity */
+    int max_models;        /* default 4; >= 1 */
+    uint64_t max_memory_bytes;  /* default 8 GiB */
+    ls_policy policy;      /* default LRU */
+    double idle_unload_seconds; /* default 1800; 0 disables */
+    double idle_check_seconds;  /* default 60 */
+    double stats_report_seconds;/* default 300 */
+    double load_retry_seconds;  /* default 10 */
+    /* models, in file order */
+    ls_model_config *models;
+    size_t n_models;
+} ls_config;
+
+/* Fill *cfg with defaults and no models. */
+void ls_config_defaults(ls_config *cfg);
+
+/* Parse YAML text. base_dir resolves relative paths (NULL = cwd); source names
+ * the text in messages. On failure returns -1, err = INVALID_ARGUMENT with
+ * "<source>:<line>: <key>: expected ..., got ...", and *cfg is left freed. */
+int ls_config_parse(const char *yaml, size_t len, const char *source, const char *base_dir,
+                    ls_config *cfg, ls_err *err);
+
+/* Read and parse a file; relative paths resolve against its directory. */
+int ls_config_load_file(const char *path, ls_config *cfg, ls_err *err);
+
+const ls_model_config *ls_config_find(const ls_config *cfg, const char *id);
+
+void ls_config_free(ls_config *cfg);
+
+#endif

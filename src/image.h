@@ -1,0 +1,23 @@
+/* image.h - decoding background frames (PNG via libspng, JPEG via
+ * libjpeg-turbo) into packed RGB24. Pure functions; no global state. */
+#ifndef LS_IMAGE_H
+#define LS_IMAGE_H
+
+#include "common.h"
+
+typedef struct {
+    int w, h;     /* pixels */
+    uint8_t *rgb; /* w*h*3 bytes, rows packed (stride w*3), R,G,B order; owned, free with ls_image_free */
+} ls_image;
+
+/* Decode a PNG or JPEG (chosen by magic bytes, not by file name) into RGB24.
+ * Gray, palette, alpha and 16-bit inputs are converted (alpha dropped).
+ * On failure returns -1 with err = FAILED_PRECONDITION naming the cause. */
+int ls_image_decode_mem(const uint8_t *data, size_t len, ls_image *out, ls_err *err);
+
+/* Same, reading a file; error messages name the path. */
+int ls_image_decode_file(const char *path, ls_image *out, ls_err *err);
+
+void ls_image_free(ls_image *img);
+
+#endif
