@@ -1,1 +1,296 @@
-/* placeholder: being written */
+/* engine.c - ONNX Runtime C API wrapper. See engine.h. */
+#define _GNU_SOURCE
+#include "engine.h"
+
+#include <onnxruntime_c_api.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+static const OrtApi *ort;
+static OrtEnv *g_env;
+static OrtMemoryInfo *g_cpu_mem;
+
+struct ls_engine {
+    OrtSession *session;
+    char *path;
+    ls_tensor_info in[2];  /* [0] visual, [1] audio, in our order */
+    ls_tensor_info out;
+    int in_index[2];       /* positions of visual/audio in the model's input list */
+    const char *in_names[2];
+    const char *out_names[1];
+    int pred_size;
+    int fixed_batch;       /* 0 = dynamic */
+    size_t visual_per_frame, audio_per_frame, output_per_frame;
+};
+
+/* Turn an OrtStatus into an ls_err and release it. Returns -1 on error. */
+static int check(OrtStatus *st, ls_err *err, ls_code code, const char *what) {
+    if (!st) return 0;
+    ls_err_set(err, code, "%s: %s", what, ort->GetErrorMessage(st));
+    ort->ReleaseStatus(st);
+    return -1;
+}
+
+int ls_engine_global_init(int intra_threads, int inter_threads, ls_err *err) {
+    if (g_env) return 0;
+    const OrtApiBase *base = OrtGetApiBase();
+    ort = base->GetApi(ORT_API_VERSION);
+    if (!ort)
+        return ls_err_set(err, LS_INTERNAL,
+                          "ONNX Runtime %s does not provide API version %d (build headers)",
+                          base->GetVersionString(), ORT_API_VERSION);
+    OrtThreadingOptions *to = NULL;
+    if (check(ort->CreateThreadingOptions(&to), err, LS_INTERNAL, "ORT threading options"))
+        return -1;
+    int rc = 0;
+    if (intra_threads > 0)
+        rc |= check(ort->SetGlobalIntraOpNumThreads(to, intra_threads), err, LS_INTERNAL, "intra threads");
+    if (!rc && inter_threads > 0)
+        rc |= check(ort->SetGlobalInterOpNumThreads(to, inter_threads), err, LS_INTERNAL, "inter threads");
+    /* Spinning threads burn a core each between requests; a server that also
+     * composites and encodes on the same cores is better off without it. */
+    if (!rc) rc |= check(ort->SetGlobalSpinControl(to, 0), err, LS_INTERNAL, "spin control");
+    if (!rc)
+        rc |= check(ort->CreateEnvWithGlobalThreadPools(ORT_LOGGING_LEVEL_WARNING, "lipsyncd", to, &g_env),
+                    err, LS_INTERNAL, "ORT environment");
+    ort->ReleaseThreadingOptions(to);
+    if (!rc)
+        rc |= check(ort->CreateCpuMemoryInfo(OrtDeviceAllocator, OrtMemTypeDefault, &g_cpu_mem), err,
+                    LS_INTERNAL, "ORT memory info");
+    if (rc) {
+        ls_engine_global_shutdown();
+        return -1;
+    }
+    LOG_INFO("onnxruntime %s ready (intra threads %d, inter threads %d)", base->GetVersionString(),
+             intra_threads, inter_threads);
+    return 0;
+}
+
+void ls_engine_global_shutdown(void) {
+    if (!ort) return;
+    if (g_cpu_mem) ort->ReleaseMemoryInfo(g_cpu_mem);
+    if (g_env) ort->ReleaseEnv(g_env);
+    g_cpu_mem = NULL;
+    g_env = NULL;
+}
+
+/* Read name and shape of input/output `i` into *ti; checks float32 type. */
+static int read_tensor_info(ls_engine *e, int is_input, size_t i, ls_tensor_info *ti, ls_err *err) {
+    OrtAllocator *alloc = NULL;
+    if (check(ort->GetAllocatorWithDefaultOptions(&alloc), err, LS_INTERNAL, "ORT allocator")) return -1;
+    char *name = NULL;
+    OrtStatus *st = is_input ? ort->SessionGetInputName(e->session, i, alloc, &name)
+                             : ort->SessionGetOutputName(e->session, i, alloc, &name);
+    if (check(st, err, LS_FAILED_PRECONDITION, e->path)) return -1;
+    snprintf(ti->name, sizeof ti->name, "%s", name);
+    OrtStatus *fst = ort->AllocatorFree(alloc, name);
+    if (fst) ort->ReleaseStatus(fst);
+
+    OrtTypeInfo *type = NULL;
+    st = is_input ? ort->SessionGetInputTypeInfo(e->session, i, &type)
+                  : ort->SessionGetOutputTypeInfo(e->session, i, &type);
+    if (check(st, err, LS_FAILED_PRECONDITION, e->path)) return -1;
+    const OrtTensorTypeAndShapeInfo *shape = NULL;
+    ONNXTensorElementDataType et = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+    size_t nd = 0;
+    int rc = check(ort->CastTypeInfoToTensorInfo(type, &shape), err, LS_FAILED_PRECONDITION, e->path);
+    if (!rc && !shape)
+        rc = ls_err_set(err, LS_FAILED_PRECONDITION, "%s: %s '%s' is not a tensor", e->path,
+                        is_input ? "input" : "output", ti->name);
+    if (!rc) rc = check(ort->GetTensorElementType(shape, &et), err, LS_FAILED_PRECONDITION, e->path);
+    if (!rc) rc = check(ort->GetDimensionsCount(shape, &nd), err, LS_FAILED_PRECONDITION, e->path);
+    if (!rc && (nd < 2 || nd > LS_MAX_DIMS))
+        rc = ls_err_set(err, LS_FAILED_PRECONDITION, "%s: %s '%s' has %zu dimensions, expected 2..%d",
+                        e->path, is_input ? "input" : "output", ti->name, nd, LS_MAX_DIMS);
+    if (!rc) rc = check(ort->GetDimensions(shape, ti->dims, nd), err, LS_FAILED_PRECONDITION, e->path);
+    if (!rc && et != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+        rc = ls_err_set(err, LS_FAILED_PRECONDITION, "%s: %s '%s' has element type %d, expected float32",
+                        e->path, is_input ? "input" : "output", ti->name, (int)et);
+    ti->ndims = (int)nd;
+    ort->ReleaseTypeInfo(type);
+    return rc;
+}
+
+static size_t per_frame(const ls_tensor_info *t) {
+    size_t n = 1;
+    for (int d = 1; d < t->ndims; d++) n *= (size_t)t->dims[d];
+    return n;
+}
+
+static int has_dynamic_inner(const ls_tensor_info *t) {
+    for (int d = 1; d < t->ndims; d++)
+        if (t->dims[d] <= 0) return 1;
+    return 0;
+}
+
+/* Decide which input is visual and which audio, and check shapes. */
+static int classify(ls_engine *e, const ls_tensor_info *raw, ls_err *err) {
+    int vis = -1;
+    for (int i = 0; i < 2; i++)
+        if (raw[i].ndims == 4 && raw[i].dims[1] == 6) vis = i;
+    if (vis < 0)
+        return ls_err_set(err, LS_FAILED_PRECONDITION,
+                          "%s: no visual input of shape [N,6,P,P] (inputs '%s', '%s')", e->path,
+                          raw[0].name, raw[1].name);
+    int aud = 1 - vis;
+    e->in[0] = raw[vis];
+    e->in[1] = raw[aud];
+    e->in_index[0] = vis;
+    e->in_index[1] = aud;
+    const ls_tensor_info *v = &e->in[0], *a = &e->in[1], *o = &e->out;
+    if (v->dims[2] <= 0 || v->dims[2] != v->dims[3])
+        return ls_err_set(err, LS_FAILED_PRECONDITION,
+                          "%s: visual input '%s' must be [N,6,P,P] with fixed square P, got [%lld,%lld,%lld,%lld]",
+                          e->path, v->name, (long long)v->dims[0], (long long)v->dims[1],
+                          (long long)v->dims[2], (long long)v->dims[3]);
+    if (has_dynamic_inner(a))
+        return ls_err_set(err, LS_FAILED_PRECONDITION,
+                          "%s: audio input '%s' must have fixed non-batch dimensions", e->path, a->name);
+    e->pred_size = (int)v->dims[2];
+    if (o->ndims != 4 || o->dims[1] != 3 || o->dims[2] != v->dims[2] || o->dims[3] != v->dims[3])
+        return ls_err_set(err, LS_FAILED_PRECONDITION,
+                          "%s: output '%s' must be [N,3,%d,%d] (ndims %d, dims[1]=%lld)", e->path, o->name,
+                          e->pred_size, e->pred_size, o->ndims, (long long)o->dims[1]);
+    int64_t b = v->dims[0];
+    if ((a->dims[0] > 0 && a->dims[0] != b) || (o->dims[0] > 0 && o->dims[0] != b))
+        return ls_err_set(err, LS_FAILED_PRECONDITION, "%s: inputs and output disagree on the batch dimension",
+                          e->path);
+    e->fixed_batch = b > 0 ? (int)b : 0;
+    e->visual_per_frame = per_frame(v);
+    e->audio_per_frame = per_frame(a);
+    e->output_per_frame = per_frame(o);
+    e->in_names[vis] = e->in[0].name;
+    e->in_names[aud] = e->in[1].name;
+    e->out_names[0] = e->out.name;
+    return 0;
+}
+
+ls_engine *ls_engine_open(const char *path, ls_err *err) {
+    if (!g_env) {
+        ls_err_set(err, LS_INTERNAL, "ls_engine_global_init was not called");
+        return NULL;
+    }
+    ls_engine *e = calloc(1, sizeof *e);
+    if (!e || !(e->path = strdup(path))) {
+        free(e);
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory opening %s", path);
+        return NULL;
+    }
+    OrtSessionOptions *so = NULL;
+    int rc = check(ort->CreateSessionOptions(&so), err, LS_INTERNAL, "ORT session options");
+    if (!rc) rc = check(ort->DisablePerSessionThreads(so), err, LS_INTERNAL, "ORT session options");
+    if (!rc)
+        rc = check(ort->SetSessionGraphOptimizationLevel(so, ORT_ENABLE_ALL), err, LS_INTERNAL,
+                   "ORT session options");
+    if (!rc) {
+        rc = check(ort->CreateSession(g_env, path, so, &e->session), err, LS_FAILED_PRECONDITION, path);
+        if (rc) ls_err_prefix(err, "cannot load model");
+    }
+    if (so) ort->ReleaseSessionOptions(so);
+
+    size_t nin = 0, nout = 0;
+    if (!rc) rc = check(ort->SessionGetInputCount(e->session, &nin), err, LS_FAILED_PRECONDITION, path);
+    if (!rc) rc = check(ort->SessionGetOutputCount(e->session, &nout), err, LS_FAILED_PRECONDITION, path);
+    if (!rc && (nin != 2 || nout < 1))
+        rc = ls_err_set(err, LS_FAILED_PRECONDITION,
+                        "%s: model has %zu inputs and %zu outputs, expected 2 inputs (visual, audio) and 1 output",
+                        path, nin, nout);
+    ls_tensor_info raw[2];
+    memset(raw, 0, sizeof raw);
+    for (size_t i = 0; !rc && i < 2; i++) rc = read_tensor_info(e, 1, i, &raw[i], err);
+    if (!rc) rc = read_tensor_info(e, 0, 0, &e->out, err);
+    if (!rc) rc = classify(e, raw, err);
+    if (rc) {
+        ls_engine_close(e);
+        return NULL;
+    }
+    return e;
+}
+
+void ls_engine_close(ls_engine *e) {
+    if (!e) return;
+    if (e->session) ort->ReleaseSession(e->session);
+    free(e->path);
+    free(e);
+}
+
+int ls_engine_pred_size(const ls_engine *e) { return e->pred_size; }
+size_t ls_engine_visual_per_frame(const ls_engine *e) { return e->visual_per_frame; }
+size_t ls_engine_audio_per_frame(const ls_engine *e) { return e->audio_per_frame; }
+size_t ls_engine_output_per_frame(const ls_engine *e) { return e->output_per_frame; }
+int ls_engine_fixed_batch(const ls_engine *e) { return e->fixed_batch; }
+
+const ls_tensor_info *ls_engine_inputs(const ls_engine *e, int *n) {
+    *n = 2;
+    return e->in;
+}
+
+const ls_tensor_info *ls_engine_outputs(const ls_engine *e, int *n) {
+    *n = 1;
+    return &e->out;
+}
+
+/* Wrap caller memory as a float tensor of shape dims with batch b. */
+static int wrap(const ls_tensor_info *t, int64_t b, const float *data, OrtValue **out, ls_err *err) {
+    int64_t shape[LS_MAX_DIMS];
+    size_t n = (size_t)b;
+    shape[0] = b;
+    for (int d = 1; d < t->ndims; d++) {
+        shape[d] = t->dims[d];
+        n *= (size_t)t->dims[d];
+    }
+    /* ORT does not write to input tensors; the cast drops const only for the API. */
+    return check(ort->CreateTensorWithDataAsOrtValue(g_cpu_mem, (void *)data, n * sizeof(float), shape,
+                                                     (size_t)t->ndims, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, out),
+                 err, LS_INTERNAL, "ORT tensor");
+}
+
+/* One ORT Run over `b` frames; audio must hold b windows. */
+static int run_chunk(ls_engine *e, const float *visual, const float *audio, int b, float *out, ls_err *err) {
+    OrtValue *in[2] = {NULL, NULL}, *o = NULL;
+    int rc = wrap(&e->in[0], b, visual, &in[e->in_index[0]], err);
+    if (!rc) rc = wrap(&e->in[1], b, audio, &in[e->in_index[1]], err);
+    if (!rc) rc = wrap(&e->out, b, out, &o, err);
+    if (!rc) {
+        rc = check(ort->Run(e->session, NULL, e->in_names, (const OrtValue *const *)in, 2, e->out_names, 1, &o),
+                   err, LS_INTERNAL, "inference failed");
+    }
+    for (int i = 0; i < 2; i++)
+        if (in[i]) ort->ReleaseValue(in[i]);
+    if (o) ort->ReleaseValue(o);
+    return rc;
+}
+
+int ls_engine_run(ls_engine *e, const float *visual, const float *audio, int audio_shared, int batch,
+                  float *out, ls_err *err) {
+    int chunk = e->fixed_batch ? e->fixed_batch : batch;
+    float *shared = NULL;
+    if (audio_shared && chunk > 1) {
+        /* Broadcast the single window to every frame of a chunk. Small: 32 KiB a frame. */
+        shared = malloc((size_t)chunk * e->audio_per_frame * sizeof(float));
+        if (!shared) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for audio windows");
+        for (int i = 0; i < chunk; i++)
+            memcpy(shared + (size_t)i * e->audio_per_frame, audio, e->audio_per_frame * sizeof(float));
+    }
+    int rc = 0;
+    for (int done = 0; !rc && done < batch;) {
+        int b = batch - done < chunk ? batch - done : chunk;
+        if (e->fixed_batch && b != e->fixed_batch) {
+            /* A model with fixed batch k > 1 and a remainder: not supported by the
+             * shapes it declares. Real exports use k = 1, which always divides. */
+            rc = ls_err_set(err, LS_INVALID_ARGUMENT,
+                            "model has a fixed batch of %d; batch_size must be a multiple of it, got %d",
+                            e->fixed_batch, batch);
+            break;
+        }
+        const float *a = audio_shared ? (shared ? shared : audio) : audio + (size_t)done * e->audio_per_frame;
+        rc = run_chunk(e, visual + (size_t)done * e->visual_per_frame, a, b,
+                       out + (size_t)done * e->output_per_frame, err);
+        done += b;
+    }
+    free(shared);
+    return rc;
+}

@@ -1,1 +1,261 @@
-/* placeholder: being written */
+/* model.c - engine + avatar, the shared-engine cache, and the per-request
+ * pipeline: run -> composite -> encode. See model.h. */
+#define _GNU_SOURCE
+#include "model.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "compositor.h"
+#include "log.h"
+#include "pngenc.h"
+
+/* ---- shared engine cache ----------------------------------------------
+ * Keyed by model path. An entry being opened is marked `opening`; others
+ * wanting the same path wait on `cond` instead of opening it twice. The
+ * cache lock is never held while ONNX Runtime parses a model. */
+typedef struct shared_engine {
+    char *path;
+    ls_engine *engine;
+    int refs;
+    int opening;
+    struct shared_engine *next;
+} shared_engine;
+
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cache_cond = PTHREAD_COND_INITIALIZER;
+static shared_engine *cache_head;
+
+static uint64_t rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, res = 0;
+    if (f) {
+        if (fscanf(f, "%lu %lu", &size, &res) != 2) res = 0;
+        fclose(f);
+    }
+    return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Take a reference on the engine for path, opening it if needed.
+ * *opened_bytes is set when this call opened it, else 0. */
+static ls_engine *engine_acquire(const char *path, uint64_t *opened_bytes, ls_err *err) {
+    *opened_bytes = 0;
+    pthread_mutex_lock(&cache_lock);
+    shared_engine *s;
+    for (;;) {
+        for (s = cache_head; s; s = s->next)
+            if (!strcmp(s->path, path)) break;
+        if (!s || !s->opening) break;
+        pthread_cond_wait(&cache_cond, &cache_lock);
+    }
+    if (s) {
+        s->refs++;
+        pthread_mutex_unlock(&cache_lock);
+        return s->engine;
+    }
+    s = calloc(1, sizeof *s);
+    if (!s || !(s->path = strdup(path))) {
+        free(s);
+        pthread_mutex_unlock(&cache_lock);
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory opening %s", path);
+        return NULL;
+    }
+    s->opening = 1;
+    s->refs = 1;
+    s->next = cache_head;
+    cache_head = s;
+    pthread_mutex_unlock(&cache_lock);
+
+    uint64_t before = rss_bytes();
+    ls_engine *e = ls_engine_open(path, err);
+    uint64_t after = rss_bytes();
+
+    pthread_mutex_lock(&cache_lock);
+    s->opening = 0;
+    if (e) {
+        s->engine = e;
+        struct stat st;
+        uint64_t file = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+        uint64_t grew = after > before ? after - before : 0;
+        *opened_bytes = grew > file ? grew : file;
+    } else {
+        /* Unlink the failed entry; waiters retry the open themselves and get
+         * their own error. */
+        for (shared_engine **pp = &cache_head; *pp; pp = &(*pp)->next)
+            if (*pp == s) {
+                *pp = s->next;
+                break;
+            }
+        free(s->path);
+        free(s);
+    }
+    pthread_cond_broadcast(&cache_cond);
+    pthread_mutex_unlock(&cache_lock);
+    return e;
+}
+
+static void engine_release(ls_engine *e) {
+    ls_engine *close_it = NULL;
+    pthread_mutex_lock(&cache_lock);
+    for (shared_engine **pp = &cache_head; *pp; pp = &(*pp)->next) {
+        shared_engine *s = *pp;
+        if (s->engine != e) continue;
+        if (--s->refs == 0) {
+            *pp = s->next;
+            close_it = s->engine;
+            free(s->path);
+            free(s);
+        }
+        break;
+    }
+    pthread_mutex_unlock(&cache_lock);
+    ls_engine_close(close_it); /* outside the lock: releasing a session takes time */
+}
+
+int ls_model_open_engines(void) {
+    int n = 0;
+    pthread_mutex_lock(&cache_lock);
+    for (shared_engine *s = cache_head; s; s = s->next) n += !s->opening;
+    pthread_mutex_unlock(&cache_lock);
+    return n;
+}
+
+/* ---- model ---------------------------------------------------------------- */
+
+struct ls_model {
+    ls_engine *engine;
+    ls_avatar *avatar;
+    ls_composite_opts opts;
+};
+
+ls_model *ls_model_load(const ls_model_config *cfg, uint64_t *mem_bytes, ls_err *err) {
+    ls_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory loading model '%s'", cfg->id);
+        return NULL;
+    }
+    uint64_t engine_bytes = 0;
+    m->engine = engine_acquire(cfg->model_path, &engine_bytes, err);
+    if (!m->engine) goto fail;
+    m->avatar = ls_avatar_load(cfg->background_dir, cfg->crop_rects_path, cfg->num_frames, cfg->frame_order, err);
+    if (!m->avatar) goto fail;
+    m->opts.pred_size = ls_engine_pred_size(m->engine);
+    m->opts.margin = cfg->paste_margin;
+    m->opts.bgr = cfg->channel_bgr;
+    *mem_bytes = engine_bytes + ls_avatar_memory(m->avatar);
+    return m;
+fail:
+    ls_err_prefix(err, "model '%s'", cfg->id);
+    ls_model_free(m);
+    return NULL;
+}
+
+void ls_model_free(ls_model *m) {
+    if (!m) return;
+    ls_avatar_free(m->avatar);
+    if (m->engine) engine_release(m->engine);
+    free(m);
+}
+
+const ls_engine *ls_model_engine(const ls_model *m) { return m->engine; }
+const ls_avatar *ls_model_avatar(const ls_model *m) { return m->avatar; }
+
+/* Index of the first NaN/Inf in v, or -1. Written as a branch-free
+ * exponent test so the compiler vectorises it: it runs over ~12 MB a batch. */
+static ptrdiff_t first_non_finite(const float *v, size_t n) {
+    const size_t block = 4096;
+    for (size_t i = 0; i < n; i += block) {
+        size_t end = i + block < n ? i + block : n;
+        unsigned bad = 0;
+        for (size_t j = i; j < end; j++) {
+            uint32_t bits;
+            memcpy(&bits, &v[j], 4);
+            bad |= (bits & 0x7f800000u) == 0x7f800000u;
+        }
+        if (bad)
+            for (size_t j = i; j < end; j++)
+                if (!isfinite(v[j])) return (ptrdiff_t)j;
+    }
+    return -1;
+}
+
+static int check_request(const ls_model *m, const ls_infer_req *req, int *audio_shared, ls_err *err) {
+    size_t vpf = ls_engine_visual_per_frame(m->engine);
+    size_t apf = ls_engine_audio_per_frame(m->engine);
+    size_t b = (size_t)req->batch;
+    int P = m->opts.pred_size;
+    if (req->n_visual != b * vpf)
+        return ls_err_set(err, LS_INVALID_ARGUMENT,
+                          "visual_frames: expected batch_size %d x 6x%dx%d = %zu floats, got %zu", req->batch, P,
+                          P, b * vpf, req->n_visual);
+    if (req->n_audio == b * apf)
+        *audio_shared = 0;
+    else if (req->n_audio == apf)
+        *audio_shared = 1;
+    else
+        return ls_err_set(err, LS_INVALID_ARGUMENT,
+                          "audio_features: expected batch_size %d x %zu = %zu floats (one window per frame) "
+                          "or %zu (one window for all), got %zu",
+                          req->batch, apf, b * apf, apf, req->n_audio);
+    ptrdiff_t bad = first_non_finite(req->visual, req->n_visual);
+    if (bad >= 0)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "visual_frames[%td] is not finite (NaN or Inf)", bad);
+    bad = first_non_finite(req->audio, req->n_audio);
+    if (bad >= 0)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "audio_features[%td] is not finite (NaN or Inf)", bad);
+    return 0;
+}
+
+void ls_infer_result_free(ls_infer_result *res) {
+    if (!res->frames) return;
+    for (int i = 0; i < res->n_frames; i++) ls_buf_free(&res->frames[i]);
+    free(res->frames);
+    res->frames = NULL;
+    res->n_frames = 0;
+}
+
+int ls_model_infer(ls_model *m, const ls_infer_req *req, ls_infer_result *res, ls_err *err) {
+    memset(res, 0, sizeof *res);
+    int audio_shared = 0;
+    if (check_request(m, req, &audio_shared, err) != 0) return -1;
+
+    size_t opf = ls_engine_output_per_frame(m->engine);
+    float *pred = malloc((size_t)req->batch * opf * sizeof(float));
+    const ls_avatar *av = m->avatar;
+    int w = ls_avatar_width(av), h = ls_avatar_height(av);
+    size_t frame_bytes = (size_t)w * (size_t)h * 3;
+    uint8_t *frame = malloc(frame_bytes);
+    res->frames = calloc((size_t)req->batch, sizeof *res->frames);
+    ls_buf scratch = {0};
+    int rc = 0;
+    if (!pred || !frame || !res->frames) {
+        rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for a batch of %d", req->batch);
+        goto out;
+    }
+    res->n_frames = req->batch;
+
+    uint64_t t0 = ls_mono_ns();
+    rc = ls_engine_run(m->engine, req->visual, req->audio, audio_shared, req->batch, pred, err);
+    uint64_t t1 = ls_mono_ns();
+    res->inference_ms = (double)(t1 - t0) / 1e6;
+    if (rc) goto out;
+
+    for (int i = 0; i < req->batch && !rc; i++) {
+        int idx = ls_avatar_frame_index(av, req->start_frame + i);
+        memcpy(frame, ls_avatar_frame(av, idx)->rgb, frame_bytes);
+        rc = ls_composite(frame, w, h, ls_avatar_rect(av, idx), pred + (size_t)i * opf, &m->opts, &scratch, err);
+        if (!rc) rc = ls_png_encode_rgb(frame, w, h, (size_t)w * 3, req->png_level, &res->frames[i], err);
+    }
+    res->composite_ms = (double)(ls_mono_ns() - t1) / 1e6;
+out:
+    if (rc) ls_infer_result_free(res);
+    ls_buf_free(&scratch);
+    free(frame);
+    free(pred);
+    return rc;
+}

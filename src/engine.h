@@ -1,0 +1,54 @@
+/* engine.h - one ONNX Runtime session for a lip-sync model.
+ *
+ * A lip-sync model maps a visual tensor [N, 6, P, P] (3 channels of the real
+ * face crop, 3 of the masked crop) and an audio tensor [N, A...] (one audio
+ * window per frame, e.g. 32x16x16) to a face crop [N, 3, P, P]. Input and
+ * output names and shapes are read from the model file, never assumed: the
+ * visual input is the 4-D input with 6 channels, the audio input is the other
+ * one. A model whose batch dimension is fixed (real opset-11 exports use 1)
+ * still serves any batch: ls_engine_run splits it into chunks.
+ *
+ * All sessions share one process-wide ONNX Runtime environment with global
+ * thread pools, so N loaded models do not mean N thread pools. */
+#ifndef LS_ENGINE_H
+#define LS_ENGINE_H
+
+#include "common.h"
+
+#define LS_MAX_DIMS 8
+
+typedef struct {
+    char name[128];
+    int ndims;
+    int64_t dims[LS_MAX_DIMS]; /* -1 = dynamic */
+} ls_tensor_info;
+
+typedef struct ls_engine ls_engine;
+
+/* Process-wide setup; call once before ls_engine_open. intra/inter threads: 0
+ * lets ONNX Runtime choose. */
+int ls_engine_global_init(int intra_threads, int inter_threads, ls_err *err);
+void ls_engine_global_shutdown(void);
+
+/* Open a model. Errors: FAILED_PRECONDITION naming the path and ORT's reason,
+ * or the shape rule the model breaks. */
+ls_engine *ls_engine_open(const char *path, ls_err *err);
+void ls_engine_close(ls_engine *e);
+
+/* Shapes, read from the model. */
+int ls_engine_pred_size(const ls_engine *e);        /* P, e.g. 320 */
+size_t ls_engine_visual_per_frame(const ls_engine *e); /* 6*P*P floats */
+size_t ls_engine_audio_per_frame(const ls_engine *e);  /* e.g. 32*16*16 floats */
+size_t ls_engine_output_per_frame(const ls_engine *e); /* 3*P*P floats */
+int ls_engine_fixed_batch(const ls_engine *e);      /* 0 = dynamic batch */
+const ls_tensor_info *ls_engine_inputs(const ls_engine *e, int *n);  /* [visual, audio] */
+const ls_tensor_info *ls_engine_outputs(const ls_engine *e, int *n);
+
+/* Run `batch` frames. visual: batch * visual_per_frame floats; audio:
+ * batch * audio_per_frame floats, or (audio_shared) one window used for every
+ * frame; out: batch * output_per_frame floats, written in place (no copy).
+ * Thread-safe: concurrent runs on one engine are allowed (ORT sessions are). */
+int ls_engine_run(ls_engine *e, const float *visual, const float *audio, int audio_shared,
+                  int batch, float *out, ls_err *err);
+
+#endif

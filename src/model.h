@@ -1,0 +1,53 @@
+/* model.h - a servable model: engine (ONNX Runtime session) + avatar
+ * (background frames, crop rectangles) + how to paste (compositor options).
+ *
+ * This is the registry's loader payload: ls_model_load/ls_model_free are
+ * what the registry calls to bring an id into memory and out again.
+ * Engines are shared: avatars whose model_path names the same file share one
+ * session, reference counted, and its memory is charged to the first avatar
+ * that opened it. */
+#ifndef LS_MODEL_H
+#define LS_MODEL_H
+
+#include "avatar.h"
+#include "config.h"
+#include "engine.h"
+
+typedef struct ls_model ls_model;
+
+/* Load engine (or take a reference on a shared one) and avatar. *mem_bytes:
+ * decoded frames + engine growth of the process (RSS delta while opening,
+ * at least the model file's size) when this call opened the engine. */
+ls_model *ls_model_load(const ls_model_config *cfg, uint64_t *mem_bytes, ls_err *err);
+void ls_model_free(ls_model *m);
+
+const ls_engine *ls_model_engine(const ls_model *m);
+const ls_avatar *ls_model_avatar(const ls_model *m);
+
+/* Number of distinct engine sessions open in the process (for statistics). */
+int ls_model_open_engines(void);
+
+typedef struct {
+    const float *visual;   /* batch * visual_per_frame */
+    size_t n_visual;
+    const float *audio;    /* batch * audio_per_frame, or one window */
+    size_t n_audio;
+    int batch;
+    int64_t start_frame;   /* >= 0 */
+    int png_level;
+} ls_infer_req;
+
+typedef struct {
+    ls_buf *frames;        /* batch encoded PNGs; free with ls_infer_result_free */
+    int n_frames;
+    double inference_ms;
+    double composite_ms;   /* composite + encode */
+} ls_infer_result;
+
+/* Validate tensor sizes against the model (INVALID_ARGUMENT naming expected
+ * and received counts) and finiteness of the inputs, run the model, composite
+ * each predicted crop into frame (start + i) and encode it. */
+int ls_model_infer(ls_model *m, const ls_infer_req *req, ls_infer_result *res, ls_err *err);
+void ls_infer_result_free(ls_infer_result *res);
+
+#endif
