@@ -1,2 +1,168 @@
-/* placeholder: being written */
-int main(void) { return 1; }
+/* main.c - lipsyncd: parse arguments, load the config, start the service
+ * and the transport, run housekeeping, and stop cleanly on SIGINT/SIGTERM.
+ *
+ * Threads: main (signals + housekeeping ticks), the transport's
+ * completion-queue thread and workers, a preload thread at start-up, and
+ * ONNX Runtime's global pools. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <grpc/grpc.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "engine.h"
+#include "log.h"
+#include "model.h"
+#include "service.h"
+#include "transport.h"
+
+#ifndef LS_DEMO_CONFIG
+#define LS_DEMO_CONFIG "demo/demo.yaml"
+#endif
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: lipsyncd [--config FILE] [--listen HOST:PORT] [--log-level debug|info|warn|error]\n"
+            "                [--grace SECONDS]\n"
+            "Serves ONNX lip-sync models over gRPC (service multitenant.MultiTenantLipSync).\n"
+            "Without --config it serves the built-in demo avatar (%s).\n",
+            LS_DEMO_CONFIG);
+}
+
+static void *preload_main(void *arg) {
+    ls_service_preload(arg);
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    const char *config_path = NULL, *listen = NULL;
+    double grace = 10.0;
+    static const struct option opts[] = {
+        {"config", required_argument, 0, 'c'}, {"listen", required_argument, 0, 'l'},
+        {"log-level", required_argument, 0, 'v'}, {"grace", required_argument, 0, 'g'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
+    };
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:l:v:g:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': config_path = optarg; break;
+        case 'l': listen = optarg; break;
+        case 'g': grace = atof(optarg); break;
+        case 'v':
+            if (!strcmp(optarg, "debug")) ls_log_set_level(LS_LOG_DEBUG);
+            else if (!strcmp(optarg, "info")) ls_log_set_level(LS_LOG_INFO);
+            else if (!strcmp(optarg, "warn")) ls_log_set_level(LS_LOG_WARN);
+            else if (!strcmp(optarg, "error")) ls_log_set_level(LS_LOG_ERROR);
+            else {
+                fprintf(stderr, "lipsyncd: --log-level: expected debug, info, warn or error, got '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "lipsyncd: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (!config_path) {
+        config_path = LS_DEMO_CONFIG;
+        if (access(config_path, R_OK) != 0) {
+            fprintf(stderr, "lipsyncd: no --config given and the built-in demo config %s is missing (%s);\n"
+                            "build the project first (cmake --build builds the demo avatar)\n",
+                    config_path, strerror(errno));
+            return 1;
+        }
+    }
+
+    ls_config cfg;
+    ls_err err;
+    if (ls_config_load_file(config_path, &cfg, &err) != 0) {
+        fprintf(stderr, "lipsyncd: %s\n", err.msg);
+        return 1;
+    }
+    if (listen) {
+        char *l = strdup(listen);
+        if (!l) return 1;
+        free(cfg.listen);
+        cfg.listen = l;
+    }
+
+    /* Signals are taken synchronously by the main thread; every other thread
+     * inherits the blocked mask, so none of them is interrupted. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int rc = 1;
+    ls_service *svc = NULL;
+    ls_transport *tr = NULL;
+    grpc_init();
+    if (ls_engine_global_init(cfg.ort_intra_threads, cfg.ort_inter_threads, &err) != 0) {
+        LOG_ERROR("%s", err.msg);
+        goto out;
+    }
+    svc = ls_service_create(&cfg, &err);
+    if (!svc) {
+        LOG_ERROR("%s", err.msg);
+        goto out;
+    }
+    size_t n_methods;
+    const ls_method *methods = ls_service_methods(&n_methods);
+    ls_transport_opts topts = {.listen = cfg.listen,
+                               .max_message_bytes = cfg.max_message_bytes,
+                               .workers = cfg.worker_threads,
+                               .methods = methods,
+                               .n_methods = n_methods,
+                               .ctx = svc};
+    tr = ls_transport_start(&topts, &err);
+    if (!tr) {
+        LOG_ERROR("%s", err.msg);
+        goto out;
+    }
+    LOG_INFO("lipsyncd listening on %s (port %d): %zu models configured, capacity %d models / %.1f GiB, "
+             "policy %s, %d workers, max batch %d, max message %llu MiB, config %s",
+             cfg.listen, ls_transport_port(tr), cfg.n_models, cfg.max_models,
+             (double)cfg.max_memory_bytes / (1024.0 * 1024 * 1024), cfg.policy == LS_POLICY_LFU ? "lfu" : "lru",
+             cfg.worker_threads, cfg.max_batch, (unsigned long long)(cfg.max_message_bytes >> 20), config_path);
+
+    pthread_t preload;
+    int preload_started = pthread_create(&preload, NULL, preload_main, svc) == 0;
+    if (!preload_started) ls_service_preload(svc);
+
+    /* Housekeeping: wake at least once a second for idle sweeps and reports. */
+    for (;;) {
+        struct timespec ts = {.tv_sec = 1, .tv_nsec = 0};
+        int sig = sigtimedwait(&sigs, NULL, &ts);
+        if (sig == SIGINT || sig == SIGTERM) {
+            LOG_INFO("received %s, draining (grace %.0f s)", sig == SIGINT ? "SIGINT" : "SIGTERM", grace);
+            break;
+        }
+        ls_service_tick(svc, ls_mono_ns());
+    }
+    if (preload_started) pthread_join(preload, NULL);
+    ls_transport_stop(tr, grace);
+    tr = NULL;
+    ls_service_report(svc);
+    rc = 0;
+out:
+    ls_transport_stop(tr, 0);
+    ls_service_destroy(svc);
+    ls_engine_global_shutdown();
+    grpc_shutdown();
+    ls_config_free(&cfg);
+    LOG_INFO("lipsyncd stopped");
+    return rc;
+}

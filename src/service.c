@@ -1,1 +1,484 @@
-/* placeholder: being written */
+/* service.c - see service.h. */
+#define _GNU_SOURCE
+#include "service.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "model.h"
+#include "multitenant.pb-c.h"
+
+#define LS_VERSION "0.1.0"
+
+struct ls_service {
+    const ls_config *cfg;
+    ls_registry *reg;
+    uint64_t start_ns;
+    atomic_int ready;
+    uint64_t next_idle_ns, next_report_ns;
+};
+
+/* ---- registry loader: ls_model behind the registry's opaque handle ---- */
+
+static void *loader_load(void *ctx, const char *id, void *model_ctx, uint64_t *mem_bytes, ls_err *err) {
+    (void)ctx;
+    (void)id;
+    return ls_model_load(model_ctx, mem_bytes, err);
+}
+
+static void loader_unload(void *ctx, const char *id, void *handle) {
+    (void)ctx;
+    (void)id;
+    ls_model_free(handle);
+}
+
+ls_service *ls_service_create(const ls_config *cfg, ls_err *err) {
+    ls_service *s = calloc(1, sizeof *s);
+    if (!s) {
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory");
+        return NULL;
+    }
+    s->cfg = cfg;
+    s->start_ns = ls_mono_ns();
+    atomic_init(&s->ready, 0);
+    ls_registry_limits lim = {
+        .max_models = cfg->max_models,
+        .max_memory_bytes = cfg->max_memory_bytes,
+        .policy = cfg->policy,
+        .idle_unload_ns = (uint64_t)(cfg->idle_unload_seconds * 1e9),
+        .load_retry_ns = (uint64_t)(cfg->load_retry_seconds * 1e9),
+    };
+    ls_loader loader = {.load = loader_load, .unload = loader_unload, .ctx = s};
+    s->reg = ls_registry_create(&lim, &loader, NULL);
+    if (!s->reg) {
+        free(s);
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory creating the registry");
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->n_models; i++) {
+        const ls_model_config *m = &cfg->models[i];
+        ls_model_decl d = {.id = m->id,
+                           .memory_estimate_bytes = m->memory_estimate_bytes,
+                           .pinned = m->pinned,
+                           .model_ctx = (void *)m};
+        if (ls_registry_add(s->reg, &d, err) != 0) {
+            ls_service_destroy(s);
+            return NULL;
+        }
+    }
+    s->next_idle_ns = s->start_ns + (uint64_t)(cfg->idle_check_seconds * 1e9);
+    s->next_report_ns = s->start_ns + (uint64_t)(cfg->stats_report_seconds * 1e9);
+    return s;
+}
+
+void ls_service_destroy(ls_service *s) {
+    if (!s) return;
+    ls_registry_destroy(s->reg);
+    free(s);
+}
+
+ls_registry *ls_service_registry(ls_service *s) { return s->reg; }
+
+void ls_service_preload(ls_service *s) {
+    for (size_t i = 0; i < s->cfg->n_models; i++) {
+        const ls_model_config *m = &s->cfg->models[i];
+        if (!m->preload) continue;
+        int already = 0;
+        double ms = 0;
+        ls_err err;
+        if (ls_registry_load(s->reg, m->id, 0, &already, &ms, &err) == 0)
+            LOG_INFO("preloaded model '%s' in %.0f ms", m->id, ms);
+        else
+            LOG_ERROR("preload of model '%s' failed: %s", m->id, err.msg);
+    }
+    atomic_store(&s->ready, 1);
+}
+
+void ls_service_report(ls_service *s) {
+    ls_entry_stats *st = NULL;
+    ls_registry_totals tot;
+    int n = ls_registry_snapshot(s->reg, NULL, &st, &tot, NULL);
+    if (n < 0) return;
+    LOG_INFO("stats: %d/%d models loaded, %.1f/%.1f MiB, requests %lld, loads %lld (failed %lld), evictions %lld, "
+             "idle unloads %lld",
+             tot.loaded_models, tot.max_models, (double)tot.memory_bytes / 1048576.0,
+             (double)tot.max_memory_bytes / 1048576.0, (long long)tot.total_requests, (long long)tot.total_loads,
+             (long long)tot.total_load_failures, (long long)tot.total_evictions, (long long)tot.total_idle_unloads);
+    for (int i = 0; i < n; i++)
+        if (st[i].usage_count || st[i].state != LS_STATE_UNLOADED)
+            LOG_INFO("stats:   %s %s uses %lld avg infer %.1f ms p99 %.1f ms avg composite %.1f ms", st[i].id,
+                     ls_state_name(st[i].state), (long long)st[i].usage_count, st[i].avg_inference_ms,
+                     st[i].p99_inference_ms, st[i].avg_composite_ms);
+    free(st);
+}
+
+void ls_service_tick(ls_service *s, uint64_t now) {
+    if (now >= s->next_idle_ns) {
+        ls_registry_sweep_idle(s->reg);
+        s->next_idle_ns = now + (uint64_t)(s->cfg->idle_check_seconds * 1e9);
+    }
+    if (now >= s->next_report_ns) {
+        ls_service_report(s);
+        s->next_report_ns = now + (uint64_t)(s->cfg->stats_report_seconds * 1e9);
+    }
+}
+
+/* ---- helpers ---- */
+
+static double ms_since(uint64_t t0) { return (double)(ls_mono_ns() - t0) / 1e6; }
+
+/* Pack any message into resp. */
+static ls_code pack(const ProtobufCMessage *msg, ls_buf *resp, ls_err *err) {
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    if (ls_buf_reserve(resp, n) != 0) {
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory packing a %zu-byte response", n);
+        return LS_RESOURCE_EXHAUSTED;
+    }
+    resp->len = protobuf_c_message_pack(msg, resp->data);
+    return LS_OK;
+}
+
+static ls_code bad_message(const char *what, ls_err *err) {
+    ls_err_set(err, LS_INVALID_ARGUMENT, "malformed %s message (not valid protobuf for multitenant.%s)", what, what);
+    return LS_INVALID_ARGUMENT;
+}
+
+/* Model ids are checked here so that a bad id gets INVALID_ARGUMENT, not
+ * NOT_FOUND, and so ids that could never be configured are not looked up. */
+static int check_model_id(const char *id, ls_err *err) {
+    if (!id || !*id) return ls_err_set(err, LS_INVALID_ARGUMENT, "model_id: expected a non-empty model id");
+    if (strlen(id) > 128)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "model_id: expected at most 128 characters, got %zu",
+                          strlen(id));
+    return 0;
+}
+
+/* ---- InferBatchComposite ---- */
+
+static ls_code infer_fail(ls_err *err, ls_buf *resp, double total_ms) {
+    Multitenant__CompositeBatchResponse r = MULTITENANT__COMPOSITE_BATCH_RESPONSE__INIT;
+    r.success = 0;
+    r.error = err->msg;
+    r.total_time_ms = total_ms;
+    ls_err dummy;
+    pack(&r.base, resp, &dummy);
+    return err->code;
+}
+
+static ls_code h_infer(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len, ls_buf *resp,
+                       ls_err *err) {
+    ls_service *s = ctx;
+    uint64_t t0 = call->received_mono_ns ? call->received_mono_ns : ls_mono_ns();
+    Multitenant__CompositeBatchRequest *q = multitenant__composite_batch_request__unpack(NULL, len, req);
+    if (!q) return bad_message("CompositeBatchRequest", err);
+
+    ls_lease lease = {0};
+    int leased = 0;
+    ls_infer_result res = {0};
+    ls_code code = LS_OK;
+    if (check_model_id(q->model_id, err) != 0) goto fail;
+    if (q->batch_size < 1 || q->batch_size > s->cfg->max_batch) {
+        ls_err_set(err, LS_INVALID_ARGUMENT, "batch_size: expected 1..%d, got %d", s->cfg->max_batch,
+                   q->batch_size);
+        goto fail;
+    }
+    if (q->start_frame_idx < 0) {
+        ls_err_set(err, LS_INVALID_ARGUMENT, "start_frame_idx: expected >= 0, got %d", q->start_frame_idx);
+        goto fail;
+    }
+    if (ls_registry_acquire(s->reg, q->model_id, &lease, err) != 0) goto fail;
+    leased = 1;
+
+    ls_infer_req ir = {.visual = q->visual_frames,
+                       .n_visual = q->n_visual_frames,
+                       .audio = q->audio_features,
+                       .n_audio = q->n_audio_features,
+                       .batch = q->batch_size,
+                       .start_frame = q->start_frame_idx,
+                       .png_level = s->cfg->png_level};
+    int rc = ls_model_infer(lease.handle, &ir, &res, err);
+    ls_registry_release(s->reg, &lease, rc == 0, res.inference_ms, res.composite_ms);
+    leased = 0;
+    if (rc != 0) goto fail;
+
+    Multitenant__CompositeBatchResponse r = MULTITENANT__COMPOSITE_BATCH_RESPONSE__INIT;
+    ProtobufCBinaryData *frames = calloc((size_t)res.n_frames, sizeof *frames);
+    if (!frames) {
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory building the response");
+        goto fail;
+    }
+    for (int i = 0; i < res.n_frames; i++) {
+        frames[i].data = res.frames[i].data;
+        frames[i].len = res.frames[i].len;
+    }
+    r.n_composited_frames = (size_t)res.n_frames;
+    r.composited_frames = frames;
+    r.inference_time_ms = res.inference_ms;
+    r.composite_time_ms = res.composite_ms;
+    r.model_loaded = lease.loaded_now;
+    r.model_load_time_ms = lease.load_ms;
+    r.success = 1;
+    r.error = "";
+    r.total_time_ms = ms_since(t0);
+    code = pack(&r.base, resp, err);
+    free(frames);
+    ls_infer_result_free(&res);
+    multitenant__composite_batch_request__free_unpacked(q, NULL);
+    return code;
+
+fail:
+    if (leased) ls_registry_release(s->reg, &lease, 0, 0, 0);
+    ls_infer_result_free(&res);
+    if (err->code == LS_OK) err->code = LS_INTERNAL;
+    LOG_WARN("InferBatchComposite model '%s' batch %d: %s: %s", q->model_id ? q->model_id : "",
+             q->batch_size, ls_code_name(err->code), err->msg);
+    multitenant__composite_batch_request__free_unpacked(q, NULL);
+    return infer_fail(err, resp, ms_since(t0));
+}
+
+/* ---- model info (ListModels / GetModelStats) ---- */
+
+/* Everything one ModelInfo points to, allocated together and freed together. */
+typedef struct {
+    Multitenant__ModelInfo info;
+    Multitenant__ModelStats stats;
+    Multitenant__TensorInfo tin[2], tout[1];
+    Multitenant__TensorInfo *pin[2], *pout[1];
+    int64_t shapes[3][LS_MAX_DIMS];
+    ls_entry_stats st;
+} info_slot;
+
+typedef struct {
+    info_slot *slot;
+} inspect_arg;
+
+/* Called under the registry lock while the model is loaded: copy tensor info. */
+static void copy_tensors(void *handle, void *arg) {
+    info_slot *sl = ((inspect_arg *)arg)->slot;
+    const ls_engine *e = ls_model_engine(handle);
+    int nin = 0, nout = 0;
+    const ls_tensor_info *in = ls_engine_inputs(e, &nin), *out = ls_engine_outputs(e, &nout);
+    for (int i = 0; i < 2 && i < nin; i++) {
+        multitenant__tensor_info__init(&sl->tin[i]);
+        sl->tin[i].name = strdup(in[i].name);
+        memcpy(sl->shapes[i], in[i].dims, sizeof(int64_t) * (size_t)in[i].ndims);
+        sl->tin[i].shape = sl->shapes[i];
+        sl->tin[i].n_shape = (size_t)in[i].ndims;
+        sl->pin[i] = &sl->tin[i];
+    }
+    sl->info.n_inputs = (size_t)(nin < 2 ? nin : 2);
+    sl->info.inputs = sl->pin;
+    if (nout >= 1) {
+        multitenant__tensor_info__init(&sl->tout[0]);
+        sl->tout[0].name = strdup(out[0].name);
+        memcpy(sl->shapes[2], out[0].dims, sizeof(int64_t) * (size_t)out[0].ndims);
+        sl->tout[0].shape = sl->shapes[2];
+        sl->tout[0].n_shape = (size_t)out[0].ndims;
+        sl->pout[0] = &sl->tout[0];
+        sl->info.n_outputs = 1;
+        sl->info.outputs = sl->pout;
+    }
+}
+
+static void fill_slot(ls_service *s, info_slot *sl, const ls_entry_stats *st) {
+    sl->st = *st;
+    const ls_model_config *mc = ls_config_find(s->cfg, st->id);
+    Multitenant__ModelInfo *mi = &sl->info;
+    multitenant__model_info__init(mi);
+    multitenant__model_stats__init(&sl->stats);
+    mi->model_id = sl->st.id;
+    mi->state = (char *)ls_state_name(st->state);
+    mi->loaded = st->state == LS_STATE_LOADED || st->state == LS_STATE_DRAINING;
+    mi->error = sl->st.error;
+    mi->model_path = mc ? mc->model_path : "";
+    mi->background_dir = mc ? mc->background_dir : "";
+    mi->crop_rects_path = mc ? mc->crop_rects_path : "";
+    mi->num_frames = mc ? mc->num_frames : 0;
+    mi->pinned = st->pinned_config;
+    mi->preload = mc ? mc->preload : 0;
+    if (mi->loaded) {
+        inspect_arg a = {sl};
+        ls_registry_inspect(s->reg, st->id, copy_tensors, &a);
+    }
+    Multitenant__ModelStats *ms = &sl->stats;
+    ms->usage_count = st->usage_count;
+    ms->last_used_unix_ms = st->last_used_wall_ms;
+    ms->loaded_unix_ms = st->loaded_wall_ms;
+    ms->load_time_ms = st->last_load_ms;
+    ms->total_inference_ms = st->total_inference_ms;
+    ms->avg_inference_ms = st->avg_inference_ms;
+    ms->avg_composite_ms = st->avg_composite_ms;
+    ms->memory_bytes = (int64_t)(st->memory_measured_bytes ? st->memory_measured_bytes : st->memory_estimate_bytes);
+    ms->load_count = st->load_count;
+    ms->eviction_count = st->eviction_count;
+    ms->in_flight = st->in_flight;
+    ms->memory_estimate_bytes = (int64_t)st->memory_estimate_bytes;
+    ms->p50_inference_ms = st->p50_inference_ms;
+    ms->p99_inference_ms = st->p99_inference_ms;
+    ms->total_load_time_ms = st->total_load_ms;
+    ms->failed_requests = st->failed_requests;
+    mi->stats = ms;
+}
+
+static void free_slots(info_slot *slots, int n) {
+    for (int i = 0; i < n; i++) {
+        for (size_t k = 0; k < slots[i].info.n_inputs; k++) free(slots[i].tin[k].name);
+        for (size_t k = 0; k < slots[i].info.n_outputs; k++) free(slots[i].tout[k].name);
+    }
+    free(slots);
+}
+
+/* Snapshot id (NULL = all) into ModelInfo slots. Returns count or -1. */
+static int collect(ls_service *s, const char *id, info_slot **out, Multitenant__ModelInfo ***ptrs,
+                   ls_registry_totals *tot, ls_err *err) {
+    ls_entry_stats *st = NULL;
+    int n = ls_registry_snapshot(s->reg, id, &st, tot, err);
+    if (n < 0) return -1;
+    info_slot *slots = calloc((size_t)n + 1, sizeof *slots);
+    Multitenant__ModelInfo **p = calloc((size_t)n + 1, sizeof *p);
+    if (!slots || !p) {
+        free(slots);
+        free(p);
+        free(st);
+        return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory listing models");
+    }
+    for (int i = 0; i < n; i++) {
+        fill_slot(s, &slots[i], &st[i]);
+        p[i] = &slots[i].info;
+    }
+    free(st);
+    *out = slots;
+    *ptrs = p;
+    return n;
+}
+
+static ls_code h_list(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len, ls_buf *resp,
+                      ls_err *err) {
+    (void)call;
+    Multitenant__ListModelsRequest *q = multitenant__list_models_request__unpack(NULL, len, req);
+    if (!q) return bad_message("ListModelsRequest", err);
+    multitenant__list_models_request__free_unpacked(q, NULL);
+    info_slot *slots;
+    Multitenant__ModelInfo **ptrs;
+    int n = collect(ctx, NULL, &slots, &ptrs, NULL, err);
+    if (n < 0) return err->code;
+    Multitenant__ListModelsResponse r = MULTITENANT__LIST_MODELS_RESPONSE__INIT;
+    r.n_models = (size_t)n;
+    r.models = ptrs;
+    ls_code code = pack(&r.base, resp, err);
+    free_slots(slots, n);
+    free(ptrs);
+    return code;
+}
+
+static ls_code h_stats(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len, ls_buf *resp,
+                       ls_err *err) {
+    (void)call;
+    ls_service *s = ctx;
+    Multitenant__GetModelStatsRequest *q = multitenant__get_model_stats_request__unpack(NULL, len, req);
+    if (!q) return bad_message("GetModelStatsRequest", err);
+    info_slot *slots;
+    Multitenant__ModelInfo **ptrs;
+    ls_registry_totals tot;
+    int n = collect(s, q->model_id && *q->model_id ? q->model_id : NULL, &slots, &ptrs, &tot, err);
+    multitenant__get_model_stats_request__free_unpacked(q, NULL);
+    if (n < 0) return err->code;
+    Multitenant__GetModelStatsResponse r = MULTITENANT__GET_MODEL_STATS_RESPONSE__INIT;
+    r.n_models = (size_t)n;
+    r.models = ptrs;
+    r.loaded_models = tot.loaded_models;
+    r.max_models = tot.max_models;
+    r.total_memory_bytes = (int64_t)tot.memory_bytes;
+    r.max_memory_bytes = (int64_t)tot.max_memory_bytes;
+    r.eviction_policy = tot.policy == LS_POLICY_LFU ? "lfu" : "lru";
+    r.total_requests = tot.total_requests;
+    r.total_loads = tot.total_loads;
+    r.total_load_failures = tot.total_load_failures;
+    r.total_evictions = tot.total_evictions;
+    r.total_idle_unloads = tot.total_idle_unloads;
+    ls_code code = pack(&r.base, resp, err);
+    free_slots(slots, n);
+    free(ptrs);
+    return code;
+}
+
+/* ---- Load / Unload / Health ---- */
+
+static ls_code h_load(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len, ls_buf *resp,
+                      ls_err *err) {
+    (void)call;
+    ls_service *s = ctx;
+    Multitenant__LoadModelRequest *q = multitenant__load_model_request__unpack(NULL, len, req);
+    if (!q) return bad_message("LoadModelRequest", err);
+    Multitenant__LoadModelResponse r = MULTITENANT__LOAD_MODEL_RESPONSE__INIT;
+    int already = 0;
+    double ms = 0;
+    int rc = check_model_id(q->model_id, err);
+    if (!rc) rc = ls_registry_load(s->reg, q->model_id, q->force_reload, &already, &ms, err);
+    if (!rc) LOG_INFO("LoadModel '%s': %s", q->model_id, already ? "already loaded" : "loaded");
+    multitenant__load_model_request__free_unpacked(q, NULL);
+    r.success = rc == 0;
+    r.error = rc ? err->msg : "";
+    r.load_time_ms = ms;
+    r.already_loaded = already;
+    ls_err perr;
+    pack(&r.base, resp, &perr);
+    return rc ? err->code : LS_OK;
+}
+
+static ls_code h_unload(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len, ls_buf *resp,
+                        ls_err *err) {
+    (void)call;
+    ls_service *s = ctx;
+    Multitenant__UnloadModelRequest *q = multitenant__unload_model_request__unpack(NULL, len, req);
+    if (!q) return bad_message("UnloadModelRequest", err);
+    Multitenant__UnloadModelResponse r = MULTITENANT__UNLOAD_MODEL_RESPONSE__INIT;
+    ls_state st = LS_STATE_UNLOADED;
+    int rc = check_model_id(q->model_id, err);
+    if (!rc) rc = ls_registry_unload(s->reg, q->model_id, &st, err);
+    if (!rc) LOG_INFO("UnloadModel '%s': %s", q->model_id, ls_state_name(st));
+    multitenant__unload_model_request__free_unpacked(q, NULL);
+    r.success = rc == 0;
+    r.error = rc ? err->msg : "";
+    r.state = rc ? "" : (char *)ls_state_name(st);
+    ls_err perr;
+    pack(&r.base, resp, &perr);
+    return rc ? err->code : LS_OK;
+}
+
+static ls_code h_health(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len, ls_buf *resp,
+                        ls_err *err) {
+    (void)call;
+    ls_service *s = ctx;
+    Multitenant__HealthRequest *q = multitenant__health_request__unpack(NULL, len, req);
+    if (!q) return bad_message("HealthRequest", err);
+    multitenant__health_request__free_unpacked(q, NULL);
+    ls_registry_totals tot;
+    ls_entry_stats *st = NULL;
+    int n = ls_registry_snapshot(s->reg, NULL, &st, &tot, err);
+    free(st);
+    if (n < 0) return err->code;
+    Multitenant__HealthResponse r = MULTITENANT__HEALTH_RESPONSE__INIT;
+    int ready = atomic_load(&s->ready);
+    r.healthy = 1;
+    r.status = ready ? "SERVING" : "STARTING";
+    r.loaded_models = tot.loaded_models;
+    r.configured_models = tot.configured_models;
+    r.version = LS_VERSION;
+    r.uptime_s = ms_since(s->start_ns) / 1000.0;
+    return pack(&r.base, resp, err);
+}
+
+#define SVC "/multitenant.MultiTenantLipSync/"
+static const ls_method methods[] = {
+    {SVC "InferBatchComposite", h_infer}, {SVC "ListModels", h_list},   {SVC "GetModelStats", h_stats},
+    {SVC "LoadModel", h_load},            {SVC "UnloadModel", h_unload}, {SVC "Health", h_health},
+};
+
+const ls_method *ls_service_methods(size_t *n) {
+    *n = sizeof methods / sizeof methods[0];
+    return methods;
+}

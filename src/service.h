@@ -1,0 +1,38 @@
+/* service.h - the MultiTenantLipSync service: request decoding, validation,
+ * and the calls into registry and model. Speaks protobuf (the wire format)
+ * but not gRPC: the transport hands it bytes and takes bytes back.
+ *
+ * Request flow for InferBatchComposite:
+ *   decode -> validate (model id, batch, start) -> registry acquire (may load)
+ *   -> model infer (validate tensors, run, composite, encode) -> release
+ *   (records usage) -> encode response. */
+#ifndef LS_SERVICE_H
+#define LS_SERVICE_H
+
+#include "config.h"
+#include "registry.h"
+#include "transport.h"
+
+typedef struct ls_service ls_service;
+
+/* Build the registry for cfg's models (cfg must outlive the service). */
+ls_service *ls_service_create(const ls_config *cfg, ls_err *err);
+void ls_service_destroy(ls_service *s);
+
+/* The method table to give the transport (ctx = the service). */
+const ls_method *ls_service_methods(size_t *n);
+
+/* Load every `preload: true` model, in order; failures are logged and
+ * recorded in the model's state. Marks the service ready when done. */
+void ls_service_preload(ls_service *s);
+
+/* Periodic work, called by the server's housekeeping thread: idle unload
+ * sweep and the statistics report, each at its configured interval. */
+void ls_service_tick(ls_service *s, uint64_t now_mono_ns);
+
+/* Log the statistics report now. */
+void ls_service_report(ls_service *s);
+
+ls_registry *ls_service_registry(ls_service *s);
+
+#endif
