@@ -1,1 +1,830 @@
-/* placeholder: being written */
+/* config.c - the YAML configuration (the format is documented in config.h).
+ *
+ * The text is loaded with libyaml's document API into a node tree, which is
+ * then walked section by section. A tree rather than the event stream
+ * because the messages need random access: a bad value names the line of its
+ * key, a duplicate names both lines, a model lacking a required key names the
+ * model's line. Config files are tiny, so the memory for the tree is nothing.
+ *
+ * Everything is strict: unknown keys, duplicate keys, numbers out of range and
+ * values of the wrong shape are all errors. A misspelt "pined: true" that
+ * silently falls back to the default is a bug found weeks later in
+ * production; refusing to start finds it now. The first error aborts the
+ * parse and the half-filled config is freed, so callers never see one. */
+
+#define _POSIX_C_SOURCE 200809L
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <yaml.h>
+
+#define MIB (1024ull * 1024ull)
+#define GIB (1024ull * MIB)
+
+#define MODEL_ID_MAX 128
+#define MAX_THREADS 256
+
+/* A config file bigger than this is a mistake (a wrong path to some data
+ * file), not a config; refuse it rather than read it all. */
+#define CONFIG_MAX_BYTES (16u * 1024u * 1024u)
+
+/* Upper bounds for the time settings. Consumers turn seconds into nanosecond
+ * deadlines in a uint64_t; 1e9 s (about 31 years) keeps that far from
+ * overflow while being longer than any interval anyone means. */
+#define MAX_SECONDS 1e9
+#define MAX_MINUTES 1e7
+/* 1 PiB: far beyond any machine, small enough that GiB * 2^30 fits easily. */
+#define MAX_MEMORY_GB 1048576.0
+/* gRPC keeps message limits in an int: 2047 MiB is the most that fits. */
+#define MAX_MESSAGE_MB 2047
+/* 16 TiB per model. */
+#define MAX_MODEL_MB 16777216
+
+/* ------------------------------------------------------------------------ */
+/* Defaults and teardown                                                     */
+/* ------------------------------------------------------------------------ */
+
+static void model_defaults(ls_model_config *m) {
+    memset(m, 0, sizeof *m);
+    m->num_frames = 0;
+    m->preload = 0;
+    m->pinned = 0;
+    m->memory_estimate_bytes = 512 * MIB;
+    m->frame_order = LS_ORDER_LOOP;
+    m->channel_bgr = 1;
+    m->paste_margin = 4;
+}
+
+/* The strings are heap copies so that ls_config_free can treat every config
+ * alike. If strdup fails they stay NULL; ls_config_parse checks for that, and
+ * a caller using the defaults alone gets a config that frees cleanly. */
+void ls_config_defaults(ls_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->source = strdup("<defaults>");
+    cfg->listen = strdup("0.0.0.0:50053");
+    cfg->max_message_bytes = 128 * MIB;
+    cfg->worker_threads = 4;
+    cfg->ort_intra_threads = 0;
+    cfg->ort_inter_threads = 1;
+    cfg->max_batch = 32;
+    cfg->png_level = 1;
+    cfg->max_models = 4;
+    cfg->max_memory_bytes = 8 * GIB;
+    cfg->policy = LS_POLICY_LRU;
+    cfg->idle_unload_seconds = 1800;
+    cfg->idle_check_seconds = 60;
+    cfg->stats_report_seconds = 300;
+    cfg->load_retry_seconds = 10;
+    cfg->models = NULL;
+    cfg->n_models = 0;
+}
+
+/* Frees whatever is there (a config may be half filled when a parse fails)
+ * and zeroes the struct, so a second call, or a call on a config that was
+ * only zeroed, is harmless. */
+void ls_config_free(ls_config *cfg) {
+    if (!cfg) return;
+    for (size_t i = 0; i < cfg->n_models; i++) {
+        ls_model_config *m = &cfg->models[i];
+        free(m->id);
+        free(m->model_path);
+        free(m->background_dir);
+        free(m->crop_rects_path);
+    }
+    free(cfg->models);
+    free(cfg->source);
+    free(cfg->listen);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+const ls_model_config *ls_config_find(const ls_config *cfg, const char *id) {
+    if (!cfg || !id) return NULL;
+    for (size_t i = 0; i < cfg->n_models; i++)
+        if (cfg->models[i].id && strcmp(cfg->models[i].id, id) == 0) return &cfg->models[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The walk: context, messages, node helpers                                 */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    yaml_document_t *doc;
+    const char *source;   /* names the text in messages */
+    const char *base_dir; /* caller's base, or NULL until cwd is needed */
+    char *cwd;            /* owned: the current directory once looked up */
+    ls_config *cfg;
+    ls_err *err;
+} cfg_parser;
+
+static size_t node_line(const yaml_node_t *n) { return n->start_mark.line + 1; }
+
+static const char *text(const yaml_node_t *n) { return (const char *)n->data.scalar.value; }
+
+static yaml_node_t *node_at(cfg_parser *p, int index) {
+    return yaml_document_get_node(p->doc, index);
+}
+
+static const char *node_kind(const yaml_node_t *n) {
+    switch (n->type) {
+    case YAML_MAPPING_NODE: return "a mapping";
+    case YAML_SEQUENCE_NODE: return "a list";
+    default: return "a single value";
+    }
+}
+
+/* Every parse error goes through here: "<source>:<line>: <message>". */
+static int fail(cfg_parser *p, const yaml_node_t *at, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(cfg_parser *p, const yaml_node_t *at, const char *fmt, ...) {
+    char msg[LS_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return ls_err_set(p->err, LS_INVALID_ARGUMENT, "%s:%zu: %s", p->source, node_line(at), msg);
+}
+
+static int oom(cfg_parser *p) {
+    return ls_err_set(p->err, LS_RESOURCE_EXHAUSTED, "%s: out of memory", p->source);
+}
+
+/* YAML's spellings of "nothing": what "key:" with no value loads as. Only a
+ * plain scalar counts; a quoted "null" is a string. */
+static int is_null(const yaml_node_t *n) {
+    if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return 0;
+    const char *s = text(n);
+    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") ||
+           !strcmp(s, "NULL");
+}
+
+/* Sections and model bodies must be mappings. A key with nothing under it
+ * ("models:" alone) loads as a null scalar, which we take as an empty mapping
+ * since that is plainly what was meant. Returns 1 for a mapping to walk, 0 for
+ * an empty one, -1 (err set) for anything else. */
+static int expect_mapping(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val,
+                          const char *path) {
+    if (val->type == YAML_MAPPING_NODE) return 1;
+    if (is_null(val)) return 0;
+    return fail(p, key, "%s: expected a mapping, got %s", path, node_kind(val));
+}
+
+/* Every key of a mapping must be a string without NUL bytes and appear once.
+ * libyaml accepts duplicate keys, and with them the last one would silently
+ * win; we refuse them, naming both lines. `where` is a phrase like
+ * "in server"; `noun` is "key" or "model id". */
+static int check_keys(cfg_parser *p, const yaml_node_t *map, const char *where,
+                      const char *noun) {
+    yaml_node_pair_t *start = map->data.mapping.pairs.start;
+    for (yaml_node_pair_t *a = start; a < map->data.mapping.pairs.top; a++) {
+        yaml_node_t *k = node_at(p, a->key);
+        if (k->type != YAML_SCALAR_NODE)
+            return fail(p, k, "keys must be plain strings, got %s as a key %s", node_kind(k),
+                        where);
+        if (strlen(text(k)) != k->data.scalar.length)
+            return fail(p, k, "a key %s contains a NUL byte", where);
+        for (yaml_node_pair_t *b = start; b < a; b++) {
+            yaml_node_t *first = node_at(p, b->key);
+            if (strcmp(text(first), text(k)) == 0)
+                return fail(p, k, "duplicate %s '%.64s' %s (first at line %zu)", noun, text(k),
+                            where, node_line(first));
+        }
+    }
+    return 0;
+}
+
+static int unknown_key(cfg_parser *p, const yaml_node_t *key, const char *where,
+                       const char *const *known) {
+    char list[512];
+    size_t off = 0;
+    list[0] = '\0';
+    for (size_t i = 0; known[i] && off < sizeof list; i++)
+        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "", known[i]);
+    return fail(p, key, "unknown key '%.64s' %s (expected one of: %s)", text(key), where, list);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Values                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Each getter validates one value completely before storing it, and reports
+ * "<path>: expected <form>, got '<value>'" at the key's line: the key is what
+ * the reader looks for, and for an empty value it is the only line there is.
+ * Scalars are read by their text whatever their quoting, so "32" and 32 are
+ * the same number; being strict about YAML's typing would only produce
+ * errors nobody would understand. */
+
+/* The text of a scalar setting, or NULL (err set) for a list or mapping. */
+static const char *scalar_value(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val,
+                                const char *path, const char *expect) {
+    if (val->type != YAML_SCALAR_NODE) {
+        fail(p, key, "%s: expected %s, got %s", path, expect, node_kind(val));
+        return NULL;
+    }
+    if (strlen(text(val)) != val->data.scalar.length) {
+        fail(p, key, "%s: expected %s, got a value containing a NUL byte", path, expect);
+        return NULL;
+    }
+    return text(val);
+}
+
+/* "<path>: expected <form>, got '<text>'"; an empty value says so. */
+static int bad_value(cfg_parser *p, const yaml_node_t *key, const char *path, const char *expect,
+                     const char *s) {
+    if (*s == '\0') return fail(p, key, "%s: expected %s, got nothing", path, expect);
+    return fail(p, key, "%s: expected %s, got '%.64s'", path, expect, s);
+}
+
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
+
+/* A decimal integer with an optional sign and nothing else: strtoll alone
+ * would also take leading blanks and stop quietly at "4.5" or "0x10". */
+static int parse_integer(const char *s, long long *out) {
+    const char *d = s + (*s == '+' || *s == '-');
+    if (!is_digit(*d)) return -1;
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0') return -1;
+    *out = v;
+    return 0;
+}
+
+/* A decimal number: [sign] digits [. digits] [e [sign] digits]. Checked by
+ * hand first because strtod also takes "inf", "nan" and hex floats, none of
+ * which belong in a config. (strtod follows LC_NUMERIC; the server never
+ * calls setlocale, so the point is '.'.) */
+static int parse_number(const char *s, double *out) {
+    const char *c = s;
+    size_t digits = 0;
+    if (*c == '+' || *c == '-') c++;
+    while (is_digit(*c)) c++, digits++;
+    if (*c == '.') {
+        c++;
+        while (is_digit(*c)) c++, digits++;
+    }
+    if (digits == 0) return -1;
+    if (*c == 'e' || *c == 'E') {
+        c++;
+        if (*c == '+' || *c == '-') c++;
+        if (!is_digit(*c)) return -1;
+        while (is_digit(*c)) c++;
+    }
+    if (*c != '\0') return -1;
+    double v = strtod(s, NULL);
+    if (!isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+static int get_int(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val,
+                   const char *path, int min, int max, int *out) {
+    char expect[64];
+    if (max == INT_MAX)
+        snprintf(expect, sizeof expect, "an integer >= %d", min);
+    else
+        snprintf(expect, sizeof expect, "an integer %d..%d", min, max);
+    const char *s = scalar_value(p, key, val, path, expect);
+    if (!s) return -1;
+    long long v;
+    if (parse_integer(s, &v) != 0 || v < min || v > max)
+        return bad_value(p, key, path, expect, s);
+    *out = (int)v;
+    return 0;
+}
+
+/* A number in (min, max] when min_exclusive, else [min, max]. */
+static int get_number(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val,
+                      const char *path, double min, int min_exclusive, double max, double *out) {
+    char expect[96];
+    snprintf(expect, sizeof expect, "a number %s %.15g and <= %.15g", min_exclusive ? ">" : ">=",
+             min, max);
+    const char *s = scalar_value(p, key, val, path, expect);
+    if (!s) return -1;
+    double v;
+    if (parse_number(s, &v) != 0 || v < min || (min_exclusive && v == min) || v > max)
+        return bad_value(p, key, path, expect, s);
+    *out = v;
+    return 0;
+}
+
+static int get_bool(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val,
+                    const char *path, int *out) {
+    static const char expect[] = "true, false, yes or no";
+    const char *s = scalar_value(p, key, val, path, expect);
+    if (!s) return -1;
+    if (!strcasecmp(s, "true") || !strcasecmp(s, "yes")) {
+        *out = 1;
+    } else if (!strcasecmp(s, "false") || !strcasecmp(s, "no")) {
+        *out = 0;
+    } else {
+        return bad_value(p, key, path, expect, s);
+    }
+    return 0;
+}
+
+/* One of a fixed set of words, case-insensitively; *out is its index. The
+ * message lists them: "expected lru or lfu". */
+static int get_choice(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val,
+                      const char *path, const char *const *words, int *out) {
+    char expect[128];
+    size_t n = 0, off = 0;
+    while (words[n]) n++;
+    expect[0] = '\0';
+    for (size_t i = 0; i < n && off < sizeof expect; i++) {
+        const char *sep = i == 0 ? "" : i + 1 == n ? " or " : ", ";
+        off += (size_t)snprintf(expect + off, sizeof expect - off, "%s%s", sep, words[i]);
+    }
+    const char *s = scalar_value(p, key, val, path, expect);
+    if (!s) return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (strcasecmp(s, words[i]) == 0) {
+            *out = (int)i;
+            return 0;
+        }
+    }
+    return bad_value(p, key, path, expect, s);
+}
+
+/* The directory relative paths hang off: the caller's, or the current one,
+ * looked up only when a relative path actually needs it. */
+static const char *base_dir(cfg_parser *p) {
+    if (p->base_dir) return p->base_dir;
+    size_t cap = 256;
+    for (;;) {
+        char *buf = malloc(cap);
+        if (!buf) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        if (getcwd(buf, cap)) {
+            p->cwd = buf;
+            p->base_dir = buf;
+            return buf;
+        }
+        free(buf);
+        if (errno != ERANGE) return NULL;
+        cap *= 2;
+    }
+}
+
+/* Textual resolution: absolute paths are kept, relative ones are joined to
+ * the base with '/'. Leading "./" components are dropped so messages show
+ * "conf/models/a.onnx" rather than "conf/./models/a.onnx". Nothing is
+ * looked up on disk: the files are opened later, when a model loads, and
+ * may not exist yet. Returns a malloc'd string, or NULL with errno set. */
+static char *resolve_path(const char *base, const char *path) {
+    if (path[0] == '/') return strdup(path);
+    while (path[0] == '.' && path[1] == '/') {
+        path += 2;
+        while (*path == '/') path++;
+    }
+    if (*path == '\0') return strdup(base);
+    size_t blen = strlen(base), plen = strlen(path);
+    int slash = blen > 0 && base[blen - 1] == '/';
+    char *out = malloc(blen + !slash + plen + 1);
+    if (!out) return NULL;
+    memcpy(out, base, blen);
+    if (!slash) out[blen++] = '/';
+    memcpy(out + blen, path, plen + 1);
+    return out;
+}
+
+static int get_path(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val,
+                    const char *path, char **out) {
+    const char *s = scalar_value(p, key, val, path, "a path");
+    if (!s) return -1;
+    if (is_null(val)) return fail(p, key, "%s: expected a path, got nothing", path);
+    const char *base = "";
+    if (s[0] != '/' && !(base = base_dir(p)))
+        return fail(p, key, "%s: cannot resolve relative path '%.64s': current directory: %s",
+                    path, s, strerror(errno));
+    char *resolved = resolve_path(base, s);
+    if (!resolved) return oom(p);
+    free(*out); /* keys are unique, but never leak if one were set twice */
+    *out = resolved;
+    return 0;
+}
+
+/* host:port, or [v6-address]:port, with port 1..65535. A bare IPv6 address
+ * is refused because "::1:50053" is ambiguous. The host itself is only
+ * checked for emptiness and stray characters; gRPC resolves it at bind. */
+static int valid_listen(const char *s) {
+    const char *host = s, *host_end, *port;
+    if (s[0] == '[') {
+        host = s + 1;
+        host_end = strchr(host, ']');
+        if (!host_end || host_end[1] != ':') return 0;
+        port = host_end + 2;
+    } else {
+        const char *colon = strrchr(s, ':');
+        if (!colon) return 0;
+        host_end = colon;
+        port = colon + 1;
+    }
+    if (host_end == host) return 0;
+    for (const char *c = host; c < host_end; c++) {
+        unsigned char u = (unsigned char)*c;
+        if (u <= ' ' || u == 0x7f || u == '/' || u == '[' || u == ']') return 0;
+        if (u == ':' && s[0] != '[') return 0;
+    }
+    size_t n = strlen(port);
+    if (n == 0 || n > 5) return 0;
+    long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!is_digit(port[i])) return 0;
+        v = v * 10 + (port[i] - '0');
+    }
+    return v >= 1 && v <= 65535;
+}
+
+static int get_listen(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val,
+                      char **out) {
+    static const char expect[] = "host:port (or [ipv6]:port) with port 1..65535";
+    const char *s = scalar_value(p, key, val, "server.listen", expect);
+    if (!s) return -1;
+    if (!valid_listen(s))
+        return bad_value(p, key, "server.listen", expect, s);
+    char *copy = strdup(s);
+    if (!copy) return oom(p);
+    free(*out);
+    *out = copy;
+    return 0;
+}
+
+static int online_cpus(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) return 1;
+    return n > MAX_THREADS ? MAX_THREADS : (int)n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Sections                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static const char *const ROOT_KEYS[] = {"server", "capacity", "models", NULL};
+
+static const char *const SERVER_KEYS[] = {
+    "listen",    "max_message_mb", "worker_threads", "ort_intra_threads", "ort_inter_threads",
+    "max_batch", "png_level",      NULL};
+
+static const char *const CAPACITY_KEYS[] = {
+    "max_models",         "max_memory_gb",        "eviction_policy",    "idle_unload_minutes",
+    "idle_check_seconds", "stats_report_seconds", "load_retry_seconds", NULL};
+
+static const char *const MODEL_KEYS[] = {
+    "model_path", "background_dir", "crop_rects_path", "num_frames",    "preload",
+    "pinned",     "memory_estimate_mb", "frame_order", "channel_order", "paste_margin",
+    NULL};
+
+/* Word lists in the order of their enums. */
+static const char *const POLICY_WORDS[] = {"lru", "lfu", NULL};
+static const char *const ORDER_WORDS[] = {"loop", "pingpong", NULL};
+static const char *const CHANNEL_WORDS[] = {"bgr", "rgb", NULL};
+
+#define FOR_EACH_PAIR(map, pair)                                                    \
+    for (yaml_node_pair_t *pair = (map)->data.mapping.pairs.start;                 \
+         pair < (map)->data.mapping.pairs.top; pair++)
+
+static int parse_server(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map) {
+    ls_config *cfg = p->cfg;
+    int r = expect_mapping(p, key, map, "server");
+    if (r <= 0) return r;
+    if (check_keys(p, map, "in server", "key") != 0) return -1;
+    FOR_EACH_PAIR(map, pair) {
+        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
+        const char *name = text(k);
+        int mb;
+        if (!strcmp(name, "listen")) {
+            r = get_listen(p, k, v, &cfg->listen);
+        } else if (!strcmp(name, "max_message_mb")) {
+            r = get_int(p, k, v, "server.max_message_mb", 1, MAX_MESSAGE_MB, &mb);
+            cfg->max_message_bytes = (uint64_t)mb * MIB;
+        } else if (!strcmp(name, "worker_threads")) {
+            r = get_int(p, k, v, "server.worker_threads", 0, MAX_THREADS, &cfg->worker_threads);
+            /* Resolved here so every consumer sees a real thread count. */
+            if (r == 0 && cfg->worker_threads == 0) cfg->worker_threads = online_cpus();
+        } else if (!strcmp(name, "ort_intra_threads")) {
+            r = get_int(p, k, v, "server.ort_intra_threads", 0, MAX_THREADS,
+                        &cfg->ort_intra_threads);
+        } else if (!strcmp(name, "ort_inter_threads")) {
+            r = get_int(p, k, v, "server.ort_inter_threads", 0, MAX_THREADS,
+                        &cfg->ort_inter_threads);
+        } else if (!strcmp(name, "max_batch")) {
+            r = get_int(p, k, v, "server.max_batch", 1, 1024, &cfg->max_batch);
+        } else if (!strcmp(name, "png_level")) {
+            r = get_int(p, k, v, "server.png_level", 0, 3, &cfg->png_level);
+        } else {
+            r = unknown_key(p, k, "in server", SERVER_KEYS);
+        }
+        if (r != 0) return -1;
+    }
+    return 0;
+}
+
+static int parse_capacity(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map) {
+    ls_config *cfg = p->cfg;
+    int r = expect_mapping(p, key, map, "capacity");
+    if (r <= 0) return r;
+    if (check_keys(p, map, "in capacity", "key") != 0) return -1;
+    FOR_EACH_PAIR(map, pair) {
+        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
+        const char *name = text(k);
+        double d = 0;
+        int choice = 0;
+        if (!strcmp(name, "max_models")) {
+            r = get_int(p, k, v, "capacity.max_models", 1, INT_MAX, &cfg->max_models);
+        } else if (!strcmp(name, "max_memory_gb")) {
+            r = get_number(p, k, v, "capacity.max_memory_gb", 0, 1, MAX_MEMORY_GB, &d);
+            /* Rounded to whole bytes; a tiny positive value still means a
+             * budget, so it never rounds down to "nothing fits". */
+            cfg->max_memory_bytes = (uint64_t)llround(d * (double)GIB);
+            if (r == 0 && cfg->max_memory_bytes == 0) cfg->max_memory_bytes = 1;
+        } else if (!strcmp(name, "eviction_policy")) {
+            r = get_choice(p, k, v, "capacity.eviction_policy", POLICY_WORDS, &choice);
+            cfg->policy = (ls_policy)choice;
+        } else if (!strcmp(name, "idle_unload_minutes")) {
+            r = get_number(p, k, v, "capacity.idle_unload_minutes", 0, 0, MAX_MINUTES, &d);
+            cfg->idle_unload_seconds = d * 60.0;
+        } else if (!strcmp(name, "idle_check_seconds")) {
+            /* > 0: the idle checker sleeps this long between sweeps. */
+            r = get_number(p, k, v, "capacity.idle_check_seconds", 0, 1, MAX_SECONDS,
+                           &cfg->idle_check_seconds);
+        } else if (!strcmp(name, "stats_report_seconds")) {
+            r = get_number(p, k, v, "capacity.stats_report_seconds", 0, 1, MAX_SECONDS,
+                           &cfg->stats_report_seconds);
+        } else if (!strcmp(name, "load_retry_seconds")) {
+            /* 0 is allowed: retry a failed load on the next request. */
+            r = get_number(p, k, v, "capacity.load_retry_seconds", 0, 0, MAX_SECONDS,
+                           &cfg->load_retry_seconds);
+        } else {
+            r = unknown_key(p, k, "in capacity", CAPACITY_KEYS);
+        }
+        if (r != 0) return -1;
+    }
+    return 0;
+}
+
+/* Ids travel in requests, logs and metrics labels, so they are kept to a
+ * small alphabet that needs no escaping anywhere. */
+static int valid_model_id(const char *id, size_t len) {
+    if (len < 1 || len > MODEL_ID_MAX) return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = id[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || is_digit(c) || c == '_' ||
+              c == '.' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static int parse_model(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *body) {
+    ls_config *cfg = p->cfg;
+    const char *id = text(key);
+    if (!valid_model_id(id, key->data.scalar.length))
+        return fail(p, key,
+                    "models: invalid model id '%.64s' (expected 1..%d characters of "
+                    "A-Z a-z 0-9 _ . -)",
+                    id, MODEL_ID_MAX);
+
+    /* Counted before it is filled, so a failure below leaves it to
+     * ls_config_free like everything else. */
+    ls_model_config *m = &cfg->models[cfg->n_models++];
+    model_defaults(m);
+    if (!(m->id = strdup(id))) return oom(p);
+
+    char mpath[16 + MODEL_ID_MAX], where[16 + MODEL_ID_MAX];
+    snprintf(mpath, sizeof mpath, "models.%s", id);
+    snprintf(where, sizeof where, "in models.%s", id);
+
+    int r = expect_mapping(p, key, body, mpath);
+    if (r < 0) return -1;
+    if (r > 0) {
+        if (check_keys(p, body, where, "key") != 0) return -1;
+        FOR_EACH_PAIR(body, pair) {
+            yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
+            const char *name = text(k);
+            char path[64 + MODEL_ID_MAX];
+            snprintf(path, sizeof path, "%s.%.40s", mpath, name);
+            int mb = 0, choice = 0;
+            if (!strcmp(name, "model_path")) {
+                r = get_path(p, k, v, path, &m->model_path);
+            } else if (!strcmp(name, "background_dir")) {
+                r = get_path(p, k, v, path, &m->background_dir);
+            } else if (!strcmp(name, "crop_rects_path")) {
+                r = get_path(p, k, v, path, &m->crop_rects_path);
+            } else if (!strcmp(name, "num_frames")) {
+                r = get_int(p, k, v, path, 0, INT_MAX, &m->num_frames);
+            } else if (!strcmp(name, "preload")) {
+                r = get_bool(p, k, v, path, &m->preload);
+            } else if (!strcmp(name, "pinned")) {
+                r = get_bool(p, k, v, path, &m->pinned);
+            } else if (!strcmp(name, "memory_estimate_mb")) {
+                r = get_int(p, k, v, path, 0, MAX_MODEL_MB, &mb);
+                m->memory_estimate_bytes = (uint64_t)mb * MIB;
+            } else if (!strcmp(name, "frame_order")) {
+                r = get_choice(p, k, v, path, ORDER_WORDS, &choice);
+                m->frame_order = (ls_frame_order)choice;
+            } else if (!strcmp(name, "channel_order")) {
+                r = get_choice(p, k, v, path, CHANNEL_WORDS, &choice);
+                m->channel_bgr = choice == 0;
+            } else if (!strcmp(name, "paste_margin")) {
+                r = get_int(p, k, v, path, 0, 64, &m->paste_margin);
+            } else {
+                r = unknown_key(p, k, where, MODEL_KEYS);
+            }
+            if (r != 0) return -1;
+        }
+    }
+
+    /* Reported at the model's own line: that is where the key is missing. */
+    const char *missing = !m->model_path       ? "model_path"
+                          : !m->background_dir ? "background_dir"
+                          : !m->crop_rects_path ? "crop_rects_path"
+                                                : NULL;
+    if (missing) return fail(p, key, "%s: missing required key '%s'", mpath, missing);
+    return 0;
+}
+
+static int parse_models(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map) {
+    int r = expect_mapping(p, key, map, "models");
+    if (r <= 0) return r;
+    if (check_keys(p, map, "in models", "model id") != 0) return -1;
+    size_t n = (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
+    if (n == 0) return 0;
+    /* The section appears once (duplicate keys are refused), so the array
+     * is sized once, up front. */
+    ls_config *cfg = p->cfg;
+    cfg->models = calloc(n, sizeof *cfg->models);
+    if (!cfg->models) return oom(p);
+    FOR_EACH_PAIR(map, pair) {
+        if (parse_model(p, node_at(p, pair->key), node_at(p, pair->value)) != 0) return -1;
+    }
+    return 0;
+}
+
+static int parse_root(cfg_parser *p, const yaml_node_t *root) {
+    /* A file holding only "~" or "null" is as empty as an empty file. */
+    if (is_null(root)) return 0;
+    if (root->type != YAML_MAPPING_NODE)
+        return fail(p, root, "expected a mapping of sections (server, capacity, models), got %s",
+                    node_kind(root));
+    if (check_keys(p, root, "at top level", "key") != 0) return -1;
+    FOR_EACH_PAIR(root, pair) {
+        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
+        const char *name = text(k);
+        int r;
+        if (!strcmp(name, "server"))
+            r = parse_server(p, k, v);
+        else if (!strcmp(name, "capacity"))
+            r = parse_capacity(p, k, v);
+        else if (!strcmp(name, "models"))
+            r = parse_models(p, k, v);
+        else
+            r = unknown_key(p, k, "at top level", ROOT_KEYS);
+        if (r != 0) return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Entry points                                                              */
+/* ------------------------------------------------------------------------ */
+
+static int yaml_syntax_error(const yaml_parser_t *yp, const char *source, ls_err *err) {
+    if (yp->error == YAML_MEMORY_ERROR)
+        return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "%s: out of memory", source);
+    const char *problem = yp->problem ? yp->problem : "unknown error";
+    /* Reader errors (bad encoding) carry a byte offset, not a line. */
+    if (yp->error == YAML_READER_ERROR)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "%s: invalid YAML at byte %zu: %s", source,
+                          yp->problem_offset, problem);
+    if (yp->context)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "%s:%zu:%zu: invalid YAML: %s (%s at line %zu)",
+                          source, yp->problem_mark.line + 1, yp->problem_mark.column + 1, problem,
+                          yp->context, yp->context_mark.line + 1);
+    return ls_err_set(err, LS_INVALID_ARGUMENT, "%s:%zu:%zu: invalid YAML: %s", source,
+                      yp->problem_mark.line + 1, yp->problem_mark.column + 1, problem);
+}
+
+/* The config is one document. A second one is almost certainly two files
+ * pasted together, and which of them to believe is not ours to guess. */
+static int expect_single_document(yaml_parser_t *yp, const char *source, ls_err *err) {
+    yaml_document_t next;
+    if (!yaml_parser_load(yp, &next)) return yaml_syntax_error(yp, source, err);
+    yaml_node_t *root = yaml_document_get_root_node(&next);
+    int rc = 0;
+    if (root)
+        rc = ls_err_set(err, LS_INVALID_ARGUMENT,
+                        "%s:%zu: a second YAML document; the config must be a single document",
+                        source, next.start_mark.line + 1);
+    yaml_document_delete(&next);
+    return rc;
+}
+
+int ls_config_parse(const char *yaml, size_t len, const char *source, const char *base_dir,
+                    ls_config *cfg, ls_err *err) {
+    if (!source) source = "<string>";
+    ls_config_defaults(cfg);
+    free(cfg->source);
+    cfg->source = strdup(source);
+    if (!cfg->source || !cfg->listen) {
+        ls_config_free(cfg);
+        return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "%s: out of memory", source);
+    }
+
+    yaml_parser_t yp;
+    if (!yaml_parser_initialize(&yp)) {
+        ls_config_free(cfg);
+        return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "%s: out of memory", source);
+    }
+    yaml_parser_set_input_string(&yp, (const unsigned char *)(yaml ? yaml : ""), yaml ? len : 0);
+
+    yaml_document_t doc;
+    int rc;
+    if (!yaml_parser_load(&yp, &doc)) {
+        rc = yaml_syntax_error(&yp, source, err);
+    } else {
+        cfg_parser p = {
+            .doc = &doc,
+            .source = source,
+            .base_dir = base_dir && *base_dir ? base_dir : NULL,
+            .cwd = NULL,
+            .cfg = cfg,
+            .err = err,
+        };
+        yaml_node_t *root = yaml_document_get_root_node(&doc);
+        rc = root ? parse_root(&p, root) : 0; /* no root: empty text, all defaults */
+        if (rc == 0) rc = expect_single_document(&yp, source, err);
+        free(p.cwd);
+        yaml_document_delete(&doc);
+    }
+    yaml_parser_delete(&yp);
+    if (rc != 0) ls_config_free(cfg);
+    return rc;
+}
+
+/* Reads a whole file into buf. Returns 0 or an errno value. */
+static int read_file(const char *path, ls_buf *buf, size_t limit) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return errno;
+    int rc = 0;
+    for (;;) {
+        if (ls_buf_reserve(buf, 64 * 1024) != 0) {
+            rc = ENOMEM;
+            break;
+        }
+        size_t got = fread(buf->data + buf->len, 1, buf->cap - buf->len, f);
+        buf->len += got;
+        if (buf->len > limit) {
+            rc = EFBIG;
+            break;
+        }
+        if (got == 0) {
+            if (ferror(f)) rc = errno ? errno : EIO;
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+int ls_config_load_file(const char *path, ls_config *cfg, ls_err *err) {
+    memset(cfg, 0, sizeof *cfg);
+    ls_buf buf = {0};
+    int e = read_file(path, &buf, CONFIG_MAX_BYTES);
+    if (e != 0) {
+        ls_buf_free(&buf);
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "%s: cannot read config: %s", path,
+                          strerror(e));
+    }
+
+    /* Relative paths in the file are relative to the file. A bare file name
+     * lives in the current directory, which NULL asks for. */
+    char *dir = NULL;
+    const char *slash = strrchr(path, '/');
+    if (slash) {
+        size_t n = slash == path ? 1 : (size_t)(slash - path); /* "/x.yaml" -> "/" */
+        dir = malloc(n + 1);
+        if (!dir) {
+            ls_buf_free(&buf);
+            return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "%s: out of memory", path);
+        }
+        memcpy(dir, path, n);
+        dir[n] = '\0';
+    }
+
+    int rc = ls_config_parse((const char *)buf.data, buf.len, path, dir, cfg, err);
+    free(dir);
+    ls_buf_free(&buf);
+    return rc;
+}
