@@ -1,2 +1,1084 @@
-/* placeholder: being written */
-int main(void) { return 1; }
+/* lipsync.c - command-line client for lipsyncd.
+ *
+ *   lipsync [--server HOST:PORT] [--timeout SECONDS] COMMAND [ARGS]
+ *
+ * Speaks the MultiTenantLipSync gRPC API (proto/multitenant.proto) through
+ * the gRPC C core and protobuf-c. Every RPC is unary, so one helper
+ * (rpc_call) runs a call as a single batch of six ops on its own pluck
+ * completion queue; the commands only build requests and print responses.
+ *
+ * Exit status: 0 ok, 1 RPC or local I/O error, 2 usage error. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/time.h>
+
+#include "common.h"
+#include "multitenant.pb-c.h"
+
+#define DEFAULT_SERVER "127.0.0.1:50053"
+#define DEFAULT_TIMEOUT_S 60.0
+
+/* Tensor geometry of the wire API: NCHW visual frames and one audio window
+ * per frame. */
+#define VISUAL_C 6
+#define VISUAL_HW 320
+#define VISUAL_PER_FRAME ((size_t)VISUAL_C * VISUAL_HW * VISUAL_HW)
+#define AUDIO_C 32
+#define AUDIO_H 16
+#define AUDIO_W 16
+#define AUDIO_PER_FRAME ((size_t)AUDIO_C * AUDIO_H * AUDIO_W)
+
+#define SERVICE "/multitenant.MultiTenantLipSync/"
+
+enum { EXIT_OK = 0, EXIT_RPC = 1, EXIT_USAGE = 2 };
+
+/* ------------------------------------------------------------------------ */
+/* gRPC plumbing                                                             */
+
+/* Outcome of one call. Details are truncated into a fixed buffer so a status
+ * can be stored and copied without owning memory. */
+typedef struct {
+    grpc_status_code code;
+    char details[512];
+} rpc_status;
+
+static const char *status_name(int code) {
+    /* Indexed by grpc_status_code; the values are fixed by the gRPC spec. */
+    static const char *const names[] = {
+        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+        "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+        "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+    };
+    if (code < 0 || (size_t)code >= sizeof names / sizeof names[0]) return "UNKNOWN";
+    return names[code];
+}
+#define N_STATUS_CODES 17
+
+static void status_set(rpc_status *st, grpc_status_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void status_set(rpc_status *st, grpc_status_code code, const char *fmt, ...) {
+    st->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(st->details, sizeof st->details, fmt, ap);
+    va_end(ap);
+}
+
+/* Print the failed status the way scripts expect and return the exit code. */
+static int report_status(const rpc_status *st) {
+    fprintf(stderr, "error: %s: %s\n", status_name(st->code), st->details);
+    return EXIT_RPC;
+}
+
+/* Message limits are lifted on the client (batch 10 requests are ~25 MB);
+ * the server enforces its own. `private_connection` gives the channel its own
+ * subchannel pool: without it, channels with equal target and arguments share
+ * one TCP connection through gRPC's global pool, and "one channel per thread"
+ * would measure nothing. */
+static grpc_channel *channel_open(const char *target, bool private_connection) {
+    grpc_arg args[3];
+    size_t n = 0;
+    args[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                           .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                           .value.integer = -1};
+    args[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                           .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+                           .value.integer = -1};
+    if (private_connection)
+        args[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                               .key = GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL,
+                               .value.integer = 1};
+    grpc_channel_args channel_args = {.num_args = n, .args = args};
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    /* Never NULL: a bad target yields a channel whose calls fail. */
+    grpc_channel *ch = grpc_channel_create(target, creds, &channel_args);
+    grpc_channel_credentials_release(creds);
+    return ch;
+}
+
+/* Serialize a message straight into a refcounted gRPC slice: one allocation,
+ * no intermediate buffer, and the slice can back any number of calls. */
+static grpc_slice pack_to_slice(const ProtobufCMessage *msg) {
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    grpc_slice s = grpc_slice_malloc(len);
+    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
+    return s;
+}
+
+/* One unary call. The request is the concatenation of `req` slices (borrowed:
+ * the byte buffer takes its own references). Returns 0 with *resp holding the
+ * serialized response (caller unrefs), or -1 with *st describing the failure;
+ * st->code is set in both cases. */
+static int rpc_call(grpc_channel *ch, const char *method, grpc_slice *req, size_t n_req,
+                    double timeout_s, grpc_slice *resp, rpc_status *st) {
+    *resp = grpc_empty_slice();
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    gpr_timespec deadline = gpr_time_add(
+        gpr_now(GPR_CLOCK_MONOTONIC),
+        gpr_time_from_micros((int64_t)(timeout_s * 1e6), GPR_TIMESPAN));
+    grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                               grpc_slice_from_static_string(method),
+                                               NULL, deadline, NULL);
+
+    grpc_byte_buffer *send_bb = grpc_raw_byte_buffer_create(req, n_req);
+    grpc_byte_buffer *recv_bb = NULL;
+    grpc_metadata_array initial_md, trailing_md;
+    grpc_metadata_array_init(&initial_md);
+    grpc_metadata_array_init(&trailing_md);
+    grpc_status_code code = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+
+    grpc_op ops[6];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &recv_bb;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &trailing_md;
+    ops[5].data.recv_status_on_client.status = &code;
+    ops[5].data.recv_status_on_client.status_details = &details;
+
+    int rc = -1;
+    void *tag = ops; /* any unique address identifies the batch */
+    grpc_call_error ce = grpc_call_start_batch(call, ops, 6, tag, NULL);
+    if (ce != GRPC_CALL_OK) {
+        status_set(st, GRPC_STATUS_INTERNAL, "grpc_call_start_batch: %s",
+                   grpc_call_error_to_string(ce));
+    } else {
+        /* The call's own deadline bounds the wait; a batch holding
+         * RECV_STATUS_ON_CLIENT always completes, successfully. */
+        grpc_event ev = grpc_completion_queue_pluck(cq, tag, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        if (ev.type != GRPC_OP_COMPLETE || !ev.success) {
+            status_set(st, GRPC_STATUS_INTERNAL, "call batch did not complete");
+        } else if (code != GRPC_STATUS_OK) {
+            status_set(st, code, "%.*s", (int)GRPC_SLICE_LENGTH(details),
+                       (const char *)GRPC_SLICE_START_PTR(details));
+        } else if (!recv_bb) {
+            status_set(st, GRPC_STATUS_INTERNAL, "server sent OK without a response message");
+        } else {
+            grpc_byte_buffer_reader reader;
+            if (!grpc_byte_buffer_reader_init(&reader, recv_bb)) {
+                status_set(st, GRPC_STATUS_INTERNAL, "cannot read response (compressed?)");
+            } else {
+                /* Joins the received slices (a copy only when there are
+                 * several) so protobuf-c can parse one contiguous span. */
+                *resp = grpc_byte_buffer_reader_readall(&reader);
+                grpc_byte_buffer_reader_destroy(&reader);
+                st->code = GRPC_STATUS_OK;
+                st->details[0] = '\0';
+                rc = 0;
+            }
+        }
+    }
+
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&initial_md);
+    grpc_metadata_array_destroy(&trailing_md);
+    if (recv_bb) grpc_byte_buffer_destroy(recv_bb);
+    grpc_byte_buffer_destroy(send_bb);
+    grpc_call_unref(call);
+    /* The only batch has been plucked, so the queue is empty: shut it down,
+     * take its shutdown event, then destroy it. */
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(cq);
+    return rc;
+}
+
+/* Pack `req`, call, unpack the response as `resp_desc`. Returns the unpacked
+ * message (free with protobuf_c_message_free_unpacked) or NULL with *st. */
+static ProtobufCMessage *rpc_message(grpc_channel *ch, double timeout_s, const char *method,
+                                     const ProtobufCMessage *req,
+                                     const ProtobufCMessageDescriptor *resp_desc, rpc_status *st) {
+    grpc_slice body = pack_to_slice(req);
+    grpc_slice resp;
+    int rc = rpc_call(ch, method, &body, 1, timeout_s, &resp, st);
+    grpc_slice_unref(body);
+    if (rc != 0) return NULL;
+    ProtobufCMessage *msg = protobuf_c_message_unpack(resp_desc, NULL, GRPC_SLICE_LENGTH(resp),
+                                                      GRPC_SLICE_START_PTR(resp));
+    grpc_slice_unref(resp);
+    if (!msg) status_set(st, GRPC_STATUS_INTERNAL, "malformed %s from server", resp_desc->name);
+    return msg;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Command-line arguments                                                    */
+
+typedef struct {
+    const char *server;
+    double timeout_s;
+    const char *id; /* positional model id, NULL if absent */
+    bool force;
+    int batch;
+    int start;
+    const char *out_dir;
+    const char *visual_path;
+    const char *audio_path;
+    int requests;
+    int concurrency;
+    int warmup;
+    bool channel_per_thread;
+} cli_args;
+
+typedef struct {
+    grpc_channel *channel;
+    const cli_args *args;
+} client;
+
+static const char USAGE[] =
+    "usage: lipsync [--server HOST:PORT] [--timeout SECONDS] COMMAND [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  list                      models: id, state, loaded, frames, usage, memory, error\n"
+    "  stats [ID]                per-model statistics and server totals\n"
+    "  load ID [--force]         load a model (--force reloads a loaded one)\n"
+    "  unload ID                 unload a model; prints the resulting state\n"
+    "  health                    server health; exit 0 only if healthy\n"
+    "  infer ID [--batch N] [--start K] [--out DIR] [--visual FILE.f32] [--audio FILE.f32]\n"
+    "                            one InferBatchComposite call; writes DIR/frame_NNNNNN.png.\n"
+    "                            Inputs are synthetic unless given as raw little-endian\n"
+    "                            float32 files: visual N*6*320*320, audio N*32*16*16 or\n"
+    "                            32*16*16 values (defaults: N=1, K=0, DIR=.)\n"
+    "  bench ID [--batch N] [--requests M] [--concurrency C] [--warmup W]\n"
+    "           [--channel-per-thread]\n"
+    "                            M requests over C threads (defaults 5, 50, 1, 2); W warmup\n"
+    "                            calls per thread first. Threads share one channel unless\n"
+    "                            --channel-per-thread gives each its own connection.\n"
+    "\n"
+    "defaults: --server " DEFAULT_SERVER ", --timeout 60\n"
+    "exit status: 0 ok, 1 RPC or I/O error, 2 usage error\n";
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...) {
+    if (fmt) {
+        fputs("lipsync: ", stderr);
+        va_list ap;
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputs("\n\n", stderr);
+    }
+    fputs(USAGE, stderr);
+    return EXIT_USAGE;
+}
+
+/* Strict integer parse: the whole string, within [lo, hi]. */
+static int parse_int(const char *opt, const char *s, long lo, long hi, int *out) {
+    errno = 0;
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        usage_error("--%s: expected an integer in [%ld, %ld], got '%s'", opt, lo, hi, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+enum {
+    OPT_SERVER = 256, OPT_TIMEOUT, OPT_HELP, OPT_FORCE, OPT_BATCH, OPT_START, OPT_OUT,
+    OPT_VISUAL, OPT_AUDIO, OPT_REQUESTS, OPT_CONCURRENCY, OPT_WARMUP, OPT_PER_THREAD,
+};
+
+/* --server/--timeout are accepted after the command too. */
+#define COMMON_OPTS                                                     \
+    {"server", required_argument, NULL, OPT_SERVER},                    \
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},                  \
+    {"help", no_argument, NULL, OPT_HELP}
+
+static const struct option OPTS_PLAIN[] = {COMMON_OPTS, {0}};
+static const struct option OPTS_LOAD[] = {COMMON_OPTS, {"force", no_argument, NULL, OPT_FORCE}, {0}};
+static const struct option OPTS_INFER[] = {
+    COMMON_OPTS,
+    {"batch", required_argument, NULL, OPT_BATCH},
+    {"start", required_argument, NULL, OPT_START},
+    {"out", required_argument, NULL, OPT_OUT},
+    {"visual", required_argument, NULL, OPT_VISUAL},
+    {"audio", required_argument, NULL, OPT_AUDIO},
+    {0}};
+static const struct option OPTS_BENCH[] = {
+    COMMON_OPTS,
+    {"batch", required_argument, NULL, OPT_BATCH},
+    {"requests", required_argument, NULL, OPT_REQUESTS},
+    {"concurrency", required_argument, NULL, OPT_CONCURRENCY},
+    {"warmup", required_argument, NULL, OPT_WARMUP},
+    {"channel-per-thread", no_argument, NULL, OPT_PER_THREAD},
+    {0}};
+
+/* Apply one option shared by the global and per-command parsers. Returns 0,
+ * 1 when --help was asked, or -1 after reporting a usage error. */
+static int apply_option(cli_args *a, int opt, const char *optname, const char *val) {
+    switch (opt) {
+    case OPT_SERVER:
+        if (!*val) return usage_error("--server: empty address"), -1;
+        a->server = val;
+        return 0;
+    case OPT_TIMEOUT: {
+        char *end;
+        errno = 0;
+        double t = strtod(val, &end);
+        /* Cap at a day so the microsecond deadline cannot overflow. */
+        if (errno || end == val || *end || !(t > 0) || t > 86400)
+            return usage_error("--timeout: expected seconds in (0, 86400], got '%s'", val), -1;
+        a->timeout_s = t;
+        return 0;
+    }
+    case OPT_HELP: fputs(USAGE, stdout); return 1;
+    case OPT_FORCE: a->force = true; return 0;
+    /* batch_size and start_frame_idx are int32 on the wire. */
+    case OPT_BATCH: return parse_int(optname, val, 1, 4096, &a->batch);
+    case OPT_START: return parse_int(optname, val, 0, INT32_MAX, &a->start);
+    case OPT_OUT: a->out_dir = val; return 0;
+    case OPT_VISUAL: a->visual_path = val; return 0;
+    case OPT_AUDIO: a->audio_path = val; return 0;
+    case OPT_REQUESTS: return parse_int(optname, val, 1, 10000000, &a->requests);
+    case OPT_CONCURRENCY: return parse_int(optname, val, 1, 1024, &a->concurrency);
+    case OPT_WARMUP: return parse_int(optname, val, 0, 1000000, &a->warmup);
+    case OPT_PER_THREAD: a->channel_per_thread = true; return 0;
+    }
+    return usage_error(NULL), -1; /* getopt already named the bad option */
+}
+
+static const char *option_name(const struct option *opts, int code) {
+    for (; opts->name; opts++)
+        if (opts->val == code) return opts->name;
+    return "?";
+}
+
+/* ------------------------------------------------------------------------ */
+/* list, stats, load, unload, health                                         */
+
+static double mib(int64_t bytes) { return (double)bytes / (1024.0 * 1024.0); }
+
+static const char *yes_no(protobuf_c_boolean b) { return b ? "yes" : "no"; }
+
+/* Stats may be absent from a ModelInfo; read through an all-zero default. */
+static const Multitenant__ModelStats *stats_of(const Multitenant__ModelInfo *m) {
+    static const Multitenant__ModelStats zero = MULTITENANT__MODEL_STATS__INIT;
+    return m->stats ? m->stats : &zero;
+}
+
+static int cmd_list(const client *c) {
+    Multitenant__ListModelsRequest req = MULTITENANT__LIST_MODELS_REQUEST__INIT;
+    rpc_status st;
+    Multitenant__ListModelsResponse *resp = (Multitenant__ListModelsResponse *)rpc_message(
+        c->channel, c->args->timeout_s, SERVICE "ListModels", &req.base,
+        &multitenant__list_models_response__descriptor, &st);
+    if (!resp) return report_status(&st);
+
+    /* Size the id column to the longest id so the table stays aligned. */
+    int idw = 2;
+    for (size_t i = 0; i < resp->n_models; i++) {
+        int len = (int)strlen(resp->models[i]->model_id);
+        if (len > idw) idw = len;
+    }
+    printf("%-*s  %-9s  %-6s  %6s  %8s  %10s  %s\n", idw, "ID", "STATE", "LOADED", "FRAMES",
+           "USAGE", "MEMORY_MB", "ERROR");
+    for (size_t i = 0; i < resp->n_models; i++) {
+        const Multitenant__ModelInfo *m = resp->models[i];
+        const Multitenant__ModelStats *s = stats_of(m);
+        printf("%-*s  %-9s  %-6s  %6d  %8lld  %10.1f  %s\n", idw, m->model_id, m->state,
+               yes_no(m->loaded), m->num_frames, (long long)s->usage_count,
+               mib(s->memory_bytes), *m->error ? m->error : "-");
+    }
+    if (resp->n_models == 0) printf("(no models configured)\n");
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return EXIT_OK;
+}
+
+static void format_time_ms(int64_t unix_ms, char *buf, size_t size) {
+    if (unix_ms <= 0) {
+        snprintf(buf, size, "never");
+        return;
+    }
+    time_t secs = (time_t)(unix_ms / 1000);
+    struct tm tm;
+    if (!localtime_r(&secs, &tm) || !strftime(buf, size, "%Y-%m-%d %H:%M:%S", &tm))
+        snprintf(buf, size, "%lld ms", (long long)unix_ms);
+}
+
+static void print_tensors(const char *label, Multitenant__TensorInfo *const *t, size_t n) {
+    if (n == 0) return;
+    printf("  %-9s", label);
+    for (size_t i = 0; i < n; i++) {
+        printf("%s%s[", i ? ", " : " ", t[i]->name);
+        for (size_t d = 0; d < t[i]->n_shape; d++) {
+            if (t[i]->shape[d] < 0) printf("%s?", d ? "x" : "");
+            else printf("%s%lld", d ? "x" : "", (long long)t[i]->shape[d]);
+        }
+        printf("]");
+    }
+    printf("\n");
+}
+
+static void print_model_stats(const Multitenant__ModelInfo *m) {
+    const Multitenant__ModelStats *s = stats_of(m);
+    char last_used[64], loaded_at[64];
+    format_time_ms(s->last_used_unix_ms, last_used, sizeof last_used);
+    format_time_ms(s->loaded_unix_ms, loaded_at, sizeof loaded_at);
+
+    printf("model %s: %s%s%s\n", m->model_id, m->state, m->pinned ? ", pinned" : "",
+           m->preload ? ", preload" : "");
+    printf("  model     %s\n", m->model_path);
+    printf("  frames    %d from %s\n", m->num_frames, m->background_dir);
+    printf("  rects     %s\n", m->crop_rects_path);
+    print_tensors("inputs", m->inputs, m->n_inputs);
+    print_tensors("outputs", m->outputs, m->n_outputs);
+    printf("  usage     %lld requests (%lld failed), %d in flight, last used %s\n",
+           (long long)s->usage_count, (long long)s->failed_requests, s->in_flight, last_used);
+    printf("  inference avg %.2f ms, p50 %.2f ms, p99 %.2f ms, total %.1f ms\n",
+           s->avg_inference_ms, s->p50_inference_ms, s->p99_inference_ms, s->total_inference_ms);
+    printf("  composite avg %.2f ms (composite + PNG encode)\n", s->avg_composite_ms);
+    printf("  loads     %lld (last %.1f ms, total %.1f ms), loaded at %s, evicted %lld times\n",
+           (long long)s->load_count, s->load_time_ms, s->total_load_time_ms, loaded_at,
+           (long long)s->eviction_count);
+    printf("  memory    %.1f MB (estimate %.1f MB)\n", mib(s->memory_bytes),
+           mib(s->memory_estimate_bytes));
+    if (*m->error) printf("  error     %s\n", m->error);
+}
+
+static int cmd_stats(const client *c) {
+    Multitenant__GetModelStatsRequest req = MULTITENANT__GET_MODEL_STATS_REQUEST__INIT;
+    /* protobuf-c wants char *; the request is only read. */
+    req.model_id = c->args->id ? (char *)c->args->id : "";
+    rpc_status st;
+    Multitenant__GetModelStatsResponse *resp = (Multitenant__GetModelStatsResponse *)rpc_message(
+        c->channel, c->args->timeout_s, SERVICE "GetModelStats", &req.base,
+        &multitenant__get_model_stats_response__descriptor, &st);
+    if (!resp) return report_status(&st);
+
+    for (size_t i = 0; i < resp->n_models; i++) {
+        print_model_stats(resp->models[i]);
+        printf("\n");
+    }
+    printf("server: %d/%d models loaded, memory %.1f/%.1f MB, eviction policy %s\n",
+           resp->loaded_models, resp->max_models, mib(resp->total_memory_bytes),
+           mib(resp->max_memory_bytes), resp->eviction_policy);
+    printf("  requests %lld, loads %lld, load failures %lld, evictions %lld, idle unloads %lld\n",
+           (long long)resp->total_requests, (long long)resp->total_loads,
+           (long long)resp->total_load_failures, (long long)resp->total_evictions,
+           (long long)resp->total_idle_unloads);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return EXIT_OK;
+}
+
+static int cmd_load(const client *c) {
+    Multitenant__LoadModelRequest req = MULTITENANT__LOAD_MODEL_REQUEST__INIT;
+    req.model_id = (char *)c->args->id;
+    req.force_reload = c->args->force;
+    rpc_status st;
+    Multitenant__LoadModelResponse *resp = (Multitenant__LoadModelResponse *)rpc_message(
+        c->channel, c->args->timeout_s, SERVICE "LoadModel", &req.base,
+        &multitenant__load_model_response__descriptor, &st);
+    if (!resp) return report_status(&st);
+
+    int rc = EXIT_OK;
+    if (!resp->success) {
+        /* The server should also fail the status; treat a soft failure alike. */
+        fprintf(stderr, "error: load %s failed: %s\n", c->args->id, resp->error);
+        rc = EXIT_RPC;
+    } else if (resp->already_loaded) {
+        printf("%s: already loaded\n", c->args->id);
+    } else {
+        printf("%s: loaded in %.1f ms\n", c->args->id, resp->load_time_ms);
+    }
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+static int cmd_unload(const client *c) {
+    Multitenant__UnloadModelRequest req = MULTITENANT__UNLOAD_MODEL_REQUEST__INIT;
+    req.model_id = (char *)c->args->id;
+    rpc_status st;
+    Multitenant__UnloadModelResponse *resp = (Multitenant__UnloadModelResponse *)rpc_message(
+        c->channel, c->args->timeout_s, SERVICE "UnloadModel", &req.base,
+        &multitenant__unload_model_response__descriptor, &st);
+    if (!resp) return report_status(&st);
+
+    int rc = EXIT_OK;
+    if (!resp->success) {
+        fprintf(stderr, "error: unload %s failed: %s\n", c->args->id, resp->error);
+        rc = EXIT_RPC;
+    } else {
+        printf("%s: %s\n", c->args->id, *resp->state ? resp->state : "unloaded");
+    }
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+static int cmd_health(const client *c) {
+    Multitenant__HealthRequest req = MULTITENANT__HEALTH_REQUEST__INIT;
+    rpc_status st;
+    Multitenant__HealthResponse *resp = (Multitenant__HealthResponse *)rpc_message(
+        c->channel, c->args->timeout_s, SERVICE "Health", &req.base,
+        &multitenant__health_response__descriptor, &st);
+    if (!resp) return report_status(&st);
+
+    printf("%s (%s): %d/%d models loaded, version %s, uptime %.1f s\n",
+           *resp->status ? resp->status : "?", resp->healthy ? "healthy" : "unhealthy",
+           resp->loaded_models, resp->configured_models, *resp->version ? resp->version : "?",
+           resp->uptime_s);
+    int rc = resp->healthy ? EXIT_OK : EXIT_RPC;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Inference inputs                                                          */
+
+/* Synthetic face crops: a smooth pattern in [0, 1] that drifts with the
+ * absolute frame number, built from one row and one column table per channel
+ * so a batch costs a few additions per value instead of a sin() each. */
+static void synth_visual(float *dst, int batch, int start) {
+    float row[VISUAL_HW], col[VISUAL_HW];
+    for (int b = 0; b < batch; b++) {
+        float t = 0.15f * (float)(start + b);
+        for (int ch = 0; ch < VISUAL_C; ch++) {
+            float phase = 0.9f * (float)ch + t;
+            for (int i = 0; i < VISUAL_HW; i++) {
+                float u = (float)i / VISUAL_HW;
+                col[i] = 0.25f * sinf(2.0f * (float)M_PI * 1.5f * u + phase);
+                row[i] = 0.25f * cosf(2.0f * (float)M_PI * 2.0f * u - phase);
+            }
+            float *plane = dst + ((size_t)b * VISUAL_C + (size_t)ch) * VISUAL_HW * VISUAL_HW;
+            for (int y = 0; y < VISUAL_HW; y++)
+                for (int x = 0; x < VISUAL_HW; x++)
+                    plane[(size_t)y * VISUAL_HW + (size_t)x] = 0.5f + row[y] + col[x];
+        }
+    }
+}
+
+/* Synthetic audio windows: the overall level follows a sine over the frame
+ * number (period 8 frames), so the predicted mouth opens and closes. */
+static void synth_audio(float *dst, int batch, int start) {
+    for (int b = 0; b < batch; b++) {
+        float level = sinf(2.0f * (float)M_PI * (float)(start + b) / 8.0f);
+        float *win = dst + (size_t)b * AUDIO_PER_FRAME;
+        for (int c = 0; c < AUDIO_C; c++)
+            for (int y = 0; y < AUDIO_H; y++)
+                for (int x = 0; x < AUDIO_W; x++)
+                    win[((size_t)c * AUDIO_H + (size_t)y) * AUDIO_W + (size_t)x] =
+                        level * cosf(0.2f * (float)c + 0.4f * (float)y + 0.3f * (float)x);
+    }
+}
+
+/* Read a raw little-endian float32 file whose size must be one of the
+ * `n_ok` counts in `counts` (values, not bytes). Returns 0, EXIT_USAGE for a
+ * size mismatch or EXIT_RPC for an I/O error (both reported). */
+static int read_f32_file(const char *path, const size_t *counts, int n_ok, const char *what,
+                         float **out, size_t *n_out) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "error: %s: %s\n", path, strerror(errno));
+        return EXIT_RPC;
+    }
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0) {
+        fprintf(stderr, "error: %s: %s\n", path, strerror(errno));
+        fclose(f);
+        return EXIT_RPC;
+    }
+    size_t n = 0;
+    for (int i = 0; i < n_ok; i++)
+        if ((uint64_t)sb.st_size == (uint64_t)counts[i] * sizeof(float)) n = counts[i];
+    if (n == 0) {
+        fprintf(stderr, "error: %s: %lld bytes, expected %zu", path, (long long)sb.st_size,
+                counts[0] * sizeof(float));
+        for (int i = 1; i < n_ok; i++) fprintf(stderr, " or %zu", counts[i] * sizeof(float));
+        fprintf(stderr, " bytes (%s)\n", what);
+        fclose(f);
+        return EXIT_USAGE;
+    }
+    float *buf = malloc(n * sizeof(float));
+    if (!buf) {
+        fprintf(stderr, "error: %s: out of memory for %zu floats\n", path, n);
+        fclose(f);
+        return EXIT_RPC;
+    }
+    if (fread(buf, sizeof(float), n, f) != n) {
+        fprintf(stderr, "error: %s: short read\n", path);
+        free(buf);
+        fclose(f);
+        return EXIT_RPC;
+    }
+    fclose(f);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    /* Files are little-endian; protobuf-c packs host floats. */
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &buf[i], 4);
+        u = __builtin_bswap32(u);
+        memcpy(&buf[i], &u, 4);
+    }
+#endif
+    *out = buf;
+    *n_out = n;
+    return 0;
+}
+
+/* Build the serialized CompositeBatchRequest for `batch` frames from `start`
+ * (start 0 is omitted on the wire, as proto3 does for defaults). Tensors come
+ * from files or the synthetic generators; they are freed once packed, so the
+ * packed slice is the only copy held during the call. */
+static int build_request(const cli_args *a, int batch, int start, grpc_slice *out) {
+    float *visual = NULL, *audio = NULL;
+    size_t n_visual = (size_t)batch * VISUAL_PER_FRAME, n_audio = (size_t)batch * AUDIO_PER_FRAME;
+    int rc = 0;
+
+    if (a->visual_path) {
+        rc = read_f32_file(a->visual_path, &n_visual, 1, "batch*6*320*320 float32", &visual,
+                           &n_visual);
+    } else if ((visual = malloc(n_visual * sizeof(float))) != NULL) {
+        synth_visual(visual, batch, start);
+    } else {
+        fprintf(stderr, "error: out of memory for %zu visual floats\n", n_visual);
+        rc = EXIT_RPC;
+    }
+    if (rc == 0 && a->audio_path) {
+        /* One window per frame, or one window shared by every frame. */
+        const size_t counts[2] = {n_audio, AUDIO_PER_FRAME};
+        rc = read_f32_file(a->audio_path, counts, batch > 1 ? 2 : 1,
+                           "batch*32*16*16 or 32*16*16 float32", &audio, &n_audio);
+    } else if (rc == 0) {
+        if ((audio = malloc(n_audio * sizeof(float))) != NULL) {
+            synth_audio(audio, batch, start);
+        } else {
+            fprintf(stderr, "error: out of memory for %zu audio floats\n", n_audio);
+            rc = EXIT_RPC;
+        }
+    }
+    if (rc == 0) {
+        Multitenant__CompositeBatchRequest req = MULTITENANT__COMPOSITE_BATCH_REQUEST__INIT;
+        req.model_id = (char *)a->id;
+        req.n_visual_frames = n_visual;
+        req.visual_frames = visual;
+        req.n_audio_features = n_audio;
+        req.audio_features = audio;
+        req.batch_size = batch;
+        req.start_frame_idx = start;
+        *out = pack_to_slice(&req.base);
+    }
+    free(visual);
+    free(audio);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* infer                                                                     */
+
+/* mkdir -p: the output directory may be nested and new. */
+static int make_dirs(const char *path) {
+    char buf[PATH_MAX];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(buf, path, len + 1);
+    for (char *p = buf + 1; ; p++) {
+        if (*p == '/' || *p == '\0') {
+            char saved = *p;
+            *p = '\0';
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
+            *p = saved;
+            if (saved == '\0') break;
+        }
+    }
+    struct stat sb;
+    if (stat(path, &sb) != 0) return -1;
+    if (!S_ISDIR(sb.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}
+
+static int write_file(const char *path, const uint8_t *data, size_t len) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t wrote = fwrite(data, 1, len, f);
+    /* fclose reports delayed write errors too (e.g. disk full). */
+    if (fclose(f) != 0 || wrote != len) return -1;
+    return 0;
+}
+
+static int cmd_infer(const client *c) {
+    const cli_args *a = c->args;
+    if (make_dirs(a->out_dir) != 0) {
+        fprintf(stderr, "error: %s: %s\n", a->out_dir, strerror(errno));
+        return EXIT_RPC;
+    }
+    grpc_slice body;
+    int rc = build_request(a, a->batch, a->start, &body);
+    if (rc != 0) return rc;
+
+    rpc_status st;
+    grpc_slice raw;
+    uint64_t t0 = ls_mono_ns();
+    int call_rc = rpc_call(c->channel, SERVICE "InferBatchComposite", &body, 1, a->timeout_s, &raw, &st);
+    double rpc_ms = (double)(ls_mono_ns() - t0) / 1e6;
+    grpc_slice_unref(body);
+    if (call_rc != 0) return report_status(&st);
+
+    Multitenant__CompositeBatchResponse *resp = multitenant__composite_batch_response__unpack(
+        NULL, GRPC_SLICE_LENGTH(raw), GRPC_SLICE_START_PTR(raw));
+    grpc_slice_unref(raw);
+    if (!resp) {
+        status_set(&st, GRPC_STATUS_INTERNAL, "malformed CompositeBatchResponse from server");
+        return report_status(&st);
+    }
+
+    if (!resp->success) {
+        fprintf(stderr, "error: server reported failure: %s\n", resp->error);
+        rc = EXIT_RPC;
+    }
+    for (size_t i = 0; rc == 0 && i < resp->n_composited_frames; i++) {
+        char path[PATH_MAX];
+        int n = snprintf(path, sizeof path, "%s/frame_%06lld.png", a->out_dir,
+                         (long long)a->start + (long long)i);
+        if (n < 0 || (size_t)n >= sizeof path) {
+            fprintf(stderr, "error: output path too long under %s\n", a->out_dir);
+            rc = EXIT_RPC;
+        } else if (write_file(path, resp->composited_frames[i].data,
+                              resp->composited_frames[i].len) != 0) {
+            fprintf(stderr, "error: %s: %s\n", path, strerror(errno));
+            rc = EXIT_RPC;
+        }
+    }
+    if (rc == 0 && resp->n_composited_frames != (size_t)a->batch) {
+        fprintf(stderr, "error: asked for %d frames, server returned %zu\n", a->batch,
+                resp->n_composited_frames);
+        rc = EXIT_RPC;
+    }
+    if (rc == 0) {
+        printf("wrote %zu frames: %s/frame_%06d.png .. frame_%06lld.png\n",
+               resp->n_composited_frames, a->out_dir, a->start,
+               (long long)a->start + (long long)resp->n_composited_frames - 1);
+        printf("inference_time_ms: %.3f\n", resp->inference_time_ms);
+        printf("composite_time_ms: %.3f\n", resp->composite_time_ms);
+        printf("total_time_ms: %.3f\n", resp->total_time_ms);
+        printf("model_loaded: %s\n", resp->model_loaded ? "true" : "false");
+        if (resp->model_loaded) printf("model_load_time_ms: %.3f\n", resp->model_load_time_ms);
+        printf("rpc_time_ms: %.3f (client round trip)\n", rpc_ms);
+    }
+    multitenant__composite_batch_response__free_unpacked(resp, NULL);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* bench                                                                     */
+
+/* Responses that arrive with OK status but are not usable (success=false or a
+ * wrong frame count) are counted in one extra bucket after the status codes. */
+#define BAD_RESPONSE N_STATUS_CODES
+
+typedef struct {
+    const cli_args *args;
+    grpc_channel *shared; /* NULL when each worker has its own channel */
+    grpc_slice body;      /* packed request without start_frame_idx; shared, read-only */
+
+    pthread_mutex_t mu;   /* guards everything below */
+    pthread_cond_t cv;
+    int ready;            /* workers done with warmup */
+    bool go;              /* timed phase may start */
+    bool abort;           /* setup failed: workers leave without timing */
+    int next;             /* next request index to claim */
+    long errors[N_STATUS_CODES + 1];
+    rpc_status first_error[N_STATUS_CODES + 1];
+
+    double *latency_ms;   /* per request index; NAN for a failed request */
+} bench_ctx;
+
+typedef struct {
+    bench_ctx *ctx;
+    grpc_channel *channel;
+    pthread_t thread;
+} bench_worker;
+
+/* One request. The shared body is sent with a second, tiny slice holding
+ * start_frame_idx: protobuf merges concatenated messages, so every request
+ * composites different background frames without repacking 25 MB. Returns
+ * the bucket (GRPC_STATUS_OK on success). */
+static int bench_one(bench_ctx *ctx, grpc_channel *ch, int64_t start, rpc_status *st) {
+    Multitenant__CompositeBatchRequest tail = MULTITENANT__COMPOSITE_BATCH_REQUEST__INIT;
+    tail.start_frame_idx = (int32_t)(start % INT32_MAX);
+    uint8_t tail_buf[16]; /* tag + varint: at most 11 bytes */
+    size_t tail_len = multitenant__composite_batch_request__pack(&tail, tail_buf);
+    grpc_slice slices[2] = {ctx->body, grpc_slice_from_copied_buffer((const char *)tail_buf, tail_len)};
+
+    grpc_slice raw;
+    int rc = rpc_call(ch, SERVICE "InferBatchComposite", slices, 2, ctx->args->timeout_s, &raw, st);
+    grpc_slice_unref(slices[1]);
+    if (rc != 0) return st->code;
+
+    Multitenant__CompositeBatchResponse *resp = multitenant__composite_batch_response__unpack(
+        NULL, GRPC_SLICE_LENGTH(raw), GRPC_SLICE_START_PTR(raw));
+    grpc_slice_unref(raw);
+    int bucket = GRPC_STATUS_OK;
+    if (!resp) {
+        status_set(st, GRPC_STATUS_INTERNAL, "malformed CompositeBatchResponse");
+        bucket = GRPC_STATUS_INTERNAL;
+    } else if (!resp->success || resp->n_composited_frames != (size_t)ctx->args->batch) {
+        status_set(st, GRPC_STATUS_OK, "success=%d, %zu frames for batch %d: %s", resp->success,
+                   resp->n_composited_frames, ctx->args->batch, resp->error);
+        bucket = BAD_RESPONSE;
+    }
+    if (resp) multitenant__composite_batch_response__free_unpacked(resp, NULL);
+    return bucket;
+}
+
+static void bench_record_error(bench_ctx *ctx, int bucket, const rpc_status *st) {
+    if (bucket < 0 || bucket > BAD_RESPONSE) bucket = GRPC_STATUS_UNKNOWN;
+    pthread_mutex_lock(&ctx->mu);
+    if (ctx->errors[bucket]++ == 0) ctx->first_error[bucket] = *st;
+    pthread_mutex_unlock(&ctx->mu);
+}
+
+static void *bench_thread(void *arg) {
+    bench_worker *w = arg;
+    bench_ctx *ctx = w->ctx;
+    rpc_status st;
+
+    /* Warmup opens the connection and lets the server reach steady state
+     * (model load, allocator); its results are not counted. */
+    for (int i = 0; i < ctx->args->warmup; i++) bench_one(ctx, w->channel, 0, &st);
+
+    pthread_mutex_lock(&ctx->mu);
+    ctx->ready++;
+    pthread_cond_broadcast(&ctx->cv);
+    while (!ctx->go) pthread_cond_wait(&ctx->cv, &ctx->mu);
+    pthread_mutex_unlock(&ctx->mu);
+
+    for (;;) {
+        pthread_mutex_lock(&ctx->mu);
+        int i = ctx->abort || ctx->next >= ctx->args->requests ? -1 : ctx->next++;
+        pthread_mutex_unlock(&ctx->mu);
+        if (i < 0) break;
+        uint64_t t0 = ls_mono_ns();
+        int bucket = bench_one(ctx, w->channel, (int64_t)i * ctx->args->batch, &st);
+        double ms = (double)(ls_mono_ns() - t0) / 1e6;
+        /* Each index is written by exactly one thread; join publishes it. */
+        ctx->latency_ms[i] = bucket == GRPC_STATUS_OK ? ms : NAN;
+        if (bucket != GRPC_STATUS_OK) bench_record_error(ctx, bucket, &st);
+    }
+    return NULL;
+}
+
+static int cmp_double(const void *pa, const void *pb) {
+    double a = *(const double *)pa, b = *(const double *)pb;
+    return (a > b) - (a < b);
+}
+
+/* Nearest-rank percentile of a sorted array. */
+static double percentile(const double *sorted, size_t n, double p) {
+    size_t rank = (size_t)ceil(p / 100.0 * (double)n);
+    if (rank < 1) rank = 1;
+    return sorted[rank - 1];
+}
+
+static void bench_report(const bench_ctx *ctx, double wall_s) {
+    const cli_args *a = ctx->args;
+    size_t n = (size_t)a->requests, ok = 0;
+    double *sorted = malloc(n * sizeof *sorted);
+    if (sorted)
+        for (size_t i = 0; i < n; i++)
+            if (!isnan(ctx->latency_ms[i])) sorted[ok++] = ctx->latency_ms[i];
+
+    printf("bench %s: batch %d, %d requests, concurrency %d, warmup %d/thread, %s\n", a->id,
+           a->batch, a->requests, a->concurrency, a->warmup,
+           a->channel_per_thread ? "one channel per thread" : "one shared channel");
+    printf("  wall       %.3f s, %zu ok\n", wall_s, ok);
+    printf("  throughput %.2f requests/s, %.2f frames/s\n", (double)ok / wall_s,
+           (double)ok * a->batch / wall_s);
+    if (sorted && ok > 0) {
+        qsort(sorted, ok, sizeof *sorted, cmp_double);
+        double sum = 0;
+        for (size_t i = 0; i < ok; i++) sum += sorted[i];
+        printf("  latency ms p50 %.1f, p90 %.1f, p99 %.1f, max %.1f (mean %.1f)\n",
+               percentile(sorted, ok, 50), percentile(sorted, ok, 90),
+               percentile(sorted, ok, 99), sorted[ok - 1], sum / (double)ok);
+    }
+    free(sorted);
+
+    long total = 0;
+    for (int b = 0; b <= BAD_RESPONSE; b++) total += ctx->errors[b];
+    printf("  errors     %ld", total);
+    for (int b = 0; b <= BAD_RESPONSE; b++)
+        if (ctx->errors[b])
+            printf(" %s=%ld", b == BAD_RESPONSE ? "BAD_RESPONSE" : status_name(b), ctx->errors[b]);
+    printf("\n");
+    for (int b = 0; b <= BAD_RESPONSE; b++)
+        if (ctx->errors[b])
+            fprintf(stderr, "error: %s: %s\n", b == BAD_RESPONSE ? "BAD_RESPONSE" : status_name(b),
+                    ctx->first_error[b].details);
+}
+
+static int cmd_bench(const client *c) {
+    const cli_args *a = c->args;
+    bench_ctx ctx = {.args = a, .shared = a->channel_per_thread ? NULL : c->channel};
+    /* The body carries no start frame (0 is omitted); bench_one appends it. */
+    int rc = build_request(a, a->batch, 0, &ctx.body);
+    if (rc != 0) return rc;
+
+    ctx.latency_ms = calloc((size_t)a->requests, sizeof *ctx.latency_ms);
+    bench_worker *workers = calloc((size_t)a->concurrency, sizeof *workers);
+    if (!ctx.latency_ms || !workers) {
+        fprintf(stderr, "error: out of memory\n");
+        free(ctx.latency_ms);
+        free(workers);
+        grpc_slice_unref(ctx.body);
+        return EXIT_RPC;
+    }
+    pthread_mutex_init(&ctx.mu, NULL);
+    pthread_cond_init(&ctx.cv, NULL);
+
+    int started = 0;
+    for (; started < a->concurrency; started++) {
+        bench_worker *w = &workers[started];
+        w->ctx = &ctx;
+        w->channel = ctx.shared ? ctx.shared : channel_open(a->server, true);
+        int err = pthread_create(&w->thread, NULL, bench_thread, w);
+        if (err != 0) {
+            fprintf(stderr, "error: pthread_create: %s\n", strerror(err));
+            if (!ctx.shared) grpc_channel_destroy(w->channel);
+            rc = EXIT_RPC;
+            break;
+        }
+    }
+
+    /* Start the clock once every worker has warmed up, so connection setup
+     * and first-request costs stay out of the measurement. */
+    pthread_mutex_lock(&ctx.mu);
+    if (rc != 0) ctx.abort = true;
+    while (!ctx.abort && ctx.ready < started) pthread_cond_wait(&ctx.cv, &ctx.mu);
+    ctx.go = true;
+    pthread_cond_broadcast(&ctx.cv);
+    pthread_mutex_unlock(&ctx.mu);
+    uint64_t t0 = ls_mono_ns();
+
+    for (int i = 0; i < started; i++) {
+        pthread_join(workers[i].thread, NULL);
+        if (!ctx.shared) grpc_channel_destroy(workers[i].channel);
+    }
+    double wall_s = (double)(ls_mono_ns() - t0) / 1e9;
+
+    if (rc == 0) {
+        bench_report(&ctx, wall_s);
+        for (int b = 0; b <= BAD_RESPONSE; b++)
+            if (ctx.errors[b]) rc = EXIT_RPC;
+    }
+    pthread_cond_destroy(&ctx.cv);
+    pthread_mutex_destroy(&ctx.mu);
+    free(workers);
+    free(ctx.latency_ms);
+    grpc_slice_unref(ctx.body);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* main                                                                      */
+
+typedef struct {
+    const char *name;
+    const struct option *opts;
+    int min_pos, max_pos; /* positional arguments after the command (the id) */
+    int default_batch;
+    int (*run)(const client *);
+} command;
+
+static const command COMMANDS[] = {
+    {"list", OPTS_PLAIN, 0, 0, 0, cmd_list},
+    {"stats", OPTS_PLAIN, 0, 1, 0, cmd_stats},
+    {"load", OPTS_LOAD, 1, 1, 0, cmd_load},
+    {"unload", OPTS_PLAIN, 1, 1, 0, cmd_unload},
+    {"health", OPTS_PLAIN, 0, 0, 0, cmd_health},
+    {"infer", OPTS_INFER, 1, 1, 1, cmd_infer},
+    {"bench", OPTS_BENCH, 1, 1, 5, cmd_bench},
+};
+
+/* Parse the command's own arguments (argv[0] is the command name). Returns 0,
+ * or the exit code to leave with (help or usage error). */
+static int parse_command(const command *cmd, int argc, char **argv, cli_args *a) {
+    a->batch = cmd->default_batch;
+    /* glibc: optind = 0 reinitializes getopt for a new argument vector.
+     * The default (permuting) mode lets options follow the model id. */
+    optind = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", cmd->opts, NULL)) != -1) {
+        if (opt == '?') return usage_error(NULL);
+        int rc = apply_option(a, opt, option_name(cmd->opts, opt), optarg);
+        if (rc > 0) return EXIT_OK;
+        if (rc < 0) return EXIT_USAGE;
+    }
+    int n_pos = argc - optind;
+    if (n_pos < cmd->min_pos || n_pos > cmd->max_pos)
+        return usage_error("%s: expected %s", cmd->name,
+                           cmd->max_pos == 0 ? "no arguments"
+                           : cmd->min_pos ? "a model ID" : "at most one model ID");
+    if (n_pos > 0) {
+        a->id = argv[optind];
+        if (!*a->id) return usage_error("%s: empty model ID", cmd->name);
+    }
+    return -1; /* continue */
+}
+
+int main(int argc, char **argv) {
+    cli_args args = {
+        .server = DEFAULT_SERVER, .timeout_s = DEFAULT_TIMEOUT_S, .out_dir = ".",
+        .requests = 50, .concurrency = 1, .warmup = 2,
+    };
+
+    /* Global options stop at the command name ("+"). */
+    int opt;
+    while ((opt = getopt_long(argc, argv, "+h", OPTS_PLAIN, NULL)) != -1) {
+        if (opt == 'h') opt = OPT_HELP;
+        if (opt == '?') return usage_error(NULL);
+        int rc = apply_option(&args, opt, option_name(OPTS_PLAIN, opt), optarg);
+        if (rc > 0) return EXIT_OK;
+        if (rc < 0) return EXIT_USAGE;
+    }
+    if (optind >= argc) return usage_error("missing COMMAND");
+
+    const command *cmd = NULL;
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        if (strcmp(argv[optind], COMMANDS[i].name) == 0) cmd = &COMMANDS[i];
+    if (!cmd) return usage_error("unknown command '%s'", argv[optind]);
+
+    int rc = parse_command(cmd, argc - optind, argv + optind, &args);
+    if (rc >= 0) return rc;
+
+    grpc_init();
+    client c = {.channel = channel_open(args.server, false), .args = &args};
+    rc = cmd->run(&c);
+    grpc_channel_destroy(c.channel);
+    grpc_shutdown();
+    return rc;
+}
