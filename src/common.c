@@ -20,13 +20,23 @@ int ls_err_set(ls_err *err, ls_code code, const char *fmt, ...) {
 
 int ls_err_prefix(ls_err *err, const char *fmt, ...) {
     if (!err) return -1;
-    char prefix[LS_ERR_MSG_MAX], old[LS_ERR_MSG_MAX];
+    /* Build "<prefix>: <old>" in a scratch buffer; truncation is fine (and
+     * done explicitly, which keeps gcc's -Wformat-truncation quiet). */
+    char out[LS_ERR_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    int n = vsnprintf(out, sizeof out, fmt, ap);
     va_end(ap);
-    memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    size_t used = n < 0 ? 0 : (size_t)n;
+    if (used > sizeof out - 1) used = sizeof out - 1;
+    const char sep[] = ": ";
+    for (size_t i = 0; sep[i] && used < sizeof out - 1; i++) out[used++] = sep[i];
+    size_t old_len = strnlen(err->msg, sizeof err->msg);
+    size_t room = sizeof out - 1 - used;
+    if (old_len > room) old_len = room;
+    memcpy(out + used, err->msg, old_len);
+    out[used + old_len] = 0;
+    memcpy(err->msg, out, used + old_len + 1);
     return -1;
 }
 
