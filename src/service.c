@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "service.h"
 
+#include <malloc.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,9 @@ static void loader_unload(void *ctx, const char *id, void *handle) {
     (void)ctx;
     (void)id;
     ls_model_free(handle);
+    /* glibc keeps freed memory in its arenas; a model's frames are hundreds
+     * of MB, so give them back to the system now rather than never. */
+    malloc_trim(0);
 }
 
 ls_service *ls_service_create(const ls_config *cfg, ls_err *err) {
