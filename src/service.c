@@ -263,6 +263,7 @@ typedef struct {
 static void copy_tensors(void *handle, void *arg) {
     info_slot *sl = ((inspect_arg *)arg)->slot;
     const ls_engine *e = ls_model_engine(handle);
+    sl->info.num_frames = ls_avatar_num_frames(ls_model_avatar(handle)); /* frames served, not the 0 = all */
     int nin = 0, nout = 0;
     const ls_tensor_info *in = ls_engine_inputs(e, &nin), *out = ls_engine_outputs(e, &nout);
     for (int i = 0; i < 2 && i < nin; i++) {
@@ -300,7 +301,7 @@ static void fill_slot(ls_service *s, info_slot *sl, const ls_entry_stats *st) {
     mi->model_path = mc ? mc->model_path : "";
     mi->background_dir = mc ? mc->background_dir : "";
     mi->crop_rects_path = mc ? mc->crop_rects_path : "";
-    mi->num_frames = mc ? mc->num_frames : 0;
+    mi->num_frames = mc ? mc->num_frames : 0; /* replaced by the real count once loaded */
     mi->pinned = st->pinned_config;
     mi->preload = mc ? mc->preload : 0;
     if (mi->loaded) {
