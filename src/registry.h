@@ -113,12 +113,16 @@ void ls_registry_release(ls_registry *r, ls_lease *lease, int ok, double inferen
 
 /* Explicit load: like acquire+release without counting a use. A LOADED model
  * is left as it is (*already = 1) unless force, which reloads it; force on a
- * model with requests in flight is refused with FAILED_PRECONDITION. */
+ * model with requests in flight is refused with FAILED_PRECONDITION. A FAILED
+ * model within load_retry_ns gets the stored error, except with force, which
+ * retries at once. already and load_ms may be NULL. */
 int ls_registry_load(ls_registry *r, const char *id, int force, int *already, double *load_ms,
                      ls_err *err);
 
 /* Explicit unload. Unknown id: NOT_FOUND. Not loaded: success, nothing done.
- * In use: state DRAINING, *state_out = LS_STATE_DRAINING. */
+ * In use: state DRAINING, *state_out = LS_STATE_DRAINING. LOADING: waits for
+ * the load to finish, then unloads (DRAINING if its waiters hold leases).
+ * FAILED: clears the failure (UNLOADED). Otherwise returns once unloaded. */
 int ls_registry_unload(ls_registry *r, const char *id, ls_state *state_out, ls_err *err);
 
 /* Unload every unpinned, not config-pinned LOADED entry idle for longer than
@@ -131,7 +135,7 @@ typedef struct {
     ls_state state;
     char error[LS_ERR_MSG_MAX]; /* last load error, "" if none */
     int pinned_config;
-    int in_flight;
+    int in_flight;              /* leases held + acquires waiting on its load */
     int64_t usage_count;
     int64_t failed_requests;
     int64_t last_used_wall_ms;  /* 0 = never */
