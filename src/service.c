@@ -204,6 +204,8 @@ static ls_code h_infer(void *ctx, const ls_call_info *call, const uint8_t *req, 
                        .start_frame = q->start_frame_idx,
                        .png_level = s->cfg->png_level};
     int rc = ls_model_infer(lease.handle, &ir, &res, err);
+    int loaded_now = lease.loaded_now; /* release clears the lease */
+    double load_ms = lease.load_ms;
     ls_registry_release(s->reg, &lease, rc == 0, res.inference_ms, res.composite_ms);
     leased = 0;
     if (rc != 0) goto fail;
@@ -222,8 +224,8 @@ static ls_code h_infer(void *ctx, const ls_call_info *call, const uint8_t *req, 
     r.composited_frames = frames;
     r.inference_time_ms = res.inference_ms;
     r.composite_time_ms = res.composite_ms;
-    r.model_loaded = lease.loaded_now;
-    r.model_load_time_ms = lease.load_ms;
+    r.model_loaded = loaded_now;
+    r.model_load_time_ms = load_ms;
     r.success = 1;
     r.error = "";
     r.total_time_ms = ms_since(t0);
