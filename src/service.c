@@ -406,6 +406,7 @@ static ls_code h_stats(void *ctx, const ls_call_info *call, const uint8_t *req, 
     r.total_load_failures = tot.total_load_failures;
     r.total_evictions = tot.total_evictions;
     r.total_idle_unloads = tot.total_idle_unloads;
+    r.engine_sessions = ls_model_open_engines();
     ls_code code = pack(&r.base, resp, err);
     free_slots(slots, n);
     free(ptrs);
