@@ -1,0 +1,239 @@
+"""The demo lip-sync model: its function, defined once, as an ONNX graph and
+as numpy.
+
+tools/gen_demo.py writes the ONNX files; tests/python import this module to
+recompute, in numpy, what the server's ONNX Runtime session must produce.
+
+The function, per frame n (planes B, G, R, like models trained on OpenCV
+images):
+
+    m        = mean(audio[n])                                # 32x16x16 values
+    open     = sigmoid(AUDIO_GAIN * m)                       # 0 closed .. 1 open
+    ry       = MOUTH_RY_MIN + MOUTH_RY_RANGE * open          # mouth half-height, px
+    term     = ((x - MOUTH_CX) / MOUTH_RX)^2 + ((y - MOUTH_CY) / ry)^2
+    mask     = sigmoid(MOUTH_SHARPNESS * (1 - term))         # soft ellipse
+    painted  = face + mask * (MOUTH_BGR - face)
+    out[n]   = clip(painted + VISUAL_GAIN * (visual[n, 0:3] - 0.5), 0, 1)
+
+`face` is a constant 3x320x320 picture of a face (skin oval, eyes, brows,
+nose, lips), stored in the model as a float16 initializer and cast to float:
+procedural in numpy here, but a plain constant in the graph so the graph
+stays small and obvious. Every edge is a sigmoid of a distance, a few pixels
+wide, so the picture is smooth and bilinear resampling of it is
+well-behaved (no hard edges whose rounding could flip).
+
+The graph and `predict` perform the same float32 operations in the same
+order, so they agree to a few float32 ulps; the tests allow +-2 levels after
+compositing anyway.
+"""
+
+import functools
+
+import numpy as np
+
+P = 320                      # prediction side
+VISUAL_CHANNELS = 6
+AUDIO_SHAPE = (32, 16, 16)   # one audio window per frame
+
+AUDIO_GAIN = 3.0
+MOUTH_CX, MOUTH_CY = 160.0, 238.0
+MOUTH_RX = 42.0
+MOUTH_RY_MIN, MOUTH_RY_RANGE = 3.0, 33.0
+MOUTH_SHARPNESS = 4.0
+VISUAL_GAIN = 0.1
+# Dark red of an open mouth, as B, G, R.
+MOUTH_BGR = (0.08, 0.05, 0.28)
+
+
+def _soft_ellipse(xx, yy, cx, cy, rx, ry, width=1.5):
+    """1 inside the ellipse, 0 outside, with a sigmoid edge about `width`
+    pixels wide.
+
+    The signed distance to the rim is approximated by -f / |grad f| with
+    f = (dx/rx)^2 + (dy/ry)^2 - 1: right near the rim, even for thin
+    ellipses (a radial approximation would smear them along their long axis).
+    Away from the rim that first-order estimate can fall far short for a thin
+    ellipse (just above its long axis it sees only the short radius), so it is
+    also bounded by the distance to the bounding box, which never exceeds
+    the true distance: no faint streak runs along a thin ellipse's axis."""
+    ux, uy = (xx - cx) / rx, (yy - cy) / ry
+    f = ux * ux + uy * uy - 1.0
+    grad = 2.0 * np.sqrt((ux / rx) ** 2 + (uy / ry) ** 2) + 1e-9
+    d = -f / grad
+    box_out = np.maximum(np.abs(xx - cx) - rx, np.abs(yy - cy) - ry)  # > 0 outside the box
+    d = np.where(box_out > 0, np.minimum(d, -box_out), d)
+    return 1.0 / (1.0 + np.exp(-np.clip(d / width, -60, 60)))
+
+
+def _blend(img, mask, rgb):
+    """Paint colour `rgb` over img (H x W x 3) with coverage mask (H x W)."""
+    m = mask[:, :, None]
+    return img * (1.0 - m) + np.asarray(rgb, dtype=np.float64) * m
+
+
+@functools.lru_cache(maxsize=1)
+def face_bgr():
+    """The constant face, float16 [3, 320, 320], planes B, G, R.
+
+    float16 because that is how the graph stores it (half the file size);
+    callers get exactly the values the model holds."""
+    yy, xx = np.mgrid[0:P, 0:P].astype(np.float64)
+    # Hair / backdrop: dark brown, a little lighter towards the top.
+    img = np.empty((P, P, 3))
+    shade = 0.9 + 0.1 * (1.0 - yy / P)
+    for c, v in enumerate((0.24, 0.17, 0.12)):
+        img[:, :, c] = v * shade
+    # Skin oval, shaded darker towards its rim so it reads as round.
+    oval = _soft_ellipse(xx, yy, 160, 165, 122, 150, width=2.5)
+    rim = ((xx - 160) / 122) ** 2 + ((yy - 165) / 150) ** 2
+    light = 1.0 - 0.18 * np.clip(rim, 0, 1)
+    skin = np.stack([0.88 * light, 0.69 * light, 0.57 * light], axis=-1)
+    img = img * (1 - oval[:, :, None]) + skin * oval[:, :, None]
+    for ex in (108.0, 212.0):
+        # Brows, eye whites, irises, pupils.
+        img = _blend(img, _soft_ellipse(xx, yy, ex, 98, 32, 6), (0.25, 0.17, 0.12))
+        img = _blend(img, _soft_ellipse(xx, yy, ex, 128, 25, 12), (0.95, 0.95, 0.93))
+        img = _blend(img, _soft_ellipse(xx, yy, ex + 2, 128, 10, 10), (0.30, 0.20, 0.12))
+        img = _blend(img, _soft_ellipse(xx, yy, ex + 2, 128, 4.5, 4.5), (0.05, 0.04, 0.04))
+    # Nose: a soft shadow and two nostrils.
+    img = _blend(img, 0.35 * _soft_ellipse(xx, yy, 160, 175, 16, 30, width=4), (0.62, 0.45, 0.36))
+    for nx in (150.0, 170.0):
+        img = _blend(img, _soft_ellipse(xx, yy, nx, 196, 6, 3.5), (0.45, 0.28, 0.24))
+    # Lips: the open mouth (audio driven, in the graph) is painted over them.
+    img = _blend(img, _soft_ellipse(xx, yy, MOUTH_CX, MOUTH_CY, 54, 14), (0.74, 0.36, 0.36))
+    img = _blend(img, 0.7 * _soft_ellipse(xx, yy, MOUTH_CX, MOUTH_CY, 44, 1.5, width=1.0),
+                 (0.35, 0.12, 0.12))
+    rgb = np.clip(img, 0.0, 1.0)
+    bgr = rgb[:, :, ::-1].transpose(2, 0, 1)
+    out = np.ascontiguousarray(bgr).astype(np.float16)
+    out.setflags(write=False)
+    return out
+
+
+def _mouth_grids():
+    """The per-row and per-column constants of the mouth ellipse, shaped to
+    broadcast: dy [1,1,P,1] = y - cy, dx2 [1,1,1,P] = ((x - cx) / rx)^2."""
+    y = np.arange(P, dtype=np.float32)
+    x = np.arange(P, dtype=np.float32)
+    dy = (y - np.float32(MOUTH_CY)).reshape(1, 1, P, 1)
+    dxn = (x - np.float32(MOUTH_CX)) / np.float32(MOUTH_RX)
+    dx2 = (dxn * dxn).reshape(1, 1, 1, P)
+    return dy.astype(np.float32), dx2.astype(np.float32)
+
+
+def _sigmoid32(x):
+    # Far from the mouth the logit is hugely negative: exp overflows to inf
+    # and 1/(1+inf) = 0 is the right answer, so silence the warning.
+    one = np.float32(1.0)
+    with np.errstate(over="ignore"):
+        return (one / (one + np.exp(-x))).astype(np.float32)
+
+
+def mouth_openness(audio):
+    """sigmoid(AUDIO_GAIN * mean of each frame's window), float32 [N]."""
+    a = np.asarray(audio, dtype=np.float32)
+    a = a.reshape(a.shape[0], -1)
+    m = a.mean(axis=1, dtype=np.float32)
+    return _sigmoid32(m * np.float32(AUDIO_GAIN))
+
+
+def predict(visual, audio):
+    """The model's output for visual [N,6,320,320] and audio [N,32,16,16]
+    (float32), as float32 [N,3,320,320] in [0,1], planes B, G, R."""
+    visual = np.asarray(visual, dtype=np.float32)
+    audio = np.asarray(audio, dtype=np.float32)
+    n = visual.shape[0]
+    if visual.shape[1:] != (VISUAL_CHANNELS, P, P):
+        raise ValueError("visual must be [N,6,320,320], got %r" % (visual.shape,))
+    if audio.shape != (n,) + AUDIO_SHAPE:
+        raise ValueError("audio must be [%d,32,16,16], got %r" % (n, audio.shape))
+    f32 = np.float32
+    openness = mouth_openness(audio).reshape(n, 1, 1, 1)
+    ry = openness * f32(MOUTH_RY_RANGE) + f32(MOUTH_RY_MIN)
+    dy, dx2 = _mouth_grids()
+    q = dy / ry
+    term = dx2 + q * q
+    mask = _sigmoid32((f32(1.0) - term) * f32(MOUTH_SHARPNESS))
+    face = face_bgr().astype(np.float32)[None]
+    mouth = np.asarray(MOUTH_BGR, dtype=np.float32).reshape(1, 3, 1, 1)
+    painted = face + mask * (mouth - face)
+    vis = (visual[:, 0:3] - f32(0.5)) * f32(VISUAL_GAIN)
+    return np.clip(painted + vis, f32(0.0), f32(1.0)).astype(np.float32)
+
+
+def build_model(batch=None, visual_name="visual_input", audio_name="audio_input",
+                output_name="output", opset=17, ir_version=8):
+    """The ONNX graph of `predict`.
+
+    batch None declares a dynamic batch dimension named "batch"; an integer
+    fixes it (real opset-11 exports are fixed at 1 and the server must split
+    larger requests into chunks)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    bdim = "batch" if batch is None else int(batch)
+    inputs = [
+        helper.make_tensor_value_info(visual_name, TensorProto.FLOAT,
+                                      [bdim, VISUAL_CHANNELS, P, P]),
+        helper.make_tensor_value_info(audio_name, TensorProto.FLOAT, [bdim] + list(AUDIO_SHAPE)),
+    ]
+    outputs = [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [bdim, 3, P, P])]
+
+    dy, dx2 = _mouth_grids()
+
+    def scalar(name, value):
+        return numpy_helper.from_array(np.array(value, dtype=np.float32), name)
+
+    inits = [
+        numpy_helper.from_array(face_bgr().reshape(1, 3, P, P).copy(), "face_f16"),
+        numpy_helper.from_array(np.asarray(MOUTH_BGR, dtype=np.float32).reshape(1, 3, 1, 1),
+                                "mouth_bgr"),
+        numpy_helper.from_array(dy, "mouth_dy"),
+        numpy_helper.from_array(dx2, "mouth_dx2"),
+        scalar("audio_gain", AUDIO_GAIN),
+        scalar("ry_range", MOUTH_RY_RANGE),
+        scalar("ry_min", MOUTH_RY_MIN),
+        scalar("sharpness", MOUTH_SHARPNESS),
+        scalar("one", 1.0),
+        scalar("zero", 0.0),
+        scalar("half", 0.5),
+        scalar("visual_gain", VISUAL_GAIN),
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "slice_start"),
+        numpy_helper.from_array(np.array([3], dtype=np.int64), "slice_end"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "slice_axis"),
+    ]
+    N = helper.make_node
+    nodes = [
+        N("Cast", ["face_f16"], ["face"], to=TensorProto.FLOAT),
+        # Mouth openness from the audio window: [N,1,1,1].
+        N("ReduceMean", [audio_name], ["audio_mean"], axes=[1, 2, 3], keepdims=1),
+        N("Mul", ["audio_mean", "audio_gain"], ["audio_logit"]),
+        N("Sigmoid", ["audio_logit"], ["openness"]),
+        N("Mul", ["openness", "ry_range"], ["ry_span"]),
+        N("Add", ["ry_span", "ry_min"], ["ry"]),
+        # Soft mouth ellipse: [N,1,P,1] rows broadcast against [1,1,1,P] columns.
+        N("Div", ["mouth_dy", "ry"], ["q"]),
+        N("Mul", ["q", "q"], ["q2"]),
+        N("Add", ["mouth_dx2", "q2"], ["term"]),
+        N("Sub", ["one", "term"], ["inside"]),
+        N("Mul", ["inside", "sharpness"], ["mask_logit"]),
+        N("Sigmoid", ["mask_logit"], ["mask"]),
+        # Paint the mouth over the face.
+        N("Sub", ["mouth_bgr", "face"], ["mouth_minus_face"]),
+        N("Mul", ["mask", "mouth_minus_face"], ["mouth_delta"]),
+        N("Add", ["face", "mouth_delta"], ["painted"]),
+        # A small, visible dependence on the visual input's first 3 channels.
+        N("Slice", [visual_name, "slice_start", "slice_end", "slice_axis"], ["visual3"]),
+        N("Sub", ["visual3", "half"], ["visual_centred"]),
+        N("Mul", ["visual_centred", "visual_gain"], ["visual_term"]),
+        N("Add", ["painted", "visual_term"], ["unclipped"]),
+        N("Clip", ["unclipped", "zero", "one"], [output_name]),
+    ]
+    graph = helper.make_graph(nodes, "lipsyncd_demo", inputs, outputs, inits)
+    model = helper.make_model(graph, producer_name="lipsyncd tools/gen_demo.py",
+                              opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir_version
+    model.doc_string = ("lipsyncd demo lip-sync model: a constant face whose mouth opens "
+                        "with the mean of the audio window (see tools/demo_model.py)")
+    onnx.checker.check_model(model, full_check=True)
+    return model
