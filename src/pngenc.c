@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include <isa-l/crc.h>
+#include <zlib.h>
 #include <isa-l/igzip_lib.h>
 
 /* Rows are filtered in bands of about this many bytes, each fed to
@@ -98,25 +99,18 @@ static void filter_band(const uint8_t *rgb, size_t stride, size_t rowlen, int y0
     }
 }
 
-int ls_png_encode_rgb(const uint8_t *rgb, int w, int h, size_t stride, int level, ls_buf *out,
-                      ls_err *err) {
-    if (!rgb || !out || w <= 0 || h <= 0)
-        return ls_err_set(err, LS_INVALID_ARGUMENT, "png encode: bad image %dx%d", w, h);
-    if (level < 0 || level > ISAL_DEF_MAX_LEVEL)
-        return ls_err_set(err, LS_INVALID_ARGUMENT, "png encode: level %d not in 0..%d", level,
-                          ISAL_DEF_MAX_LEVEL);
-    size_t rowlen = (size_t)w * 3;
-    if (stride < rowlen)
-        return ls_err_set(err, LS_INVALID_ARGUMENT, "png encode: stride %zu < %zu", stride,
-                          rowlen);
+/* Filter rows [0, rows) of rgb and deflate them onto the end of *out.
+ * whole = 1: a complete zlib stream (header, final block, Adler-32 trailer).
+ * whole = 0: a raw deflate segment that ends with a full flush, so it stops
+ *   on a byte boundary with no history carried over, and can be spliced
+ *   between other such segments; *adler gets the Adler-32 of the filtered
+ *   bytes so the caller can join checksums with adler32_combine. */
+static int deflate_rows(const uint8_t *rgb, size_t stride, size_t rowlen, int rows, int level,
+                        int whole, ls_buf *out, uint32_t *adler, ls_err *err) {
     size_t filtered_row = rowlen + 1;
-    if (filtered_row > MAX_RAW_BYTES / (size_t)h)
-        return ls_err_set(err, LS_INVALID_ARGUMENT, "png encode: image %dx%d too large", w, h);
-    size_t raw = filtered_row * (size_t)h;
-
     int band_rows = (int)(BAND_BYTES / filtered_row);
     if (band_rows < 1) band_rows = 1;
-    if (band_rows > h) band_rows = h;
+    if (band_rows > rows) band_rows = rows > 0 ? rows : 1;
     size_t band_bytes = (size_t)band_rows * filtered_row;
 
     /* One allocation per call for everything transient: the deflate state
@@ -135,16 +129,82 @@ int ls_png_encode_rgb(const uint8_t *rgb, int w, int h, size_t stride, int level
     uint8_t *lvl_buf = work + sizeof *zs;
     uint8_t *band = lvl_buf + lvl_size;
 
-    size_t start = out->len;
-    /* First guess for the output: photographs measured 55-75% of raw at
-     * level 1; the deflate loop grows the buffer if it needs more. */
-    size_t guess = 8 + 25 + 8 + raw / 4 * 3 + 1024 + 4 + 12;
-    if (ls_buf_reserve(out, guess) != 0) goto oom;
+    isal_deflate_init(zs);
+    zs->level = (uint32_t)level;
+    zs->level_buf = lvl_size ? lvl_buf : NULL;
+    zs->level_buf_size = lvl_size;
+    zs->gzip_flag = whole ? IGZIP_ZLIB : IGZIP_DEFLATE;
+    zs->flush = NO_FLUSH;
+    uint32_t a = 1;
 
+    int y = 0;
+    do {
+        int y1 = y + band_rows < rows ? y + band_rows : rows;
+        filter_band(rgb, stride, rowlen, y, y1, band);
+        size_t n = (size_t)(y1 - y) * filtered_row;
+        if (!whole) a = isal_adler32(a, band, n);
+        zs->next_in = band;
+        zs->avail_in = (uint32_t)n;
+        if (y1 == rows) {
+            if (whole)
+                zs->end_of_stream = 1;
+            else
+                zs->flush = FULL_FLUSH;
+        }
+        /* isal_deflate returns when the input is consumed or the output is
+         * full; keep offering room until a call leaves some unused. */
+        do {
+            /* Keep at least a band's worth (plus slack) of room so most
+             * calls consume their whole band in one go. */
+            if (ls_buf_reserve(out, band_bytes + 1024) != 0) {
+                free(work);
+                return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "png encode: out of memory");
+            }
+            size_t room = out->cap - out->len;
+            if (room > UINT32_MAX) room = UINT32_MAX;
+            zs->next_out = out->data + out->len;
+            zs->avail_out = (uint32_t)room;
+            int rc = isal_deflate(zs);
+            out->len += room - zs->avail_out;
+            if (rc != COMP_OK) {
+                free(work);
+                return ls_err_set(err, LS_INTERNAL, "png encode: isal_deflate failed (%d)", rc);
+            }
+        } while (zs->avail_out == 0);
+        if (zs->avail_in != 0) {
+            unsigned left = zs->avail_in;
+            free(work);
+            return ls_err_set(err, LS_INTERNAL, "png encode: deflate left %u bytes unconsumed", left);
+        }
+        y = y1;
+    } while (y < rows);
+    int finished = whole ? zs->internal_state.state == ZSTATE_END : 1;
+    zs = NULL;
+    free(work);
+    if (!finished) return ls_err_set(err, LS_INTERNAL, "png encode: deflate stream not finished");
+    if (adler) *adler = a;
+    return 0;
+}
+
+static int check_args(const uint8_t *rgb, int w, int h, size_t stride, int level, ls_err *err) {
+    if (!rgb || w <= 0 || h <= 0)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "png encode: bad image %dx%d", w, h);
+    if (level < 0 || level > ISAL_DEF_MAX_LEVEL)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "png encode: level %d not in 0..%d", level,
+                          ISAL_DEF_MAX_LEVEL);
+    if (stride < (size_t)w * 3)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "png encode: stride %zu < %zu", stride,
+                          (size_t)w * 3);
+    if ((size_t)w * 3 + 1 > MAX_RAW_BYTES / (size_t)h)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "png encode: image %dx%d too large", w, h);
+    return 0;
+}
+
+/* Signature and IHDR. Space must be reserved (8 + 25 bytes). */
+static void put_header(ls_buf *out, int w, int h) {
     static const uint8_t signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     memcpy(out->data + out->len, signature, 8);
     out->len += 8;
-
     uint8_t ihdr[13];
     put_be32(ihdr, (uint32_t)w);
     put_be32(ihdr + 4, (uint32_t)h);
@@ -154,73 +214,129 @@ int ls_png_encode_rgb(const uint8_t *rgb, int w, int h, size_t stride, int level
     ihdr[11] = 0; /* adaptive filtering, per-row filter byte */
     ihdr[12] = 0; /* no interlace */
     put_chunk(out, "IHDR", ihdr, sizeof ihdr);
+}
 
-    /* IDAT length and type; the length is patched after deflating. */
-    size_t idat = out->len;
-    memcpy(out->data + idat + 4, "IDAT", 4);
-    out->len += 8;
-
-    isal_deflate_init(zs);
-    zs->level = (uint32_t)level;
-    zs->level_buf = lvl_size ? lvl_buf : NULL;
-    zs->level_buf_size = lvl_size;
-    zs->gzip_flag = IGZIP_ZLIB;
-    zs->flush = NO_FLUSH;
-
-    for (int y = 0; y < h; y += band_rows) {
-        int y1 = y + band_rows < h ? y + band_rows : h;
-        filter_band(rgb, stride, rowlen, y, y1, band);
-        zs->next_in = band;
-        zs->avail_in = (uint32_t)((size_t)(y1 - y) * filtered_row);
-        zs->end_of_stream = (y1 == h);
-        /* isal_deflate returns when the input is consumed or the output is
-         * full; keep offering room until a call leaves some unused. */
-        do {
-            /* Keep at least a band's worth (plus slack) of room so most
-             * calls consume their whole band in one go. */
-            if (ls_buf_reserve(out, band_bytes + 1024) != 0) goto oom;
-            size_t room = out->cap - out->len;
-            if (room > UINT32_MAX) room = UINT32_MAX;
-            zs->next_out = out->data + out->len;
-            zs->avail_out = (uint32_t)room;
-            int rc = isal_deflate(zs);
-            out->len += room - zs->avail_out;
-            if (rc != COMP_OK) {
-                ls_err_set(err, LS_INTERNAL, "png encode: isal_deflate failed (%d)", rc);
-                goto fail;
-            }
-        } while (zs->avail_out == 0);
-        if (zs->avail_in != 0) {
-            ls_err_set(err, LS_INTERNAL, "png encode: deflate left %u bytes unconsumed",
-                       zs->avail_in);
-            goto fail;
-        }
-    }
-    if (zs->internal_state.state != ZSTATE_END) {
-        ls_err_set(err, LS_INTERNAL, "png encode: deflate stream not finished");
-        goto fail;
-    }
-
-    size_t idat_len = out->len - idat - 8;
-    if (idat_len > 0x7fffffffu) {
-        ls_err_set(err, LS_INTERNAL, "png encode: IDAT too large (%zu bytes)", idat_len);
-        goto fail;
-    }
-    put_be32(out->data + idat, (uint32_t)idat_len);
-    uint32_t crc = crc32_gzip_refl(0, out->data + idat + 4, (uint64_t)idat_len + 4);
-    if (ls_buf_reserve(out, 4 + 12) != 0) goto oom;
-    put_be32(out->data + out->len, crc);
+/* Turn out->data[hdr .. out->len) (8 header bytes reserved at hdr, then the
+ * payload) into a finished IDAT chunk with length and CRC. */
+static int close_idat(ls_buf *out, size_t hdr, ls_err *err) {
+    size_t len = out->len - hdr - 8;
+    if (len > 0x7fffffffu)
+        return ls_err_set(err, LS_INTERNAL, "png encode: IDAT too large (%zu bytes)", len);
+    put_be32(out->data + hdr, (uint32_t)len);
+    memcpy(out->data + hdr + 4, "IDAT", 4);
+    if (ls_buf_reserve(out, 4) != 0)
+        return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "png encode: out of memory");
+    put_be32(out->data + out->len, crc32_gzip_refl(0, out->data + hdr + 4, (uint64_t)len + 4));
     out->len += 4;
-    put_chunk(out, "IEND", NULL, 0);
-
-    free(work);
     return 0;
+}
 
+int ls_png_encode_rgb(const uint8_t *rgb, int w, int h, size_t stride, int level, ls_buf *out,
+                      ls_err *err) {
+    if (!out) return ls_err_set(err, LS_INVALID_ARGUMENT, "png encode: no output buffer");
+    if (check_args(rgb, w, h, stride, level, err) != 0) return -1;
+    size_t start = out->len;
+    size_t raw = ((size_t)w * 3 + 1) * (size_t)h;
+    /* First guess for the output: photographs measured 55-75% of raw at
+     * level 1; the deflate loop grows the buffer if it needs more. */
+    if (ls_buf_reserve(out, 8 + 25 + 8 + raw / 4 * 3 + 1024 + 4 + 12) != 0) goto oom;
+    put_header(out, w, h);
+    size_t idat = out->len;
+    out->len += 8;
+    if (deflate_rows(rgb, stride, (size_t)w * 3, h, level, 1, out, NULL, err) != 0) goto fail;
+    if (close_idat(out, idat, err) != 0) goto fail;
+    if (ls_buf_reserve(out, 12) != 0) goto oom;
+    put_chunk(out, "IEND", NULL, 0);
+    return 0;
 oom:
     ls_err_set(err, LS_RESOURCE_EXHAUSTED, "png encode: out of memory");
 fail:
     /* Drop anything partial; bytes the caller had before stay untouched. */
     out->len = start;
-    free(work);
+    return -1;
+}
+
+/* ---- spliced encoding ---------------------------------------------------- */
+
+int ls_png_segment_build(const uint8_t *rgb, int w, int rows, size_t stride, int level,
+                         ls_png_segment *seg, ls_err *err) {
+    memset(seg, 0, sizeof *seg);
+    if (rows == 0) return 0; /* an empty segment: nothing to splice */
+    if (check_args(rgb, w, rows, stride, level, err) != 0) return -1;
+    ls_buf b = {0};
+    if (ls_buf_reserve(&b, 8) != 0)
+        return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "png encode: out of memory");
+    b.len = 8;
+    uint32_t adler = 1;
+    if (deflate_rows(rgb, stride, (size_t)w * 3, rows, level, 0, &b, &adler, err) != 0 ||
+        close_idat(&b, 0, err) != 0) {
+        ls_buf_free(&b);
+        return -1;
+    }
+    /* Shrink to fit: segments live as long as the avatar. */
+    uint8_t *p = realloc(b.data, b.len);
+    seg->chunk = p ? p : b.data;
+    seg->chunk_len = b.len;
+    seg->adler = adler;
+    seg->raw_len = (uint64_t)rows * ((uint64_t)w * 3 + 1);
+    return 0;
+}
+
+void ls_png_segment_free(ls_png_segment *seg) {
+    free(seg->chunk);
+    memset(seg, 0, sizeof *seg);
+}
+
+int ls_png_encode_spliced(int w, int h, const ls_png_segment *top, const uint8_t *band, int band_rows,
+                          size_t stride, const ls_png_segment *bottom, int level, ls_buf *out,
+                          ls_err *err) {
+    if (!out || !top || !bottom) return ls_err_set(err, LS_INVALID_ARGUMENT, "png encode: missing argument");
+    uint64_t rowraw = (uint64_t)w * 3 + 1;
+    if (w <= 0 || h <= 0 || band_rows <= 0 || top->raw_len % rowraw || bottom->raw_len % rowraw ||
+        top->raw_len / rowraw + (uint64_t)band_rows + bottom->raw_len / rowraw != (uint64_t)h)
+        return ls_err_set(err, LS_INVALID_ARGUMENT,
+                          "png encode: segments (%llu + %d + %llu rows) do not make a %dx%d image",
+                          (unsigned long long)(top->raw_len / rowraw), band_rows,
+                          (unsigned long long)(bottom->raw_len / rowraw), w, h);
+    if (check_args(band, w, band_rows, stride, level, err) != 0) return -1;
+    size_t start = out->len;
+    size_t band_raw = (size_t)rowraw * (size_t)band_rows;
+    if (ls_buf_reserve(out, 8 + 25 + 14 + top->chunk_len + band_raw + 1024 + bottom->chunk_len + 21 + 12) != 0)
+        goto oom;
+    put_header(out, w, h);
+
+    /* zlib header: deflate, 32 KiB window, no dictionary, "fastest" level
+     * hint; 0x7801 is a multiple of 31 as the format requires. */
+    static const uint8_t zhdr[2] = {0x78, 0x01};
+    put_chunk(out, "IDAT", zhdr, 2);
+    memcpy(out->data + out->len, top->chunk, top->chunk_len);
+    out->len += top->chunk_len;
+
+    size_t idat = out->len;
+    out->len += 8;
+    uint32_t band_adler = 1;
+    if (deflate_rows(band, stride, (size_t)w * 3, band_rows, level, 0, out, &band_adler, err) != 0) goto fail;
+    if (close_idat(out, idat, err) != 0) goto fail;
+
+    if (ls_buf_reserve(out, bottom->chunk_len + 21 + 12) != 0) goto oom;
+    memcpy(out->data + out->len, bottom->chunk, bottom->chunk_len);
+    out->len += bottom->chunk_len;
+
+    /* Every segment ended with a full flush (byte-aligned, non-final); close
+     * the stream with an empty final stored block (BFINAL=1, BTYPE=00, then
+     * LEN=0, NLEN=0xffff) and the Adler-32 of all filtered bytes, joined
+     * from the per-segment checksums. */
+    uint32_t adler = top->raw_len ? top->adler : 1;
+    adler = (uint32_t)adler32_combine(adler, band_adler, (z_off_t)band_raw);
+    if (bottom->raw_len) adler = (uint32_t)adler32_combine(adler, bottom->adler, (z_off_t)bottom->raw_len);
+    uint8_t tail[9] = {0x01, 0x00, 0x00, 0xff, 0xff, 0, 0, 0, 0};
+    put_be32(tail + 5, adler);
+    put_chunk(out, "IDAT", tail, sizeof tail);
+    put_chunk(out, "IEND", NULL, 0);
+    return 0;
+oom:
+    ls_err_set(err, LS_RESOURCE_EXHAUSTED, "png encode: out of memory");
+fail:
+    out->len = start;
     return -1;
 }
