@@ -2,24 +2,36 @@
 #define _GNU_SOURCE
 #include "avatar.h"
 
-#include <ctype.h>
 #include <dirent.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include "croprects.h"
 
+typedef enum { SLOT_EMPTY = 0, SLOT_PREPARING, SLOT_READY, SLOT_FAILED } slot_state;
+
+typedef struct {
+    slot_state state;   /* guarded by the avatar's lock */
+    ls_png_segment top, bottom;
+    uint8_t *band;
+    ls_err err;         /* SLOT_FAILED: why */
+} frame_slot;
+
 struct ls_avatar {
-    int n;            /* frames served */
+    int n;              /* frames served */
+    int w, h;
+    int png_level;
     ls_frame_order order;
-    ls_image *frames; /* n decoded frames */
-    ls_rect *rects;   /* n rectangles */
-    uint64_t bytes;
+    char *dir;
+    char **names;       /* n file names, sorted */
+    ls_rect *rects;     /* n rectangles */
+    frame_slot *slots;  /* n */
+    pthread_mutex_t lock;
+    pthread_cond_t prepared; /* some slot left SLOT_PREPARING */
+    uint64_t used;      /* bytes of prepared slots */
 };
 
 static int is_image_name(const char *name) {
@@ -33,6 +45,7 @@ static int cmp_str(const void *a, const void *b) {
 }
 
 static void free_names(char **names, size_t n) {
+    if (!names) return;
     for (size_t i = 0; i < n; i++) free(names[i]);
     free(names);
 }
@@ -74,68 +87,13 @@ static int list_frames(const char *dir, char ***out, size_t *n_out, ls_err *err)
     return 0;
 }
 
-/* Parallel decode: workers take the next index from a shared counter. The
- * first error wins and stops the others early. */
-typedef struct {
-    const char *dir;
-    char **names;
-    ls_image *frames;
-    int n;
-    atomic_int next;
-    atomic_int failed;
-    pthread_mutex_t err_lock;
-    ls_err err;
-} decode_job;
-
-static void *decode_worker(void *arg) {
-    decode_job *j = arg;
-    char path[4096];
-    for (;;) {
-        int i = atomic_fetch_add(&j->next, 1);
-        if (i >= j->n || atomic_load(&j->failed)) break;
-        snprintf(path, sizeof path, "%s/%s", j->dir, j->names[i]);
-        ls_err e;
-        if (ls_image_decode_file(path, &j->frames[i], &e) != 0) {
-            pthread_mutex_lock(&j->err_lock);
-            if (!atomic_exchange(&j->failed, 1)) j->err = e;
-            pthread_mutex_unlock(&j->err_lock);
-            break;
-        }
-    }
-    return NULL;
-}
-
-static int decode_all(const char *dir, char **names, int n, ls_image *frames, ls_err *err) {
-    decode_job j = {.dir = dir, .names = names, .frames = frames, .n = n};
-    atomic_init(&j.next, 0);
-    atomic_init(&j.failed, 0);
-    pthread_mutex_init(&j.err_lock, NULL);
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    int nt = cpus > 0 ? (int)cpus : 1;
-    if (nt > 8) nt = 8;
-    if (nt > n) nt = n;
-    pthread_t th[8];
-    int started = 0;
-    for (int t = 1; t < nt; t++) {
-        if (pthread_create(&th[started], NULL, decode_worker, &j) != 0) break;
-        started++;
-    }
-    decode_worker(&j); /* the loading thread works too */
-    for (int t = 0; t < started; t++) pthread_join(th[t], NULL);
-    pthread_mutex_destroy(&j.err_lock);
-    if (atomic_load(&j.failed)) {
-        if (err) *err = j.err;
-        return -1;
-    }
-    return 0;
-}
-
 ls_avatar *ls_avatar_load(const char *background_dir, const char *crop_rects_path, int num_frames,
-                          ls_frame_order order, ls_err *err) {
+                          ls_frame_order order, int png_level, ls_err *err) {
     char **names = NULL;
     size_t n_names = 0, n_rects = 0;
     ls_rect *rects = NULL;
     ls_avatar *a = NULL;
+    char path[4096];
 
     if (num_frames < 0) {
         ls_err_set(err, LS_FAILED_PRECONDITION, "num_frames must be >= 0, got %d", num_frames);
@@ -155,23 +113,21 @@ ls_avatar *ls_avatar_load(const char *background_dir, const char *crop_rects_pat
                    n_names, background_dir, n_rects, crop_rects_path);
         goto fail;
     }
-    a = calloc(1, sizeof *a);
-    if (!a || !(a->frames = calloc((size_t)n, sizeof *a->frames))) {
-        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for %d frames", n);
-        goto fail;
-    }
-    a->n = n;
-    a->order = order;
-    if (decode_all(background_dir, names, n, a->frames, err) != 0) goto fail;
 
     /* Every frame must have the first one's size, and every rectangle must lie
-     * inside its frame: the compositor relies on both. */
-    int w = a->frames[0].w, h = a->frames[0].h;
+     * inside its frame: the compositor and the spliced encoder rely on both.
+     * Only headers are read here; pixels are decoded on first use. */
+    int w = 0, h = 0;
     for (int i = 0; i < n; i++) {
-        const ls_image *f = &a->frames[i];
-        if (f->w != w || f->h != h) {
-            ls_err_set(err, LS_FAILED_PRECONDITION, "%s/%s is %dx%d, expected %dx%d like %s", background_dir,
-                       names[i], f->w, f->h, w, h, names[0]);
+        int fw, fh;
+        snprintf(path, sizeof path, "%s/%s", background_dir, names[i]);
+        if (ls_image_probe_file(path, &fw, &fh, err) != 0) goto fail;
+        if (i == 0) {
+            w = fw;
+            h = fh;
+        } else if (fw != w || fh != h) {
+            ls_err_set(err, LS_FAILED_PRECONDITION, "%s is %dx%d, expected %dx%d like %s", path, fw, fh, w, h,
+                       names[0]);
             goto fail;
         }
         ls_rect r = rects[i];
@@ -181,32 +137,62 @@ ls_avatar *ls_avatar_load(const char *background_dir, const char *crop_rects_pat
                        r.x1, r.y1, r.x2, r.y2, w, h);
             goto fail;
         }
-        a->bytes += (uint64_t)f->w * (uint64_t)f->h * 3;
     }
+
+    a = calloc(1, sizeof *a);
+    if (!a || !(a->slots = calloc((size_t)n, sizeof *a->slots)) || !(a->dir = strdup(background_dir))) {
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for %d frames", n);
+        goto fail;
+    }
+    pthread_mutex_init(&a->lock, NULL);
+    pthread_cond_init(&a->prepared, NULL);
+    a->n = n;
+    a->w = w;
+    a->h = h;
+    a->png_level = png_level;
+    a->order = order;
+    a->names = names;
     a->rects = rects;
-    a->bytes += (uint64_t)n * sizeof *rects;
-    free_names(names, n_names);
+    /* Names past n are never served. */
+    for (size_t i = (size_t)n; i < n_names; i++) {
+        free(names[i]);
+        names[i] = NULL;
+    }
     return a;
 
 fail:
     free(rects);
     free_names(names, n_names);
-    ls_avatar_free(a);
+    if (a) {
+        free(a->slots);
+        free(a->dir);
+        free(a);
+    }
     return NULL;
+}
+
+static void slot_clear(frame_slot *s) {
+    ls_png_segment_free(&s->top);
+    ls_png_segment_free(&s->bottom);
+    free(s->band);
+    s->band = NULL;
 }
 
 void ls_avatar_free(ls_avatar *a) {
     if (!a) return;
-    if (a->frames)
-        for (int i = 0; i < a->n; i++) ls_image_free(&a->frames[i]);
-    free(a->frames);
+    for (int i = 0; i < a->n; i++) slot_clear(&a->slots[i]);
+    free(a->slots);
     free(a->rects);
+    free_names(a->names, (size_t)a->n);
+    free(a->dir);
+    pthread_mutex_destroy(&a->lock);
+    pthread_cond_destroy(&a->prepared);
     free(a);
 }
 
 int ls_avatar_num_frames(const ls_avatar *a) { return a->n; }
-int ls_avatar_width(const ls_avatar *a) { return a->frames[0].w; }
-int ls_avatar_height(const ls_avatar *a) { return a->frames[0].h; }
+int ls_avatar_width(const ls_avatar *a) { return a->w; }
+int ls_avatar_height(const ls_avatar *a) { return a->h; }
 
 int ls_avatar_frame_index(const ls_avatar *a, int64_t k) {
     if (a->order == LS_ORDER_PINGPONG && a->n > 1) {
@@ -217,6 +203,82 @@ int ls_avatar_frame_index(const ls_avatar *a, int64_t k) {
     return (int)(k % a->n);
 }
 
-const ls_image *ls_avatar_frame(const ls_avatar *a, int idx) { return &a->frames[idx]; }
 ls_rect ls_avatar_rect(const ls_avatar *a, int idx) { return a->rects[idx]; }
-uint64_t ls_avatar_memory(const ls_avatar *a) { return a->bytes; }
+
+/* Decode frame idx and turn it into segments + band. Runs without the lock;
+ * only this thread touches the slot while it is SLOT_PREPARING. */
+static int prepare(ls_avatar *a, int idx, frame_slot *s, ls_err *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", a->dir, a->names[idx]);
+    ls_image img;
+    if (ls_image_decode_file(path, &img, err) != 0) return -1;
+    int rc = 0;
+    if (img.w != a->w || img.h != a->h) {
+        rc = ls_err_set(err, LS_FAILED_PRECONDITION, "%s decodes to %dx%d, expected %dx%d", path, img.w, img.h,
+                        a->w, a->h);
+        goto out;
+    }
+    ls_rect r = a->rects[idx];
+    size_t stride = (size_t)a->w * 3;
+    size_t band_bytes = stride * (size_t)(r.y2 - r.y1);
+    s->band = malloc(band_bytes);
+    if (!s->band) {
+        rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory preparing %s", path);
+        goto out;
+    }
+    memcpy(s->band, img.rgb + stride * (size_t)r.y1, band_bytes);
+    rc = ls_png_segment_build(img.rgb, a->w, r.y1, stride, a->png_level, &s->top, err);
+    if (!rc)
+        rc = ls_png_segment_build(img.rgb + stride * (size_t)r.y2, a->w, a->h - r.y2, stride, a->png_level,
+                                  &s->bottom, err);
+    if (rc) ls_err_prefix(err, "%s", path);
+out:
+    ls_image_free(&img);
+    if (rc) slot_clear(s);
+    return rc;
+}
+
+int ls_avatar_frame_view(ls_avatar *a, int idx, ls_frame_view *view, ls_err *err) {
+    if (idx < 0 || idx >= a->n)
+        return ls_err_set(err, LS_INTERNAL, "frame %d outside 0..%d", idx, a->n - 1);
+    frame_slot *s = &a->slots[idx];
+    pthread_mutex_lock(&a->lock);
+    while (s->state == SLOT_PREPARING) pthread_cond_wait(&a->prepared, &a->lock);
+    if (s->state == SLOT_EMPTY) {
+        s->state = SLOT_PREPARING;
+        pthread_mutex_unlock(&a->lock);
+        ls_err perr = {.code = LS_OK, .msg = ""};
+        int rc = prepare(a, idx, s, &perr);
+        pthread_mutex_lock(&a->lock);
+        if (rc == 0) {
+            s->state = SLOT_READY;
+            a->used += s->top.chunk_len + s->bottom.chunk_len +
+                       (uint64_t)a->w * 3 * (uint64_t)(a->rects[idx].y2 - a->rects[idx].y1);
+        } else {
+            s->state = SLOT_FAILED;
+            s->err = perr;
+        }
+        pthread_cond_broadcast(&a->prepared);
+    }
+    int rc = 0;
+    if (s->state == SLOT_FAILED) {
+        if (err) *err = s->err;
+        rc = -1;
+    } else {
+        view->top = &s->top;
+        view->bottom = &s->bottom;
+        view->band = s->band;
+        view->rect = a->rects[idx];
+    }
+    pthread_mutex_unlock(&a->lock);
+    return rc;
+}
+
+uint64_t ls_avatar_memory(const ls_avatar *a) { return (uint64_t)a->n * (uint64_t)a->w * (uint64_t)a->h * 3; }
+
+uint64_t ls_avatar_memory_used(ls_avatar *a) {
+    pthread_mutex_lock(&a->lock);
+    uint64_t u = a->used + (uint64_t)a->n * (sizeof(ls_rect) + sizeof(frame_slot));
+    pthread_mutex_unlock(&a->lock);
+    return u;
+}

@@ -218,6 +218,50 @@ int ls_image_decode_file(const char *path, ls_image *out, ls_err *err) {
     return 0;
 }
 
+int ls_image_probe_file(const char *path, int *w, int *h, ls_err *err) {
+    *w = *h = 0;
+    /* PNG: the size sits in IHDR, which must be the first chunk, so 24 bytes
+     * of the file are enough. */
+    uint8_t head[24];
+    FILE *f = fopen(path, "rb");
+    if (!f) return ls_err_set(err, LS_FAILED_PRECONDITION, "%s: cannot open: %s", path, strerror(errno));
+    size_t got = fread(head, 1, sizeof head, f);
+    fclose(f);
+    if (got == sizeof head && memcmp(head, png_magic, 8) == 0) {
+        if (memcmp(head + 12, "IHDR", 4) != 0)
+            return ls_err_set(err, LS_FAILED_PRECONDITION, "%s: PNG without IHDR first", path);
+        long pw = (long)((uint32_t)head[16] << 24 | (uint32_t)head[17] << 16 | (uint32_t)head[18] << 8 | head[19]);
+        long ph = (long)((uint32_t)head[20] << 24 | (uint32_t)head[21] << 16 | (uint32_t)head[22] << 8 | head[23]);
+        if (check_dims("PNG header", pw, ph, err) != 0) return ls_err_prefix(err, "%s", path);
+        *w = (int)pw;
+        *h = (int)ph;
+        return 0;
+    }
+    /* JPEG: the frame header can sit anywhere after the metadata; let
+     * TurboJPEG find it in the whole (small) file. */
+    uint8_t *data;
+    size_t len;
+    if (read_file(path, &data, &len, err) != 0) return -1;
+    int rc = -1;
+    if (len >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff) {
+        tjhandle tj = tjInitDecompress();
+        int jw = 0, jh = 0, subsamp = 0, cs = 0;
+        if (tj && tjDecompressHeader3(tj, data, (unsigned long)len, &jw, &jh, &subsamp, &cs) == 0 &&
+            check_dims("JPEG header", jw, jh, err) == 0) {
+            *w = jw;
+            *h = jh;
+            rc = 0;
+        } else if (tj) {
+            ls_err_set(err, LS_FAILED_PRECONDITION, "%s: JPEG header: %s", path, tjGetErrorStr2(tj));
+        }
+        if (tj) tjDestroy(tj);
+    } else {
+        ls_err_set(err, LS_FAILED_PRECONDITION, "%s: unrecognised format (not PNG or JPEG)", path);
+    }
+    free(data);
+    return rc;
+}
+
 void ls_image_free(ls_image *img) {
     if (!img) return;
     free(img->rgb);

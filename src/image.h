@@ -18,6 +18,11 @@ int ls_image_decode_mem(const uint8_t *data, size_t len, ls_image *out, ls_err *
 /* Same, reading a file; error messages name the path. */
 int ls_image_decode_file(const char *path, ls_image *out, ls_err *err);
 
+/* Read only the dimensions (PNG: the IHDR at the start of the file; JPEG:
+ * the frame header). Cheap enough to check every frame of an avatar at load
+ * time without decoding any. */
+int ls_image_probe_file(const char *path, int *w, int *h, ls_err *err);
+
 void ls_image_free(ls_image *img);
 
 #endif

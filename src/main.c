@@ -20,6 +20,7 @@
 #include "engine.h"
 #include "log.h"
 #include "model.h"
+#include "pool.h"
 #include "service.h"
 #include "transport.h"
 
@@ -114,6 +115,10 @@ int main(int argc, char **argv) {
         LOG_ERROR("%s", err.msg);
         goto out;
     }
+    if (ls_pool_start(0) != 0) {
+        LOG_ERROR("cannot start the frame thread pool");
+        goto out;
+    }
     svc = ls_service_create(&cfg, &err);
     if (!svc) {
         LOG_ERROR("%s", err.msg);
@@ -160,6 +165,7 @@ int main(int argc, char **argv) {
 out:
     ls_transport_stop(tr, 0);
     ls_service_destroy(svc);
+    ls_pool_stop();
     ls_engine_global_shutdown();
     grpc_shutdown();
     ls_config_free(&cfg);

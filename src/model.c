@@ -14,6 +14,7 @@
 #include "compositor.h"
 #include "log.h"
 #include "pngenc.h"
+#include "pool.h"
 
 /* ---- shared engine cache ----------------------------------------------
  * Keyed by model path. An entry being opened is marked `opening`; others
@@ -133,7 +134,7 @@ struct ls_model {
     ls_composite_opts opts;
 };
 
-ls_model *ls_model_load(const ls_model_config *cfg, uint64_t *mem_bytes, ls_err *err) {
+ls_model *ls_model_load(const ls_model_config *cfg, int png_level, uint64_t *mem_bytes, ls_err *err) {
     ls_model *m = calloc(1, sizeof *m);
     if (!m) {
         ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory loading model '%s'", cfg->id);
@@ -142,11 +143,15 @@ ls_model *ls_model_load(const ls_model_config *cfg, uint64_t *mem_bytes, ls_err 
     uint64_t engine_bytes = 0;
     m->engine = engine_acquire(cfg->model_path, &engine_bytes, err);
     if (!m->engine) goto fail;
-    m->avatar = ls_avatar_load(cfg->background_dir, cfg->crop_rects_path, cfg->num_frames, cfg->frame_order, err);
+    m->avatar = ls_avatar_load(cfg->background_dir, cfg->crop_rects_path, cfg->num_frames, cfg->frame_order,
+                               png_level, err);
     if (!m->avatar) goto fail;
     m->opts.pred_size = ls_engine_pred_size(m->engine);
     m->opts.margin = cfg->paste_margin;
     m->opts.bgr = cfg->channel_bgr;
+    /* Charge the avatar's upper bound (its frames as raw RGB), not the
+     * little it holds right after loading: frames are prepared on first use
+     * and capacity must hold once they are. */
     *mem_bytes = engine_bytes + ls_avatar_memory(m->avatar);
     return m;
 fail:
@@ -219,21 +224,63 @@ void ls_infer_result_free(ls_infer_result *res) {
     res->n_frames = 0;
 }
 
+/* One frame of a batch: copy the rows crossing the rectangle, paste the
+ * prediction into them, and splice them between the frame's precompressed
+ * rows. Runs on any pool thread; writes only its own result slot. */
+typedef struct {
+    ls_model *m;
+    const ls_infer_req *req;
+    const float *pred;
+    size_t opf;
+    ls_infer_result *res;
+    ls_err *errs;  /* one per frame */
+    int *rcs;
+} frame_job;
+
+static void frame_work(void *arg, int i) {
+    frame_job *j = arg;
+    ls_model *m = j->m;
+    ls_err *err = &j->errs[i];
+    int w = ls_avatar_width(m->avatar), h = ls_avatar_height(m->avatar);
+    int idx = ls_avatar_frame_index(m->avatar, j->req->start_frame + i);
+    ls_frame_view v;
+    if (ls_avatar_frame_view(m->avatar, idx, &v, err) != 0) {
+        j->rcs[i] = -1;
+        return;
+    }
+    int rows = v.rect.y2 - v.rect.y1;
+    size_t stride = (size_t)w * 3;
+    uint8_t *band = malloc(stride * (size_t)rows);
+    ls_buf scratch = {0};
+    int rc = 0;
+    if (!band) {
+        rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for frame %d", idx);
+    } else {
+        memcpy(band, v.band, stride * (size_t)rows);
+        ls_rect local = {v.rect.x1, 0, v.rect.x2, rows}; /* the rectangle in band coordinates */
+        rc = ls_composite(band, w, rows, local, j->pred + (size_t)i * j->opf, &m->opts, &scratch, err);
+        if (!rc)
+            rc = ls_png_encode_spliced(w, h, v.top, band, rows, stride, v.bottom, j->req->png_level,
+                                       &j->res->frames[i], err);
+    }
+    ls_buf_free(&scratch);
+    free(band);
+    j->rcs[i] = rc;
+}
+
 int ls_model_infer(ls_model *m, const ls_infer_req *req, ls_infer_result *res, ls_err *err) {
     memset(res, 0, sizeof *res);
     int audio_shared = 0;
     if (check_request(m, req, &audio_shared, err) != 0) return -1;
 
     size_t opf = ls_engine_output_per_frame(m->engine);
-    float *pred = malloc((size_t)req->batch * opf * sizeof(float));
-    const ls_avatar *av = m->avatar;
-    int w = ls_avatar_width(av), h = ls_avatar_height(av);
-    size_t frame_bytes = (size_t)w * (size_t)h * 3;
-    uint8_t *frame = malloc(frame_bytes);
-    res->frames = calloc((size_t)req->batch, sizeof *res->frames);
-    ls_buf scratch = {0};
+    size_t b = (size_t)req->batch;
+    float *pred = malloc(b * opf * sizeof(float));
+    ls_err *errs = calloc(b, sizeof *errs);
+    int *rcs = calloc(b, sizeof *rcs);
+    res->frames = calloc(b, sizeof *res->frames);
     int rc = 0;
-    if (!pred || !frame || !res->frames) {
+    if (!pred || !errs || !rcs || !res->frames) {
         rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for a batch of %d", req->batch);
         goto out;
     }
@@ -245,17 +292,19 @@ int ls_model_infer(ls_model *m, const ls_infer_req *req, ls_infer_result *res, l
     res->inference_ms = (double)(t1 - t0) / 1e6;
     if (rc) goto out;
 
-    for (int i = 0; i < req->batch && !rc; i++) {
-        int idx = ls_avatar_frame_index(av, req->start_frame + i);
-        memcpy(frame, ls_avatar_frame(av, idx)->rgb, frame_bytes);
-        rc = ls_composite(frame, w, h, ls_avatar_rect(av, idx), pred + (size_t)i * opf, &m->opts, &scratch, err);
-        if (!rc) rc = ls_png_encode_rgb(frame, w, h, (size_t)w * 3, req->png_level, &res->frames[i], err);
-    }
+    frame_job job = {.m = m, .req = req, .pred = pred, .opf = opf, .res = res, .errs = errs, .rcs = rcs};
+    ls_parallel_for(req->batch, frame_work, &job);
     res->composite_ms = (double)(ls_mono_ns() - t1) / 1e6;
+    for (int i = 0; i < req->batch; i++)
+        if (rcs[i]) {
+            *err = errs[i];
+            rc = -1;
+            break;
+        }
 out:
     if (rc) ls_infer_result_free(res);
-    ls_buf_free(&scratch);
-    free(frame);
+    free(rcs);
+    free(errs);
     free(pred);
     return rc;
 }

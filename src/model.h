@@ -16,9 +16,10 @@
 typedef struct ls_model ls_model;
 
 /* Load engine (or take a reference on a shared one) and avatar. *mem_bytes:
- * decoded frames + engine growth of the process (RSS delta while opening,
- * at least the model file's size) when this call opened the engine. */
-ls_model *ls_model_load(const ls_model_config *cfg, uint64_t *mem_bytes, ls_err *err);
+ * the avatar's upper bound (frames as raw RGB) + engine growth of the
+ * process (RSS delta while opening, at least the model file's size) when
+ * this call opened the engine. png_level: deflate level of the frames. */
+ls_model *ls_model_load(const ls_model_config *cfg, int png_level, uint64_t *mem_bytes, ls_err *err);
 void ls_model_free(ls_model *m);
 
 const ls_engine *ls_model_engine(const ls_model *m);
@@ -45,8 +46,9 @@ typedef struct {
 } ls_infer_result;
 
 /* Validate tensor sizes against the model (INVALID_ARGUMENT naming expected
- * and received counts) and finiteness of the inputs, run the model, composite
- * each predicted crop into frame (start + i) and encode it. */
+ * and received counts) and finiteness of the inputs, run the model, then
+ * composite each predicted crop into frame (start + i) and encode it, the
+ * frames spread over the thread pool (pool.h). */
 int ls_model_infer(ls_model *m, const ls_infer_req *req, ls_infer_result *res, ls_err *err);
 void ls_infer_result_free(ls_infer_result *res);
 

@@ -25,9 +25,9 @@ struct ls_service {
 /* ---- registry loader: ls_model behind the registry's opaque handle ---- */
 
 static void *loader_load(void *ctx, const char *id, void *model_ctx, uint64_t *mem_bytes, ls_err *err) {
-    (void)ctx;
+    ls_service *s = ctx;
     (void)id;
-    return ls_model_load(model_ctx, mem_bytes, err);
+    return ls_model_load(model_ctx, s->cfg->png_level, mem_bytes, err);
 }
 
 static void loader_unload(void *ctx, const char *id, void *handle) {
