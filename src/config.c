@@ -49,6 +49,14 @@
 /* 16 TiB per model. */
 #define MAX_MODEL_MB 16777216
 
+/* The demo page's files; the build passes the source tree's web/ so a
+ * server run from the build directory finds them without configuration. */
+#ifndef LS_WEB_ROOT
+#define LS_WEB_ROOT "web"
+#endif
+/* A CORS list longer than this is a generated mistake, not a policy. */
+#define MAX_CORS_ORIGINS 64
+
 /* ------------------------------------------------------------------------ */
 /* Defaults and teardown                                                     */
 /* ------------------------------------------------------------------------ */
@@ -84,6 +92,9 @@ void ls_config_defaults(ls_config *cfg) {
     cfg->idle_check_seconds = 60;
     cfg->stats_report_seconds = 300;
     cfg->load_retry_seconds = 10;
+    cfg->http_enabled = 1;
+    cfg->http_listen = strdup("0.0.0.0:8053");
+    cfg->web_root = strdup(LS_WEB_ROOT);
     cfg->models = NULL;
     cfg->n_models = 0;
 }
@@ -103,6 +114,10 @@ void ls_config_free(ls_config *cfg) {
     free(cfg->models);
     free(cfg->source);
     free(cfg->listen);
+    free(cfg->http_listen);
+    for (size_t i = 0; i < cfg->n_cors_origins; i++) free(cfg->cors_origins[i]);
+    free(cfg->cors_origins);
+    free(cfg->web_root);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -448,12 +463,12 @@ static int valid_listen(const char *s) {
 }
 
 static int get_listen(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val,
-                      char **out) {
+                      const char *path, char **out) {
     static const char expect[] = "host:port (or [ipv6]:port) with port 1..65535";
-    const char *s = scalar_value(p, key, val, "server.listen", expect);
+    const char *s = scalar_value(p, key, val, path, expect);
     if (!s) return -1;
     if (!valid_listen(s))
-        return bad_value(p, key, "server.listen", expect, s);
+        return bad_value(p, key, path, expect, s);
     char *copy = strdup(s);
     if (!copy) return oom(p);
     free(*out);
@@ -471,7 +486,7 @@ static int online_cpus(void) {
 /* Sections                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static const char *const ROOT_KEYS[] = {"server", "capacity", "models", NULL};
+static const char *const ROOT_KEYS[] = {"server", "capacity", "models", "http", NULL};
 
 static const char *const SERVER_KEYS[] = {
     "listen",    "max_message_mb", "worker_threads", "ort_intra_threads", "ort_inter_threads",
@@ -485,6 +500,8 @@ static const char *const MODEL_KEYS[] = {
     "model_path", "background_dir", "crop_rects_path", "num_frames",    "preload",
     "pinned",     "memory_estimate_mb", "frame_order", "channel_order", "paste_margin",
     NULL};
+
+static const char *const HTTP_KEYS[] = {"enabled", "listen", "cors_origins", "web_root", NULL};
 
 /* Word lists in the order of their enums. */
 static const char *const POLICY_WORDS[] = {"lru", "lfu", NULL};
@@ -505,7 +522,7 @@ static int parse_server(cfg_parser *p, const yaml_node_t *key, const yaml_node_t
         const char *name = text(k);
         int mb;
         if (!strcmp(name, "listen")) {
-            r = get_listen(p, k, v, &cfg->listen);
+            r = get_listen(p, k, v, "server.listen", &cfg->listen);
         } else if (!strcmp(name, "max_message_mb")) {
             r = get_int(p, k, v, "server.max_message_mb", 1, MAX_MESSAGE_MB, &mb);
             cfg->max_message_bytes = (uint64_t)mb * MIB;
@@ -672,11 +689,83 @@ static int parse_models(cfg_parser *p, const yaml_node_t *key, const yaml_node_t
     return 0;
 }
 
+/* An origin as browsers send it in the Origin header: scheme://host[:port],
+ * no path, no trailing slash. They are compared as exact strings, so a
+ * value that can never match ("example.com", "http://a/") would silently
+ * allow nothing; refusing it says so now. "*" allows every origin. */
+static int valid_origin(const char *s) {
+    if (!strcmp(s, "*")) return 1;
+    const char *host;
+    if (!strncmp(s, "http://", 7))
+        host = s + 7;
+    else if (!strncmp(s, "https://", 8))
+        host = s + 8;
+    else
+        return 0;
+    if (!*host) return 0;
+    for (const char *c = host; *c; c++) {
+        unsigned char u = (unsigned char)*c;
+        if (u <= ' ' || u >= 0x7f || u == '/' || u == '?' || u == '#' || u == '"' || u == '\\')
+            return 0;
+    }
+    return 1;
+}
+
+static int get_origins(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val) {
+    static const char expect[] =
+        "a list of origins like \"https://host:port\" (scheme://host[:port], no path) or \"*\"";
+    ls_config *cfg = p->cfg;
+    if (is_null(val)) return 0; /* "cors_origins:" alone: the default, none */
+    if (val->type != YAML_SEQUENCE_NODE)
+        return fail(p, key, "http.cors_origins: expected %s, got %s", expect, node_kind(val));
+    size_t n = (size_t)(val->data.sequence.items.top - val->data.sequence.items.start);
+    if (n > MAX_CORS_ORIGINS)
+        return fail(p, key, "http.cors_origins: expected at most %d origins, got %zu",
+                    MAX_CORS_ORIGINS, n);
+    if (n == 0) return 0;
+    cfg->cors_origins = calloc(n, sizeof *cfg->cors_origins);
+    if (!cfg->cors_origins) return oom(p);
+    for (yaml_node_item_t *it = val->data.sequence.items.start; it < val->data.sequence.items.top;
+         it++) {
+        yaml_node_t *item = node_at(p, *it);
+        const char *s = scalar_value(p, item, item, "http.cors_origins", expect);
+        if (!s) return -1;
+        if (!valid_origin(s)) return bad_value(p, item, "http.cors_origins", expect, s);
+        /* Counted once allocated, so ls_config_free frees exactly what is there. */
+        if (!(cfg->cors_origins[cfg->n_cors_origins] = strdup(s))) return oom(p);
+        cfg->n_cors_origins++;
+    }
+    return 0;
+}
+
+static int parse_http(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map) {
+    ls_config *cfg = p->cfg;
+    int r = expect_mapping(p, key, map, "http");
+    if (r <= 0) return r;
+    if (check_keys(p, map, "in http", "key") != 0) return -1;
+    FOR_EACH_PAIR(map, pair) {
+        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
+        const char *name = text(k);
+        if (!strcmp(name, "enabled"))
+            r = get_bool(p, k, v, "http.enabled", &cfg->http_enabled);
+        else if (!strcmp(name, "listen"))
+            r = get_listen(p, k, v, "http.listen", &cfg->http_listen);
+        else if (!strcmp(name, "cors_origins"))
+            r = get_origins(p, k, v);
+        else if (!strcmp(name, "web_root"))
+            r = get_path(p, k, v, "http.web_root", &cfg->web_root);
+        else
+            r = unknown_key(p, k, "in http", HTTP_KEYS);
+        if (r != 0) return -1;
+    }
+    return 0;
+}
+
 static int parse_root(cfg_parser *p, const yaml_node_t *root) {
     /* A file holding only "~" or "null" is as empty as an empty file. */
     if (is_null(root)) return 0;
     if (root->type != YAML_MAPPING_NODE)
-        return fail(p, root, "expected a mapping of sections (server, capacity, models), got %s",
+        return fail(p, root, "expected a mapping of sections (server, capacity, models, http), got %s",
                     node_kind(root));
     if (check_keys(p, root, "at top level", "key") != 0) return -1;
     FOR_EACH_PAIR(root, pair) {
@@ -689,6 +778,8 @@ static int parse_root(cfg_parser *p, const yaml_node_t *root) {
             r = parse_capacity(p, k, v);
         else if (!strcmp(name, "models"))
             r = parse_models(p, k, v);
+        else if (!strcmp(name, "http"))
+            r = parse_http(p, k, v);
         else
             r = unknown_key(p, k, "at top level", ROOT_KEYS);
         if (r != 0) return -1;
@@ -737,7 +828,7 @@ int ls_config_parse(const char *yaml, size_t len, const char *source, const char
     ls_config_defaults(cfg);
     free(cfg->source);
     cfg->source = strdup(source);
-    if (!cfg->source || !cfg->listen) {
+    if (!cfg->source || !cfg->listen || !cfg->http_listen || !cfg->web_root) {
         ls_config_free(cfg);
         return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "%s: out of memory", source);
     }

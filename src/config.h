@@ -28,6 +28,11 @@
  *       frame_order: loop            # loop | pingpong
  *       channel_order: bgr           # bgr | rgb (model output planes)
  *       paste_margin: 4              # canvas margin of 328; 0 = stretch
+ *   http:
+ *     enabled: true                  # HTTP/1.1 listener: /metrics, /healthz, /readyz, gRPC-Web, demo page
+ *     listen: "0.0.0.0:8053"
+ *     cors_origins: []               # origins allowed cross-origin ("*" = any); [] = same-origin only
+ *     web_root: /path/to/repo/web    # static files of the demo page (default: the source tree's web/)
  *
  * Unknown keys and bad values are errors naming file, line, key and the
  * expected form. Model ids: 1..128 chars of [A-Za-z0-9_.-]. */
@@ -70,6 +75,12 @@ typedef struct {
     double idle_check_seconds;  /* default 60 */
     double stats_report_seconds;/* default 300 */
     double load_retry_seconds;  /* default 10 */
+    /* http */
+    int http_enabled;      /* default 1 */
+    char *http_listen;     /* default "0.0.0.0:8053" */
+    char **cors_origins;   /* exact origins, or "*"; none = same-origin only */
+    size_t n_cors_origins;
+    char *web_root;        /* default LS_WEB_ROOT (compiled in: the source tree's web/) */
     /* models, in file order */
     ls_model_config *models;
     size_t n_models;

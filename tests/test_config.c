@@ -15,6 +15,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifndef LS_WEB_ROOT
+#error "the build passes LS_WEB_ROOT (the source tree's web/) to config.c and this test"
+#endif
+
 static int passed, failed;
 static char tmpdir[PATH_MAX];
 
@@ -168,7 +172,10 @@ static int has_defaults(const ls_config *c) {
            c->png_level == 1 && c->max_models == 4 && c->max_memory_bytes == 8ull << 30 &&
            c->policy == LS_POLICY_LRU && c->idle_unload_seconds == 1800.0 &&
            c->idle_check_seconds == 60.0 && c->stats_report_seconds == 300.0 &&
-           c->load_retry_seconds == 10.0 && c->n_models == 0 && c->models == NULL;
+           c->load_retry_seconds == 10.0 && c->n_models == 0 && c->models == NULL &&
+           c->http_enabled == 1 && c->http_listen && !strcmp(c->http_listen, "0.0.0.0:8053") &&
+           c->n_cors_origins == 0 && c->cors_origins == NULL && c->web_root &&
+           !strcmp(c->web_root, LS_WEB_ROOT);
 }
 
 static void test_defaults(void) {
@@ -528,6 +535,63 @@ static void test_croprects(void) {
     remove_file("bad.json");
 }
 
+static void test_http(void) {
+    ls_config c;
+    check("http section parses",
+          parse_ok("http:\n"
+                   "  enabled: false\n"
+                   "  listen: '127.0.0.1:9000'\n"
+                   "  cors_origins: ['http://localhost:3000', \"https://a.example\", '*']\n"
+                   "  web_root: site\n",
+                   "/srv/ls", &c));
+    check("http.enabled false", c.http_enabled == 0);
+    check("http.listen", c.http_listen && !strcmp(c.http_listen, "127.0.0.1:9000"));
+    check("http.cors_origins in order",
+          c.n_cors_origins == 3 && !strcmp(c.cors_origins[0], "http://localhost:3000") &&
+              !strcmp(c.cors_origins[1], "https://a.example") && !strcmp(c.cors_origins[2], "*"));
+    check("http.web_root resolved against the config's directory",
+          c.web_root && !strcmp(c.web_root, "/srv/ls/site"));
+    ls_config_free(&c);
+    check("free zeroes an http config", is_zeroed(&c));
+
+    check("block-style origin list",
+          parse_ok("http:\n  cors_origins:\n    - http://h:1\n    - http://[::1]:8\n", NULL, &c) &&
+              c.n_cors_origins == 2 && !strcmp(c.cors_origins[1], "http://[::1]:8"));
+    ls_config_free(&c);
+    check("empty origin list = same-origin only",
+          parse_ok("http:\n  cors_origins: []\n", NULL, &c) && c.n_cors_origins == 0 &&
+              c.cors_origins == NULL);
+    ls_config_free(&c);
+    check("cors_origins with no value = default",
+          parse_ok("http:\n  cors_origins:\n", NULL, &c) && c.n_cors_origins == 0);
+    ls_config_free(&c);
+    check("empty http section = defaults", parse_ok("http:\n", NULL, &c) && has_defaults(&c));
+    ls_config_free(&c);
+
+    expect_error("unknown key in http", "server: {}\nhttp:\n  port: 80\n", "t.yaml:3:",
+                 "unknown key 'port' in http",
+                 "expected one of: enabled, listen, cors_origins, web_root");
+    expect_error("http.enabled maybe", "http:\n  enabled: maybe\n", "t.yaml:2:",
+                 "http.enabled", "got 'maybe'");
+    expect_error("http.listen without port", "http:\n  listen: localhost\n", "t.yaml:2:",
+                 "http.listen: expected host:port", NULL);
+    expect_error("http.listen port 0", "http:\n  listen: '0.0.0.0:0'\n", "t.yaml:2:",
+                 "http.listen", NULL);
+    expect_error("cors_origins a string", "http:\n  cors_origins: http://a\n", "t.yaml:2:",
+                 "http.cors_origins: expected a list of origins", "got a single value");
+    expect_error("cors origin without scheme", "http:\n  cors_origins:\n    - http://ok\n    - a.example\n",
+                 "t.yaml:4:", "http.cors_origins", "got 'a.example'");
+    expect_error("cors origin with a path", "http:\n  cors_origins: ['https://a.example/']\n",
+                 "t.yaml:2:", "http.cors_origins", "no path");
+    expect_error("cors origin a mapping", "http:\n  cors_origins: [{a: 1}]\n", "t.yaml:2:",
+                 "http.cors_origins", "got a mapping");
+    expect_error("empty web_root", "http:\n  web_root:\n", "t.yaml:2:", "http.web_root",
+                 "expected a path");
+    expect_error("http is a list", "http: [1]\n", "t.yaml:1:", "http: expected a mapping", NULL);
+    expect_error("duplicate key in http", "http:\n  enabled: true\n  enabled: false\n",
+                 "t.yaml:3:", "duplicate key 'enabled' in http", "first at line 2");
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "%s/test_config.XXXXXX",
              getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -538,6 +602,7 @@ int main(void) {
     test_full();
     test_defaults();
     test_paths();
+    test_http();
     test_errors();
     test_croprects();
     if (rmdir(tmpdir) != 0) perror(tmpdir);
