@@ -79,6 +79,7 @@ typedef struct entry {
     uint64_t last_used_ns, loaded_ns;
     int64_t last_used_wall, loaded_wall;
     int64_t usage_count, failed_requests, load_count, eviction_count, ok_count;
+    int64_t idle_unload_count;
     double last_load_ms, total_load_ms, total_inf_ms, total_comp_ms;
     double ring[RING];
     int ring_n, ring_pos;
@@ -821,6 +822,7 @@ int ls_registry_sweep_idle(ls_registry *r) {
             if (now < act || now - act <= r->lim.idle_unload_ns) continue;
             LOG_INFO("auto-unloading idle %s (idle %.0fs)", e->id, ns_to_s(now - act));
             r->total_idle_unloads++;
+            e->idle_unload_count++;
             vs[nv].e = e;
             vs[nv].h = begin_retire(e);
             nv++;
@@ -862,6 +864,7 @@ static void fill_stats(const entry *e, ls_entry_stats *s) {
     s->loaded_wall_ms = loaded ? e->loaded_wall : 0;
     s->load_count = e->load_count;
     s->eviction_count = e->eviction_count;
+    s->idle_unload_count = e->idle_unload_count;
     s->last_load_ms = e->last_load_ms;
     s->total_load_ms = e->total_load_ms;
     s->total_inference_ms = e->total_inf_ms;

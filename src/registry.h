@@ -141,7 +141,8 @@ typedef struct {
     int64_t last_used_wall_ms;  /* 0 = never */
     int64_t loaded_wall_ms;     /* 0 = not loaded */
     int64_t load_count;
-    int64_t eviction_count;
+    int64_t eviction_count;     /* unloaded to make room for another model */
+    int64_t idle_unload_count;  /* unloaded by the idle sweep */
     double last_load_ms;
     double total_load_ms;
     double total_inference_ms;

@@ -764,8 +764,9 @@ static void test_idle(void) {
     CHECK(st(r, "b").state == LS_STATE_LOADED && st(r, "c").state == LS_STATE_LOADED &&
               st(r, "d").state == LS_STATE_LOADED,
           "idle: leased b, config-pinned c, recent d kept");
-    CHECK(tot(r).total_idle_unloads == 1 && st(r, "a").eviction_count == 0,
-          "idle: counted as idle unload, not eviction");
+    CHECK(tot(r).total_idle_unloads == 1 && st(r, "a").eviction_count == 0 &&
+              st(r, "a").idle_unload_count == 1 && st(r, "d").idle_unload_count == 0,
+          "idle: counted as idle unload of a, not eviction");
     ls_registry_release(r, &lb, 1, 1, 1);
     advance_ns(64 * SEC);
     n = ls_registry_sweep_idle(r);
