@@ -8,6 +8,8 @@
  *     ort_inter_threads: 1
  *     max_batch: 32                  # largest accepted batch_size
  *     png_level: 1                   # ISA-L deflate level 0..3
+ *     max_queue: 256                 # requests waiting for a worker; beyond: RESOURCE_EXHAUSTED
+ *     drain_seconds: 10              # on SIGTERM, how long in-flight requests may finish
  *   capacity:
  *     max_models: 4
  *     max_memory_gb: 8               # may be fractional
@@ -67,6 +69,8 @@ typedef struct {
     int ort_inter_threads; /* default 1 */
     int max_batch;         /* default 32; range 1..1024 */
     int png_level;         /* default 1; range 0..3 */
+    int max_queue;         /* default 256; range 1..1000000 */
+    double drain_seconds;  /* default 10; range 0..3600 */
     /* capacity */
     int max_models;        /* default 4; >= 1 */
     uint64_t max_memory_bytes;  /* default 8 GiB */

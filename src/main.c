@@ -44,7 +44,7 @@ static void *preload_main(void *arg) {
 
 int main(int argc, char **argv) {
     const char *config_path = NULL, *listen = NULL;
-    double grace = 10.0;
+    double grace = -1; /* --grace overrides server.drain_seconds */
     static const struct option opts[] = {
         {"config", required_argument, 0, 'c'}, {"listen", required_argument, 0, 'l'},
         {"log-level", required_argument, 0, 'v'}, {"grace", required_argument, 0, 'g'},
@@ -91,6 +91,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "lipsyncd: %s\n", err.msg);
         return 1;
     }
+    if (grace < 0) grace = cfg.drain_seconds;
     if (listen) {
         char *l = strdup(listen);
         if (!l) return 1;
@@ -129,6 +130,7 @@ int main(int argc, char **argv) {
     ls_transport_opts topts = {.listen = cfg.listen,
                                .max_message_bytes = cfg.max_message_bytes,
                                .workers = cfg.worker_threads,
+                               .max_queue = cfg.max_queue,
                                .methods = methods,
                                .n_methods = n_methods,
                                .ctx = svc};

@@ -22,14 +22,25 @@
 
 typedef enum { ST_REQUESTED, ST_RECEIVING, ST_SENDING } call_state;
 
+struct call;
+/* A completion-queue tag: which call, and which of its two concurrent
+ * batches (the main sequence or the close watcher) completed. */
+typedef struct {
+    struct call *c;
+    int is_close;
+} call_tag;
+
 typedef struct call {
     ls_transport *t;
     call_state state;
+    call_tag main_tag, close_tag;
+    int pending;                /* batches outstanding + 1 while a worker holds the call; under t->lock */
     grpc_call *call;
     grpc_call_details details;
     grpc_metadata_array req_md;
     grpc_byte_buffer *recv;
-    int cancelled;              /* set by RECV_CLOSE_ON_SERVER */
+    int cancelled;              /* written by gRPC when RECV_CLOSE_ON_SERVER completes */
+    atomic_int closed_cancelled; /* published from the cq thread after that completion */
     uint64_t received_ns;
     grpc_slice status_details;
     int has_status_details;
@@ -50,6 +61,7 @@ struct ls_transport {
     pthread_cond_t work_cond;   /* queue non-empty or stopping */
     pthread_cond_t done_cond;   /* shutdown notified */
     call *head, *tail;          /* FIFO of received calls */
+    int queued;                 /* length of that FIFO */
     int stopping_workers;
     int shutting_down;          /* no new accepts */
     int shutdown_notified;
@@ -66,6 +78,16 @@ static void call_free(call *c) {
     free(c);
 }
 
+/* Drop one of the call's references (an outstanding batch, or a worker's
+ * hold); the last one frees it. */
+static void call_put(call *c) {
+    ls_transport *t = c->t;
+    pthread_mutex_lock(&t->lock);
+    int left = --c->pending;
+    pthread_mutex_unlock(&t->lock);
+    if (left == 0) call_free(c);
+}
+
 static void accept_one(ls_transport *t) {
     call *c = calloc(1, sizeof *c);
     if (!c) {
@@ -74,9 +96,13 @@ static void accept_one(ls_transport *t) {
     }
     c->t = t;
     c->state = ST_REQUESTED;
+    c->main_tag = (call_tag){c, 0};
+    c->close_tag = (call_tag){c, 1};
+    c->pending = 1;
     grpc_call_details_init(&c->details);
     grpc_metadata_array_init(&c->req_md);
-    grpc_call_error e = grpc_server_request_call(t->server, &c->call, &c->details, &c->req_md, t->cq, t->cq, c);
+    grpc_call_error e =
+        grpc_server_request_call(t->server, &c->call, &c->details, &c->req_md, t->cq, t->cq, &c->main_tag);
     if (e != GRPC_CALL_OK) {
         LOG_ERROR("transport: grpc_server_request_call failed (%d)", (int)e);
         call_free(c);
@@ -107,13 +133,14 @@ static void finish(call *c, ls_code code, const char *msg, ls_buf *body) {
         ops[n].data.send_status_from_server.status_details = &c->status_details;
     }
     n++;
-    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
     c->state = ST_SENDING;
-    grpc_call_error e = grpc_call_start_batch(c->call, ops, (size_t)n, c, NULL);
+    pthread_mutex_lock(&c->t->lock);
+    c->pending++;
+    pthread_mutex_unlock(&c->t->lock);
+    grpc_call_error e = grpc_call_start_batch(c->call, ops, (size_t)n, &c->main_tag, NULL);
     if (e != GRPC_CALL_OK) {
         LOG_ERROR("transport: final batch failed (%d)", (int)e);
-        call_free(c);
+        call_put(c);
     }
 }
 
@@ -143,7 +170,12 @@ static void handle(call *c) {
         finish(c, (ls_code)GRPC_STATUS_UNIMPLEMENTED, msg, NULL);
         return;
     }
-    /* A request whose deadline passed while it waited is not worth running. */
+    /* A call the client gave up on while it waited is not worth running. */
+    if (atomic_load(&c->closed_cancelled)) {
+        finish(c, LS_CANCELLED, "cancelled by the client before it was run", NULL);
+        return;
+    }
+    /* Nor is one whose deadline passed while it waited. */
     if (gpr_time_cmp(gpr_convert_clock_type(c->details.deadline, GPR_CLOCK_MONOTONIC),
                      gpr_now(GPR_CLOCK_MONOTONIC)) < 0) {
         finish(c, LS_DEADLINE_EXCEEDED, "deadline passed before the request was run", NULL);
@@ -159,7 +191,7 @@ static void handle(call *c) {
     grpc_byte_buffer_destroy(c->recv);
     c->recv = NULL;
 
-    ls_call_info info = {.method = path, .received_mono_ns = c->received_ns};
+    ls_call_info info = {.method = path, .received_mono_ns = c->received_ns, .cancelled = &c->closed_cancelled};
     ls_buf resp = {0};
     ls_err err = {.code = LS_OK, .msg = ""};
     ls_code code = m->fn(t->opts.ctx, &info, GRPC_SLICE_START_PTR(req), GRPC_SLICE_LENGTH(req), &resp, &err);
@@ -178,16 +210,26 @@ static void *worker_main(void *arg) {
         call *c = t->head;
         t->head = c->next;
         if (!t->head) t->tail = NULL;
+        t->queued--;
         pthread_mutex_unlock(&t->lock);
         handle(c);
+        call_put(c); /* the worker's hold */
         pthread_mutex_lock(&t->lock);
     }
     pthread_mutex_unlock(&t->lock);
     return NULL;
 }
 
-static void enqueue(ls_transport *t, call *c) {
+/* Queue a received call for the workers; the queue holds a reference.
+ * Returns 0, or -1 when the queue is full. */
+static int enqueue(ls_transport *t, call *c) {
     pthread_mutex_lock(&t->lock);
+    if (t->opts.max_queue > 0 && t->queued >= t->opts.max_queue) {
+        pthread_mutex_unlock(&t->lock);
+        return -1;
+    }
+    c->pending++;
+    t->queued++;
     c->next = NULL;
     if (t->tail)
         t->tail->next = c;
@@ -196,38 +238,68 @@ static void enqueue(ls_transport *t, call *c) {
     t->tail = c;
     pthread_cond_signal(&t->work_cond);
     pthread_mutex_unlock(&t->lock);
+    return 0;
 }
 
-static void on_event(ls_transport *t, call *c, int ok) {
+int ls_transport_queue_depth(ls_transport *t) {
+    pthread_mutex_lock(&t->lock);
+    int n = t->queued;
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}
+
+static void on_event(ls_transport *t, call_tag *tag, int ok) {
+    call *c = tag->c;
+    if (tag->is_close) {
+        /* The call is over for gRPC: finished normally, or cancelled. */
+        atomic_store(&c->closed_cancelled, c->cancelled || !ok);
+        call_put(c);
+        return;
+    }
     switch (c->state) {
     case ST_REQUESTED: {
         if (!ok) { /* server shutting down: the slot is returned unused */
-            call_free(c);
+            call_put(c);
             return;
         }
         pthread_mutex_lock(&t->lock);
         int accept_more = !t->shutting_down;
+        c->pending++; /* the close watcher below */
         pthread_mutex_unlock(&t->lock);
         if (accept_more) accept_one(t);
+        grpc_op close_op;
+        memset(&close_op, 0, sizeof close_op);
+        close_op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+        close_op.data.recv_close_on_server.cancelled = &c->cancelled;
+        if (grpc_call_start_batch(c->call, &close_op, 1, &c->close_tag, NULL) != GRPC_CALL_OK) call_put(c);
         grpc_op op;
         memset(&op, 0, sizeof op);
         op.op = GRPC_OP_RECV_MESSAGE;
         op.data.recv_message.recv_message = &c->recv;
         c->state = ST_RECEIVING;
-        if (grpc_call_start_batch(c->call, &op, 1, c, NULL) != GRPC_CALL_OK) call_free(c);
+        /* This batch reuses the reference request_call held. */
+        if (grpc_call_start_batch(c->call, &op, 1, &c->main_tag, NULL) != GRPC_CALL_OK) call_put(c);
         return;
     }
     case ST_RECEIVING:
         if (!ok || !c->recv) {
             /* Client went away or half-closed without a message. */
             finish(c, LS_INVALID_ARGUMENT, "expected exactly one request message", NULL);
+            call_put(c);
             return;
         }
         c->received_ns = ls_mono_ns();
-        enqueue(t, c);
+        if (enqueue(t, c) != 0) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "server busy: %d requests already waiting (server.max_queue)",
+                     t->opts.max_queue);
+            LOG_WARN("rejecting a call: %s", msg);
+            finish(c, LS_RESOURCE_EXHAUSTED, msg, NULL);
+        }
+        call_put(c); /* the receive batch's reference; the queue or the send batch holds its own */
         return;
     case ST_SENDING:
-        call_free(c);
+        call_put(c);
         return;
     }
 }

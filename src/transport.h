@@ -7,14 +7,21 @@
  * the handlers, so a slow inference never stalls the acceptance of other
  * calls, and several requests are in flight at once.
  *
- * Lifecycle of a call (nginx-style phases, one outstanding batch at a time):
+ * Lifecycle of a call (nginx-style phases):
  *   REQUESTED  (waiting in grpc_server_request_call)
- *   RECEIVING  (RECV_MESSAGE batch)                -- cq thread
- *   queued -> handler runs                         -- worker thread
- *   SENDING    (initial metadata + message + status + RECV_CLOSE) -- any thread
- *   done: everything the call took is freed when SENDING completes. */
+ *   RECEIVING  (RECV_MESSAGE batch, and a RECV_CLOSE_ON_SERVER batch that
+ *               completes only when the call ends, which is how a client's
+ *               cancellation becomes visible)      -- cq thread
+ *   queued (bounded: overflow is RESOURCE_EXHAUSTED at once)
+ *   -> a worker skips calls already cancelled or past their deadline,
+ *      else runs the handler                       -- worker thread
+ *   SENDING    (initial metadata + message + status) -- any thread
+ *   done: everything the call took is freed when both the send batch and
+ *   the close batch have completed. */
 #ifndef LS_TRANSPORT_H
 #define LS_TRANSPORT_H
+
+#include <stdatomic.h>
 
 #include "common.h"
 
@@ -22,6 +29,7 @@
 typedef struct {
     const char *method;        /* full path, e.g. "/multitenant.MultiTenantLipSync/ListModels" */
     uint64_t received_mono_ns; /* when the request message had arrived */
+    const atomic_int *cancelled; /* becomes non-zero if the client cancels or goes away */
 } ls_call_info;
 
 /* Fill *resp (may stay empty) and return LS_OK, or return an error code with
@@ -39,6 +47,8 @@ typedef struct {
     const char *listen;          /* host:port */
     uint64_t max_message_bytes;  /* receive and send limit */
     int workers;                 /* >= 1 */
+    int max_queue;               /* received calls waiting for a worker; beyond it a new
+                                  * call gets RESOURCE_EXHAUSTED at once (0 = unbounded) */
     const ls_method *methods;    /* not copied: must outlive the transport */
     size_t n_methods;
     void *ctx;                   /* passed to handlers */
@@ -51,6 +61,9 @@ ls_transport *ls_transport_start(const ls_transport_opts *opts, ls_err *err);
 
 /* The bound port (useful with port 0). */
 int ls_transport_port(const ls_transport *t);
+
+/* Received calls waiting for a worker right now. */
+int ls_transport_queue_depth(ls_transport *t);
 
 /* Stop accepting calls, let in-flight calls finish for up to grace_s seconds,
  * cancel the rest, join all threads and free everything. */
