@@ -309,7 +309,7 @@ int ls_png_encode_spliced(int w, int h, const ls_png_segment *top, const uint8_t
      * hint; 0x7801 is a multiple of 31 as the format requires. */
     static const uint8_t zhdr[2] = {0x78, 0x01};
     put_chunk(out, "IDAT", zhdr, 2);
-    memcpy(out->data + out->len, top->chunk, top->chunk_len);
+    if (top->chunk_len) memcpy(out->data + out->len, top->chunk, top->chunk_len);
     out->len += top->chunk_len;
 
     size_t idat = out->len;
@@ -319,7 +319,7 @@ int ls_png_encode_spliced(int w, int h, const ls_png_segment *top, const uint8_t
     if (close_idat(out, idat, err) != 0) goto fail;
 
     if (ls_buf_reserve(out, bottom->chunk_len + 21 + 12) != 0) goto oom;
-    memcpy(out->data + out->len, bottom->chunk, bottom->chunk_len);
+    if (bottom->chunk_len) memcpy(out->data + out->len, bottom->chunk, bottom->chunk_len);
     out->len += bottom->chunk_len;
 
     /* Every segment ended with a full flush (byte-aligned, non-final); close
