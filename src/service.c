@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "model.h"
 #include "multitenant.pb-c.h"
 
@@ -19,6 +20,8 @@ struct ls_service {
     ls_registry *reg;
     uint64_t start_ns;
     atomic_int ready;
+    atomic_int draining;
+    ls_metrics *metrics;
     uint64_t next_idle_ns, next_report_ns;
 };
 
@@ -26,8 +29,12 @@ struct ls_service {
 
 static void *loader_load(void *ctx, const char *id, void *model_ctx, uint64_t *mem_bytes, ls_err *err) {
     ls_service *s = ctx;
-    (void)id;
-    return ls_model_load(model_ctx, s->cfg->png_level, mem_bytes, err);
+    /* Timed here, where each load happens exactly once, rather than from the
+     * leases of the requests that waited for it (several per load). */
+    uint64_t t0 = ls_mono_ns();
+    void *m = ls_model_load(model_ctx, s->cfg->png_level, mem_bytes, err);
+    if (m) ls_metrics_observe(s->metrics, LS_HIST_MODEL_LOAD, id, (double)(ls_mono_ns() - t0) / 1e9);
+    return m;
 }
 
 static void loader_unload(void *ctx, const char *id, void *handle) {
@@ -48,6 +55,18 @@ ls_service *ls_service_create(const ls_config *cfg, ls_err *err) {
     s->cfg = cfg;
     s->start_ns = ls_mono_ns();
     atomic_init(&s->ready, 0);
+    atomic_init(&s->draining, 0);
+    const char **ids = calloc(cfg->n_models + 1, sizeof *ids);
+    if (ids) {
+        for (size_t i = 0; i < cfg->n_models; i++) ids[i] = cfg->models[i].id;
+        s->metrics = ls_metrics_create(ids, cfg->n_models);
+        free(ids);
+    }
+    if (!s->metrics) {
+        free(s);
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory creating the metrics");
+        return NULL;
+    }
     ls_registry_limits lim = {
         .max_models = cfg->max_models,
         .max_memory_bytes = cfg->max_memory_bytes,
@@ -58,6 +77,7 @@ ls_service *ls_service_create(const ls_config *cfg, ls_err *err) {
     ls_loader loader = {.load = loader_load, .unload = loader_unload, .ctx = s};
     s->reg = ls_registry_create(&lim, &loader, NULL);
     if (!s->reg) {
+        ls_metrics_destroy(s->metrics);
         free(s);
         ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory creating the registry");
         return NULL;
@@ -81,7 +101,24 @@ ls_service *ls_service_create(const ls_config *cfg, ls_err *err) {
 void ls_service_destroy(ls_service *s) {
     if (!s) return;
     ls_registry_destroy(s->reg);
+    ls_metrics_destroy(s->metrics);
     free(s);
+}
+
+int ls_service_ready(ls_service *s) { return atomic_load(&s->ready) && !atomic_load(&s->draining); }
+
+void ls_service_drain(ls_service *s) { atomic_store(&s->draining, 1); }
+
+int ls_service_metrics(ls_service *s, int queue_depth, ls_buf *out, ls_err *err) {
+    ls_entry_stats *st = NULL;
+    ls_registry_totals tot;
+    int n = ls_registry_snapshot(s->reg, NULL, &st, &tot, err);
+    if (n < 0) return -1;
+    ls_metrics_extra extra = {.queue_depth = queue_depth};
+    int rc = ls_metrics_render(s->metrics, st, n, &tot, &extra, out);
+    free(st);
+    if (rc != 0) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory rendering metrics");
+    return 0;
 }
 
 ls_registry *ls_service_registry(ls_service *s) { return s->reg; }
@@ -177,7 +214,10 @@ static ls_code h_infer(void *ctx, const ls_call_info *call, const uint8_t *req, 
     ls_service *s = ctx;
     uint64_t t0 = call->received_mono_ns ? call->received_mono_ns : ls_mono_ns();
     Multitenant__CompositeBatchRequest *q = multitenant__composite_batch_request__unpack(NULL, len, req);
-    if (!q) return bad_message("CompositeBatchRequest", err);
+    if (!q) {
+        ls_metrics_request(s->metrics, NULL, LS_INVALID_ARGUMENT);
+        return bad_message("CompositeBatchRequest", err);
+    }
 
     ls_lease lease = {0};
     int leased = 0;
@@ -230,6 +270,11 @@ static ls_code h_infer(void *ctx, const ls_call_info *call, const uint8_t *req, 
     r.error = "";
     r.total_time_ms = ms_since(t0);
     code = pack(&r.base, resp, err);
+    ls_metrics_request(s->metrics, q->model_id, code);
+    if (code == LS_OK) {
+        ls_metrics_observe(s->metrics, LS_HIST_INFERENCE, q->model_id, res.inference_ms / 1e3);
+        ls_metrics_observe(s->metrics, LS_HIST_COMPOSITE, q->model_id, res.composite_ms / 1e3);
+    }
     free(frames);
     ls_infer_result_free(&res);
     multitenant__composite_batch_request__free_unpacked(q, NULL);
@@ -241,6 +286,7 @@ fail:
     if (err->code == LS_OK) err->code = LS_INTERNAL;
     LOG_WARN("InferBatchComposite model '%s' batch %d: %s: %s", q->model_id ? q->model_id : "",
              q->batch_size, ls_code_name(err->code), err->msg);
+    ls_metrics_request(s->metrics, q->model_id, err->code);
     multitenant__composite_batch_request__free_unpacked(q, NULL);
     return infer_fail(err, resp, ms_since(t0));
 }
@@ -472,7 +518,7 @@ static ls_code h_health(void *ctx, const ls_call_info *call, const uint8_t *req,
     Multitenant__HealthResponse r = MULTITENANT__HEALTH_RESPONSE__INIT;
     int ready = atomic_load(&s->ready);
     r.healthy = 1;
-    r.status = ready ? "SERVING" : "STARTING";
+    r.status = atomic_load(&s->draining) ? "NOT_SERVING" : ready ? "SERVING" : "STARTING";
     r.loaded_models = tot.loaded_models;
     r.configured_models = tot.configured_models;
     r.version = LS_VERSION;

@@ -1,6 +1,8 @@
 /* service.h - the MultiTenantLipSync service: request decoding, validation,
  * and the calls into registry and model. Speaks protobuf (the wire format)
- * but not gRPC: the transport hands it bytes and takes bytes back.
+ * but not gRPC: the transport hands it bytes and takes bytes back. Both
+ * transports (gRPC in transport.c, gRPC-Web in http.c) call the same method
+ * table. The service records the request metrics (metrics.h).
  *
  * Request flow for InferBatchComposite:
  *   decode -> validate (model id, batch, start) -> registry acquire (may load)
@@ -34,5 +36,18 @@ void ls_service_tick(ls_service *s, uint64_t now_mono_ns);
 void ls_service_report(ls_service *s);
 
 ls_registry *ls_service_registry(ls_service *s);
+
+/* 1 once the preloads are done and until ls_service_drain (what /readyz
+ * reports), else 0. */
+int ls_service_ready(ls_service *s);
+
+/* The server is stopping: not ready any more (Health says NOT_SERVING). */
+void ls_service_drain(ls_service *s);
+
+/* Append the Prometheus exposition (metrics.h: the service's recorded
+ * counters and histograms plus a registry snapshot) to out. queue_depth is
+ * the transports' count of requests waiting for a worker, which only they
+ * know. Returns 0, or -1 with err set. */
+int ls_service_metrics(ls_service *s, int queue_depth, ls_buf *out, ls_err *err);
 
 #endif
