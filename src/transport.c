@@ -61,7 +61,6 @@ struct ls_transport {
     pthread_cond_t work_cond;   /* queue non-empty or stopping */
     pthread_cond_t done_cond;   /* shutdown notified */
     call *head, *tail;          /* FIFO of received calls */
-    int queued;                 /* calls in the FIFO (for the queue-depth metric) */
     int queued;                 /* length of that FIFO */
     int stopping_workers;
     int shutting_down;          /* no new accepts */
@@ -212,7 +211,6 @@ static void *worker_main(void *arg) {
         t->head = c->next;
         if (!t->head) t->tail = NULL;
         t->queued--;
-        t->queued--;
         pthread_mutex_unlock(&t->lock);
         handle(c);
         call_put(c); /* the worker's hold */
@@ -238,7 +236,6 @@ static int enqueue(ls_transport *t, call *c) {
     else
         t->head = c;
     t->tail = c;
-    t->queued++;
     pthread_cond_signal(&t->work_cond);
     pthread_mutex_unlock(&t->lock);
     return 0;
@@ -387,13 +384,6 @@ ls_transport *ls_transport_start(const ls_transport_opts *opts, ls_err *err) {
 
 int ls_transport_port(const ls_transport *t) { return t->port; }
 
-int ls_transport_queue_depth(ls_transport *t) {
-    if (!t) return 0;
-    pthread_mutex_lock(&t->lock);
-    int n = t->queued;
-    pthread_mutex_unlock(&t->lock);
-    return n;
-}
 
 void ls_transport_stop(ls_transport *t, double grace_s) {
     if (!t) return;

@@ -65,9 +65,6 @@ int ls_transport_port(const ls_transport *t);
 /* Received calls waiting for a worker right now. */
 int ls_transport_queue_depth(ls_transport *t);
 
-/* Calls received and waiting for a free worker (0 for NULL). */
-int ls_transport_queue_depth(ls_transport *t);
-
 /* Stop accepting calls, let in-flight calls finish for up to grace_s seconds,
  * cancel the rest, join all threads and free everything. */
 void ls_transport_stop(ls_transport *t, double grace_s);
