@@ -384,7 +384,6 @@ ls_transport *ls_transport_start(const ls_transport_opts *opts, ls_err *err) {
 
 int ls_transport_port(const ls_transport *t) { return t->port; }
 
-
 void ls_transport_stop(ls_transport *t, double grace_s) {
     if (!t) return;
     pthread_mutex_lock(&t->lock);
