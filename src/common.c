@@ -52,6 +52,7 @@ const char *ls_code_name(ls_code code) {
     case LS_FAILED_PRECONDITION: return "FAILED_PRECONDITION";
     case LS_INTERNAL: return "INTERNAL";
     case LS_UNAVAILABLE: return "UNAVAILABLE";
+    case LS_UNAUTHENTICATED: return "UNAUTHENTICATED";
     }
     return "UNKNOWN";
 }

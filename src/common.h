@@ -21,6 +21,7 @@ typedef enum {
     LS_FAILED_PRECONDITION = 9,
     LS_INTERNAL = 13,
     LS_UNAVAILABLE = 14,
+    LS_UNAUTHENTICATED = 16,
 } ls_code;
 
 #define LS_ERR_MSG_MAX 1024

@@ -120,6 +120,10 @@ void ls_config_free(ls_config *cfg) {
     for (size_t i = 0; i < cfg->n_cors_origins; i++) free(cfg->cors_origins[i]);
     free(cfg->cors_origins);
     free(cfg->web_root);
+    ls_auth_free(&cfg->auth);
+    free(cfg->tls_cert_file);
+    free(cfg->tls_key_file);
+    free(cfg->tls_client_ca_file);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -488,7 +492,7 @@ static int online_cpus(void) {
 /* Sections                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static const char *const ROOT_KEYS[] = {"server", "capacity", "models", "http", NULL};
+static const char *const ROOT_KEYS[] = {"server", "capacity", "models", "http", "auth", "tls", NULL};
 
 static const char *const SERVER_KEYS[] = {
     "listen",    "max_message_mb", "worker_threads", "ort_intra_threads", "ort_inter_threads",
@@ -767,6 +771,150 @@ static int parse_http(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *
     return 0;
 }
 
+/* ---- auth and tls ---- */
+
+static const char *const AUTH_KEYS[] = {"enabled", "keys", NULL};
+static const char *const AUTH_KEY_KEYS[] = {"name", "sha256", "key_file", "key_env", "models", "admin", NULL};
+static const char *const TLS_KEYS[] = {"cert_file", "key_file", "client_ca_file", NULL};
+
+/* Read a key from a file (first line, trailing whitespace dropped) and hash it. */
+static int hash_key_file(cfg_parser *p, const yaml_node_t *key, const char *path, uint8_t out[32]) {
+    FILE *f = fopen(path, "r");
+    if (!f) return fail(p, key, "auth key_file %s: cannot open: %s", path, strerror(errno));
+    char line[1024];
+    char *got = fgets(line, sizeof line, f);
+    fclose(f);
+    if (!got) return fail(p, key, "auth key_file %s: empty", path);
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t')) n--;
+    if (n < 16) return fail(p, key, "auth key_file %s: expected a key of at least 16 characters", path);
+    ls_auth_hash(line, n, out);
+    return 0;
+}
+
+static int parse_auth_key(cfg_parser *p, const yaml_node_t *item, ls_auth_key *ak) {
+    if (item->type != YAML_MAPPING_NODE)
+        return fail(p, item, "auth.keys: expected a mapping per key (name, sha256|key_file|key_env, models, admin), got %s",
+                    node_kind(item));
+    if (check_keys(p, item, "in auth.keys", "key") != 0) return -1;
+    int have_secret = 0, r = 0;
+    FOR_EACH_PAIR(item, pair) {
+        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
+        const char *name = text(k);
+        if (!strcmp(name, "name")) {
+            const char *sv = scalar_value(p, k, v, "auth.keys.name", "a name");
+            if (!sv) return -1;
+            free(ak->name);
+            if (!(ak->name = strdup(sv))) return oom(p);
+        } else if (!strcmp(name, "sha256")) {
+            const char *sv = scalar_value(p, k, v, "auth.keys.sha256", "64 hex characters (SHA-256 of the key)");
+            if (!sv) return -1;
+            if (ls_auth_parse_hex(sv, ak->sha256) != 0)
+                return bad_value(p, k, "auth.keys.sha256", "64 hex characters (SHA-256 of the key)", sv);
+            have_secret++;
+        } else if (!strcmp(name, "key_file")) {
+            char *path = NULL;
+            r = get_path(p, k, v, "auth.keys.key_file", &path);
+            if (!r) r = hash_key_file(p, k, path, ak->sha256);
+            free(path);
+            if (r) return -1;
+            have_secret++;
+        } else if (!strcmp(name, "key_env")) {
+            const char *sv = scalar_value(p, k, v, "auth.keys.key_env", "an environment variable name");
+            if (!sv) return -1;
+            const char *key = getenv(sv);
+            if (!key || strlen(key) < 16)
+                return fail(p, k, "auth.keys.key_env: environment variable %.64s %s", sv,
+                            key ? "must hold a key of at least 16 characters" : "is not set");
+            ls_auth_hash(key, strlen(key), ak->sha256);
+            have_secret++;
+        } else if (!strcmp(name, "models")) {
+            static const char expect[] = "a list of model ids or glob patterns";
+            if (v->type != YAML_SEQUENCE_NODE)
+                return fail(p, k, "auth.keys.models: expected %s, got %s", expect, node_kind(v));
+            size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+            if (n) {
+                ak->models = calloc(n, sizeof *ak->models);
+                if (!ak->models) return oom(p);
+            }
+            for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
+                yaml_node_t *m = node_at(p, *it);
+                const char *sv = scalar_value(p, m, m, "auth.keys.models", expect);
+                if (!sv) return -1;
+                if (!*sv) return bad_value(p, m, "auth.keys.models", expect, sv);
+                if (!(ak->models[ak->n_models] = strdup(sv))) return oom(p);
+                ak->n_models++;
+            }
+        } else if (!strcmp(name, "admin")) {
+            if (get_bool(p, k, v, "auth.keys.admin", &ak->admin) != 0) return -1;
+        } else {
+            return unknown_key(p, k, "in auth.keys", AUTH_KEY_KEYS);
+        }
+    }
+    if (have_secret != 1)
+        return fail(p, item, "auth.keys: expected exactly one of sha256, key_file, key_env, got %d", have_secret);
+    if (!ak->name && !(ak->name = strdup("unnamed"))) return oom(p);
+    return 0;
+}
+
+static int parse_auth(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map) {
+    ls_config *cfg = p->cfg;
+    int r = expect_mapping(p, key, map, "auth");
+    if (r <= 0) return r;
+    if (check_keys(p, map, "in auth", "key") != 0) return -1;
+    cfg->auth.enabled = 1; /* a present auth section means auth, unless enabled: false */
+    FOR_EACH_PAIR(map, pair) {
+        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
+        const char *name = text(k);
+        if (!strcmp(name, "enabled")) {
+            r = get_bool(p, k, v, "auth.enabled", &cfg->auth.enabled);
+        } else if (!strcmp(name, "keys")) {
+            if (v->type != YAML_SEQUENCE_NODE)
+                return fail(p, k, "auth.keys: expected a list of keys, got %s", node_kind(v));
+            size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+            if (n) {
+                cfg->auth.keys = calloc(n, sizeof *cfg->auth.keys);
+                if (!cfg->auth.keys) return oom(p);
+            }
+            for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
+                /* Counted before parsing so a failure frees what it filled. */
+                ls_auth_key *ak = &cfg->auth.keys[cfg->auth.n_keys++];
+                if (parse_auth_key(p, node_at(p, *it), ak) != 0) return -1;
+            }
+            r = 0;
+        } else {
+            r = unknown_key(p, k, "in auth", AUTH_KEYS);
+        }
+        if (r != 0) return -1;
+    }
+    if (cfg->auth.enabled && cfg->auth.n_keys == 0)
+        return fail(p, key, "auth: enabled but no keys (expected auth.keys: a list of keys)");
+    return 0;
+}
+
+static int parse_tls(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map) {
+    ls_config *cfg = p->cfg;
+    int r = expect_mapping(p, key, map, "tls");
+    if (r <= 0) return r;
+    if (check_keys(p, map, "in tls", "key") != 0) return -1;
+    FOR_EACH_PAIR(map, pair) {
+        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
+        const char *name = text(k);
+        if (!strcmp(name, "cert_file"))
+            r = get_path(p, k, v, "tls.cert_file", &cfg->tls_cert_file);
+        else if (!strcmp(name, "key_file"))
+            r = get_path(p, k, v, "tls.key_file", &cfg->tls_key_file);
+        else if (!strcmp(name, "client_ca_file"))
+            r = get_path(p, k, v, "tls.client_ca_file", &cfg->tls_client_ca_file);
+        else
+            r = unknown_key(p, k, "in tls", TLS_KEYS);
+        if (r != 0) return -1;
+    }
+    if (!cfg->tls_cert_file || !cfg->tls_key_file)
+        return fail(p, key, "tls: expected both cert_file and key_file");
+    return 0;
+}
+
 static int parse_root(cfg_parser *p, const yaml_node_t *root) {
     /* A file holding only "~" or "null" is as empty as an empty file. */
     if (is_null(root)) return 0;
@@ -786,6 +934,10 @@ static int parse_root(cfg_parser *p, const yaml_node_t *root) {
             r = parse_models(p, k, v);
         else if (!strcmp(name, "http"))
             r = parse_http(p, k, v);
+        else if (!strcmp(name, "auth"))
+            r = parse_auth(p, k, v);
+        else if (!strcmp(name, "tls"))
+            r = parse_tls(p, k, v);
         else
             r = unknown_key(p, k, "at top level", ROOT_KEYS);
         if (r != 0) return -1;

@@ -36,11 +36,26 @@
  *     cors_origins: []               # origins allowed cross-origin ("*" = any); [] = same-origin only
  *     web_root: /path/to/repo/web    # static files of the demo page (default: the source tree's web/)
  *
+ *   auth:                            # optional; absent = no keys needed
+ *     enabled: true
+ *     keys:
+ *       - name: tenant-a
+ *         sha256: <64 hex>           # exactly one of sha256 | key_file | key_env
+ *         models: [demo, "bob*"]     # ids or glob patterns this key may use
+ *       - name: ops
+ *         key_env: LIPSYNC_ADMIN_KEY
+ *         admin: true                # every model, plus Load/Unload
+ *   tls:                             # optional; absent = plaintext
+ *     cert_file: server.crt
+ *     key_file: server.key
+ *     client_ca_file: ca.crt         # optional: require client certificates it signed
+ *
  * Unknown keys and bad values are errors naming file, line, key and the
  * expected form. Model ids: 1..128 chars of [A-Za-z0-9_.-]. */
 #ifndef LS_CONFIG_H
 #define LS_CONFIG_H
 
+#include "auth.h"
 #include "common.h"
 
 typedef enum { LS_ORDER_LOOP = 0, LS_ORDER_PINGPONG = 1 } ls_frame_order;
@@ -85,6 +100,12 @@ typedef struct {
     char **cors_origins;   /* exact origins, or "*"; none = same-origin only */
     size_t n_cors_origins;
     char *web_root;        /* default LS_WEB_ROOT (compiled in: the source tree's web/) */
+    /* auth (see auth.h); enabled = 0 when the section is absent */
+    ls_auth auth;
+    /* tls: all NULL = plaintext */
+    char *tls_cert_file;
+    char *tls_key_file;
+    char *tls_client_ca_file;
     /* models, in file order */
     ls_model_config *models;
     size_t n_models;

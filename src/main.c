@@ -37,6 +37,37 @@ static void usage(FILE *f) {
             LS_DEMO_CONFIG);
 }
 
+/* Whole file as a NUL-terminated string (PEM), or NULL with a message. */
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        LOG_ERROR("cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (cap - len < 4096) {
+            size_t nc = cap ? cap * 2 : 8192;
+            char *p = realloc(buf, nc);
+            if (!p || nc > (16u << 20)) {
+                free(p ? p : buf);
+                fclose(f);
+                LOG_ERROR("%s: too large or out of memory", path);
+                return NULL;
+            }
+            buf = p;
+            cap = nc;
+        }
+        size_t n = fread(buf + len, 1, cap - len - 1, f);
+        len += n;
+        if (n == 0) break;
+    }
+    fclose(f);
+    buf[len] = 0;
+    return buf;
+}
+
 static void *preload_main(void *arg) {
     ls_service_preload(arg);
     return NULL;
@@ -110,6 +141,7 @@ int main(int argc, char **argv) {
 
     int rc = 1;
     ls_service *svc = NULL;
+    char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
     ls_transport *tr = NULL;
     grpc_init();
     if (ls_engine_global_init(cfg.ort_intra_threads, cfg.ort_inter_threads, &err) != 0) {
@@ -134,6 +166,15 @@ int main(int argc, char **argv) {
                                .methods = methods,
                                .n_methods = n_methods,
                                .ctx = svc};
+    if (cfg.tls_cert_file) {
+        tls_cert = read_text(cfg.tls_cert_file);
+        tls_key = read_text(cfg.tls_key_file);
+        tls_ca = cfg.tls_client_ca_file ? read_text(cfg.tls_client_ca_file) : NULL;
+        if (!tls_cert || !tls_key || (cfg.tls_client_ca_file && !tls_ca)) goto out;
+        topts.tls_cert_pem = tls_cert;
+        topts.tls_key_pem = tls_key;
+        topts.tls_client_ca_pem = tls_ca;
+    }
     tr = ls_transport_start(&topts, &err);
     if (!tr) {
         LOG_ERROR("%s", err.msg);
@@ -171,6 +212,9 @@ out:
     ls_engine_global_shutdown();
     grpc_shutdown();
     ls_config_free(&cfg);
+    free(tls_cert);
+    free(tls_key);
+    free(tls_ca);
     LOG_INFO("lipsyncd stopped");
     return rc;
 }

@@ -197,6 +197,26 @@ static int check_model_id(const char *id, ls_err *err) {
     return 0;
 }
 
+/* Tenant keys (auth.h). With auth off, everyone may do everything. A key
+ * that may not use a model is told PERMISSION_DENIED with the same words
+ * whether or not the model exists, so keys cannot probe other tenants' ids.
+ * *who is the caller's key (NULL with auth off). */
+static int authorize(ls_service *s, const ls_call_info *call, const char *model_id, int need_admin,
+                     const ls_auth_key **who, ls_err *err) {
+    if (who) *who = NULL;
+    const ls_auth *a = &s->cfg->auth;
+    if (!a->enabled) return 0;
+    const ls_auth_key *k = ls_auth_identify(a, call ? call->authorization : NULL, err);
+    if (!k) return -1;
+    if (need_admin && !k->admin)
+        return ls_err_set(err, LS_PERMISSION_DENIED, "key '%s' may not load or unload models (admin keys only)",
+                          k->name);
+    if (model_id && !ls_auth_allows(k, model_id))
+        return ls_err_set(err, LS_PERMISSION_DENIED, "model '%s' is not available to key '%s'", model_id, k->name);
+    if (who) *who = k;
+    return 0;
+}
+
 /* ---- InferBatchComposite ---- */
 
 static ls_code infer_fail(ls_err *err, ls_buf *resp, double total_ms) {
@@ -224,6 +244,7 @@ static ls_code h_infer(void *ctx, const ls_call_info *call, const uint8_t *req, 
     ls_infer_result res = {0};
     ls_code code = LS_OK;
     if (check_model_id(q->model_id, err) != 0) goto fail;
+    if (authorize(s, call, q->model_id, 0, NULL, err) != 0) goto fail;
     if (q->batch_size < 1 || q->batch_size > s->cfg->max_batch) {
         ls_err_set(err, LS_INVALID_ARGUMENT, "batch_size: expected 1..%d, got %d", s->cfg->max_batch,
                    q->batch_size);
@@ -384,12 +405,19 @@ static void free_slots(info_slot *slots, int n) {
     free(slots);
 }
 
-/* Snapshot id (NULL = all) into ModelInfo slots. Returns count or -1. */
-static int collect(ls_service *s, const char *id, info_slot **out, Multitenant__ModelInfo ***ptrs,
-                   ls_registry_totals *tot, ls_err *err) {
+/* Snapshot id (NULL = all) into ModelInfo slots, keeping only the models
+ * key may use (key NULL: all). Returns count or -1. */
+static int collect(ls_service *s, const char *id, const ls_auth_key *key, info_slot **out,
+                   Multitenant__ModelInfo ***ptrs, ls_registry_totals *tot, ls_err *err) {
     ls_entry_stats *st = NULL;
     int n = ls_registry_snapshot(s->reg, id, &st, tot, err);
     if (n < 0) return -1;
+    if (key) {
+        int kept = 0;
+        for (int i = 0; i < n; i++)
+            if (ls_auth_allows(key, st[i].id)) st[kept++] = st[i];
+        n = kept;
+    }
     info_slot *slots = calloc((size_t)n + 1, sizeof *slots);
     Multitenant__ModelInfo **p = calloc((size_t)n + 1, sizeof *p);
     if (!slots || !p) {
@@ -410,13 +438,14 @@ static int collect(ls_service *s, const char *id, info_slot **out, Multitenant__
 
 static ls_code h_list(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len, ls_buf *resp,
                       ls_err *err) {
-    (void)call;
     Multitenant__ListModelsRequest *q = multitenant__list_models_request__unpack(NULL, len, req);
     if (!q) return bad_message("ListModelsRequest", err);
     multitenant__list_models_request__free_unpacked(q, NULL);
+    const ls_auth_key *who;
+    if (authorize(ctx, call, NULL, 0, &who, err) != 0) return err->code;
     info_slot *slots;
     Multitenant__ModelInfo **ptrs;
-    int n = collect(ctx, NULL, &slots, &ptrs, NULL, err);
+    int n = collect(ctx, NULL, who, &slots, &ptrs, NULL, err);
     if (n < 0) return err->code;
     Multitenant__ListModelsResponse r = MULTITENANT__LIST_MODELS_RESPONSE__INIT;
     r.n_models = (size_t)n;
@@ -429,14 +458,19 @@ static ls_code h_list(void *ctx, const ls_call_info *call, const uint8_t *req, s
 
 static ls_code h_stats(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len, ls_buf *resp,
                        ls_err *err) {
-    (void)call;
     ls_service *s = ctx;
     Multitenant__GetModelStatsRequest *q = multitenant__get_model_stats_request__unpack(NULL, len, req);
     if (!q) return bad_message("GetModelStatsRequest", err);
+    const char *id = q->model_id && *q->model_id ? q->model_id : NULL;
+    const ls_auth_key *who;
+    if (authorize(s, call, id, 0, &who, err) != 0) {
+        multitenant__get_model_stats_request__free_unpacked(q, NULL);
+        return err->code;
+    }
     info_slot *slots;
     Multitenant__ModelInfo **ptrs;
     ls_registry_totals tot;
-    int n = collect(s, q->model_id && *q->model_id ? q->model_id : NULL, &slots, &ptrs, &tot, err);
+    int n = collect(s, id, who, &slots, &ptrs, &tot, err);
     multitenant__get_model_stats_request__free_unpacked(q, NULL);
     if (n < 0) return err->code;
     Multitenant__GetModelStatsResponse r = MULTITENANT__GET_MODEL_STATS_RESPONSE__INIT;
@@ -463,7 +497,6 @@ static ls_code h_stats(void *ctx, const ls_call_info *call, const uint8_t *req, 
 
 static ls_code h_load(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len, ls_buf *resp,
                       ls_err *err) {
-    (void)call;
     ls_service *s = ctx;
     Multitenant__LoadModelRequest *q = multitenant__load_model_request__unpack(NULL, len, req);
     if (!q) return bad_message("LoadModelRequest", err);
@@ -471,6 +504,7 @@ static ls_code h_load(void *ctx, const ls_call_info *call, const uint8_t *req, s
     int already = 0;
     double ms = 0;
     int rc = check_model_id(q->model_id, err);
+    if (!rc) rc = authorize(s, call, q->model_id, 1, NULL, err);
     if (!rc) rc = ls_registry_load(s->reg, q->model_id, q->force_reload, &already, &ms, err);
     if (!rc) LOG_INFO("LoadModel '%s': %s", q->model_id, already ? "already loaded" : "loaded");
     multitenant__load_model_request__free_unpacked(q, NULL);
@@ -485,13 +519,13 @@ static ls_code h_load(void *ctx, const ls_call_info *call, const uint8_t *req, s
 
 static ls_code h_unload(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len, ls_buf *resp,
                         ls_err *err) {
-    (void)call;
     ls_service *s = ctx;
     Multitenant__UnloadModelRequest *q = multitenant__unload_model_request__unpack(NULL, len, req);
     if (!q) return bad_message("UnloadModelRequest", err);
     Multitenant__UnloadModelResponse r = MULTITENANT__UNLOAD_MODEL_RESPONSE__INIT;
     ls_state st = LS_STATE_UNLOADED;
     int rc = check_model_id(q->model_id, err);
+    if (!rc) rc = authorize(s, call, q->model_id, 1, NULL, err);
     if (!rc) rc = ls_registry_unload(s->reg, q->model_id, &st, err);
     if (!rc) LOG_INFO("UnloadModel '%s': %s", q->model_id, ls_state_name(st));
     multitenant__unload_model_request__free_unpacked(q, NULL);

@@ -191,7 +191,24 @@ static void handle(call *c) {
     grpc_byte_buffer_destroy(c->recv);
     c->recv = NULL;
 
-    ls_call_info info = {.method = path, .received_mono_ns = c->received_ns, .cancelled = &c->closed_cancelled};
+    /* The one piece of metadata a handler may need; copied so it is a C string. */
+    char auth[512];
+    const char *authorization = NULL;
+    for (size_t i = 0; i < c->req_md.count; i++) {
+        const grpc_metadata *md = &c->req_md.metadata[i];
+        if (grpc_slice_str_cmp(md->key, "authorization") == 0) {
+            size_t n = GRPC_SLICE_LENGTH(md->value);
+            if (n >= sizeof auth) n = sizeof auth - 1;
+            memcpy(auth, GRPC_SLICE_START_PTR(md->value), n);
+            auth[n] = 0;
+            authorization = auth;
+            break;
+        }
+    }
+    ls_call_info info = {.method = path,
+                         .received_mono_ns = c->received_ns,
+                         .cancelled = &c->closed_cancelled,
+                         .authorization = authorization};
     ls_buf resp = {0};
     ls_err err = {.code = LS_OK, .msg = ""};
     ls_code code = m->fn(t->opts.ctx, &info, GRPC_SLICE_START_PTR(req), GRPC_SLICE_LENGTH(req), &resp, &err);
@@ -347,7 +364,17 @@ ls_transport *ls_transport_start(const ls_transport_opts *opts, ls_err *err) {
     t->server = grpc_server_create(&cargs, NULL);
     t->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(t->server, t->cq, NULL);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds;
+    if (opts->tls_cert_pem && opts->tls_key_pem) {
+        grpc_ssl_pem_key_cert_pair pair = {.private_key = opts->tls_key_pem, .cert_chain = opts->tls_cert_pem};
+        creds = grpc_ssl_server_credentials_create_ex(
+            opts->tls_client_ca_pem, &pair, 1,
+            opts->tls_client_ca_pem ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                    : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+            NULL);
+    } else {
+        creds = grpc_insecure_server_credentials_create();
+    }
     t->port = grpc_server_add_http2_port(t->server, opts->listen, creds);
     grpc_server_credentials_release(creds);
     if (t->port == 0) {

@@ -30,6 +30,7 @@ typedef struct {
     const char *method;        /* full path, e.g. "/multitenant.MultiTenantLipSync/ListModels" */
     uint64_t received_mono_ns; /* when the request message had arrived */
     const atomic_int *cancelled; /* becomes non-zero if the client cancels or goes away */
+    const char *authorization;   /* the "authorization" metadata value, or NULL */
 } ls_call_info;
 
 /* Fill *resp (may stay empty) and return LS_OK, or return an error code with
@@ -52,6 +53,11 @@ typedef struct {
     const ls_method *methods;    /* not copied: must outlive the transport */
     size_t n_methods;
     void *ctx;                   /* passed to handlers */
+    /* TLS: PEM text; all NULL = plaintext. client_ca_pem set = clients must
+     * present a certificate signed by it (mutual TLS). */
+    const char *tls_cert_pem;
+    const char *tls_key_pem;
+    const char *tls_client_ca_pem;
 } ls_transport_opts;
 
 typedef struct ls_transport ls_transport;

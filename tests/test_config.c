@@ -592,6 +592,55 @@ static void test_http(void) {
                  "t.yaml:3:", "duplicate key 'enabled' in http", "first at line 2");
 }
 
+static void test_auth_tls(void) {
+    ls_config c;
+    setenv("LS_TEST_KEY_ENV", "env-key-0123456789", 1);
+    check("auth and tls sections parse",
+          parse_ok("auth:\n"
+                   "  keys:\n"
+                   "    - name: a\n"
+                   "      sha256: \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\n"
+                   "      models: [demo, 'bob*']\n"
+                   "    - name: ops\n"
+                   "      key_env: LS_TEST_KEY_ENV\n"
+                   "      admin: yes\n"
+                   "tls:\n  cert_file: s.crt\n  key_file: /k/s.key\n",
+                   "/etc/ls", &c));
+    check("auth enabled with 2 keys", c.auth.enabled == 1 && c.auth.n_keys == 2);
+    uint8_t want[32];
+    ls_auth_hash("test", 4, want);
+    check("sha256 parsed", c.auth.n_keys == 2 && !memcmp(c.auth.keys[0].sha256, want, 32));
+    ls_auth_hash("env-key-0123456789", 18, want);
+    check("key_env hashed at parse time", c.auth.n_keys == 2 && !memcmp(c.auth.keys[1].sha256, want, 32));
+    check("patterns and admin", c.auth.n_keys == 2 && c.auth.keys[0].n_models == 2 && c.auth.keys[1].admin &&
+                                    ls_auth_allows(&c.auth.keys[0], "bobcat") &&
+                                    !ls_auth_allows(&c.auth.keys[0], "alice") &&
+                                    ls_auth_allows(&c.auth.keys[1], "alice"));
+    ls_err e = {0};
+    check("identify: right key", c.auth.n_keys == 2 &&
+                                     ls_auth_identify(&c.auth, "Bearer env-key-0123456789", &e) == &c.auth.keys[1]);
+    check("identify: wrong key", !ls_auth_identify(&c.auth, "Bearer nope", &e) && e.code == LS_UNAUTHENTICATED);
+    check("identify: missing", !ls_auth_identify(&c.auth, NULL, &e) && e.code == LS_UNAUTHENTICATED);
+    check("tls paths resolved", c.tls_cert_file && !strcmp(c.tls_cert_file, "/etc/ls/s.crt") && c.tls_key_file &&
+                                    !strcmp(c.tls_key_file, "/k/s.key") && !c.tls_client_ca_file);
+    ls_config_free(&c);
+    check("free zeroes an auth/tls config", is_zeroed(&c));
+
+    expect_error("auth key without a secret", "auth:\n  keys:\n    - name: a\n      models: [x]\n", "t.yaml:3:",
+                 "exactly one of sha256, key_file, key_env", NULL);
+    expect_error("auth key with a bad hash", "auth:\n  keys:\n    - sha256: abc\n", "t.yaml:3:",
+                 "auth.keys.sha256", "64 hex");
+    expect_error("auth key_env unset", "auth:\n  keys:\n    - key_env: LS_TEST_NOT_SET_XYZ\n", "t.yaml:3:",
+                 "is not set", NULL);
+    expect_error("auth enabled without keys", "auth:\n  enabled: true\n", "t.yaml:1:", "no keys", NULL);
+    expect_error("unknown key in auth.keys",
+                 "auth:\n  keys:\n    - sha256: \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\n"
+                 "      modles: [x]\n",
+                 "t.yaml:4:", "modles", NULL);
+    expect_error("tls without key_file", "tls:\n  cert_file: a.crt\n", "t.yaml:1:", "cert_file and key_file", NULL);
+    expect_error("unknown key in tls", "tls:\n  cert: a\n", "t.yaml:2:", "unknown key 'cert'", NULL);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "%s/test_config.XXXXXX",
              getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -603,6 +652,7 @@ int main(void) {
     test_defaults();
     test_paths();
     test_http();
+    test_auth_tls();
     test_errors();
     test_croprects();
     if (rmdir(tmpdir) != 0) perror(tmpdir);

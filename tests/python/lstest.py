@@ -125,7 +125,7 @@ def _yaml_value(v):
     return json.dumps(str(v))  # a JSON string is a valid YAML double-quoted scalar
 
 
-def config_yaml(listen, server=None, capacity=None, models=None):
+def config_yaml(listen, server=None, capacity=None, models=None, extra_yaml=""):
     lines = ["server:", "  listen: %s" % _yaml_value(listen)]
     for k, v in (server or {}).items():
         lines.append("  %s: %s" % (k, _yaml_value(v)))
@@ -138,7 +138,7 @@ def config_yaml(listen, server=None, capacity=None, models=None):
         lines.append("  %s:" % mid)
         for k, v in opts.items():
             lines.append("    %s: %s" % (k, _yaml_value(v)))
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + extra_yaml
 
 
 def demo_model_config(which="demo", **overrides):
@@ -156,13 +156,19 @@ def demo_model_config(which="demo", **overrides):
 class LsServer:
     """One lipsyncd process with its own config, log and port."""
 
-    def __init__(self, models, server=None, capacity=None):
+    def __init__(self, models, server=None, capacity=None, extra_yaml="", credentials=None,
+                 metadata=None):
+        """extra_yaml: sections appended verbatim (auth, tls, ...);
+        credentials: grpc channel credentials for a TLS server (None = plaintext);
+        metadata: sent with the start-up Health polls (e.g. an API key)."""
         self.dir = tempfile.mkdtemp(prefix="server-", dir=_tmp_root)
         self.port = free_port()
         self.addr = "127.0.0.1:%d" % self.port
+        self.credentials = credentials
+        self.metadata = metadata
         self.config_path = os.path.join(self.dir, "config.yaml")
         with open(self.config_path, "w") as f:
-            f.write(config_yaml(self.addr, server, capacity, models))
+            f.write(config_yaml(self.addr, server, capacity, models, extra_yaml))
         self.log_path = os.path.join(self.dir, "server.log")
         self.proc = None
         self.channel = None
@@ -188,10 +194,15 @@ class LsServer:
             except OSError as e:
                 last = "connect: %s" % e
                 time.sleep(0.05)
-        self.channel = grpc.insecure_channel(self.addr, options=CHANNEL_OPTIONS + [
+        options = CHANNEL_OPTIONS + [
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 1000)])
+            ("grpc.max_reconnect_backoff_ms", 1000)]
+        if self.credentials is not None:
+            options.append(("grpc.ssl_target_name_override", "localhost"))
+            self.channel = grpc.secure_channel(self.addr, self.credentials, options=options)
+        else:
+            self.channel = grpc.insecure_channel(self.addr, options=options)
         self.stub = pb2_grpc.MultiTenantLipSyncStub(self.channel)
         # Then poll Health until it says SERVING (preloads done), bounded.
         while time.monotonic() < deadline:
@@ -199,7 +210,7 @@ class LsServer:
                 raise AssertionError("lipsyncd exited with %d during start-up\n%s" %
                                      (self.proc.returncode, self.log_tail()))
             try:
-                h = self.stub.Health(pb2.HealthRequest(), timeout=1.0)
+                h = self.stub.Health(pb2.HealthRequest(), timeout=1.0, metadata=self.metadata)
                 last = "%s healthy=%s" % (h.status, h.healthy)
                 if h.status == "SERVING":
                     return self
