@@ -72,6 +72,8 @@ typedef struct entry {
     flight *fl;         /* non-NULL while LOADING */
     pthread_cond_t cond;
 
+    int removed;        /* taken out of the config (reload): invisible, never reloaded */
+
     int has_fail;
     ls_err fail;
     uint64_t failed_ns;
@@ -143,7 +145,8 @@ static uint64_t fnv1a(const char *s) {
     return h;
 }
 
-static entry *find(ls_registry *r, const char *id) {
+/* Any entry with this id, including removed ones (see find). */
+static entry *find_any(ls_registry *r, const char *id) {
     if (!id || !r->ht_cap || strnlen(id, ID_MAX + 1) > ID_MAX) return NULL;
     size_t mask = r->ht_cap - 1;
     for (size_t i = (size_t)fnv1a(id) & mask;; i = (i + 1) & mask) {
@@ -151,6 +154,13 @@ static entry *find(ls_registry *r, const char *id) {
         if (!e) return NULL;
         if (strcmp(e->id, id) == 0) return e;
     }
+}
+
+/* The entry of a configured id. Removed entries stay in the table (a lease
+ * may still point at one) but are invisible to callers. */
+static entry *find(ls_registry *r, const char *id) {
+    entry *e = find_any(r, id);
+    return e && !e->removed ? e : NULL;
 }
 
 static void ht_put(entry **ht, size_t cap, entry *e) {
@@ -361,7 +371,20 @@ int ls_registry_add(ls_registry *r, const ls_model_decl *decl, ls_err *err) {
     }
 
     pthread_mutex_lock(&r->mu);
-    if (find(r, e->id)) {
+    entry *old = find_any(r, e->id);
+    if (old && old->removed) {
+        /* Re-added by a config reload: the old entry (and its statistics)
+         * comes back with the new declaration. */
+        old->removed = 0;
+        old->estimate = decl->memory_estimate_bytes;
+        old->pinned_config = decl->pinned ? 1 : 0;
+        old->model_ctx = decl->model_ctx;
+        pthread_mutex_unlock(&r->mu);
+        pthread_cond_destroy(&e->cond);
+        free(e);
+        return 0;
+    }
+    if (old) {
         pthread_mutex_unlock(&r->mu);
         pthread_cond_destroy(&e->cond);
         free(e);
@@ -758,15 +781,9 @@ void ls_registry_release(ls_registry *r, ls_lease *lease, int ok, double inferen
     pthread_mutex_unlock(&r->mu);
 }
 
-int ls_registry_unload(ls_registry *r, const char *id, ls_state *state_out, ls_err *err) {
+/* Unload e (lock held; may drop and retake it while waiting or unloading). */
+static void unload_entry_locked(ls_registry *r, entry *e, ls_state *state_out) {
     if (state_out) *state_out = LS_STATE_UNLOADED;
-    pthread_mutex_lock(&r->mu);
-    entry *e = find(r, id);
-    if (!e) {
-        pthread_mutex_unlock(&r->mu);
-        return ls_err_set(err, LS_NOT_FOUND, "model '%.*s' is not configured", ID_MAX,
-                          id ? id : "");
-    }
     for (;;) {
         if (e->unloading) { /* someone is unloading it: wait for the outcome */
             pthread_cond_wait(&e->cond, &r->mu);
@@ -804,6 +821,48 @@ int ls_registry_unload(ls_registry *r, const char *id, ls_state *state_out, ls_e
         }
         break;
     }
+}
+
+int ls_registry_unload(ls_registry *r, const char *id, ls_state *state_out, ls_err *err) {
+    if (state_out) *state_out = LS_STATE_UNLOADED;
+    pthread_mutex_lock(&r->mu);
+    entry *e = find(r, id);
+    if (!e) {
+        pthread_mutex_unlock(&r->mu);
+        return ls_err_set(err, LS_NOT_FOUND, "model '%.*s' is not configured", ID_MAX,
+                          id ? id : "");
+    }
+    unload_entry_locked(r, e, state_out);
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+int ls_registry_update(ls_registry *r, const ls_model_decl *decl, ls_err *err) {
+    pthread_mutex_lock(&r->mu);
+    entry *e = find(r, decl->id);
+    if (!e) {
+        pthread_mutex_unlock(&r->mu);
+        return ls_err_set(err, LS_NOT_FOUND, "model '%.*s' is not configured", ID_MAX, decl->id);
+    }
+    e->estimate = decl->memory_estimate_bytes;
+    e->pinned_config = decl->pinned ? 1 : 0;
+    e->model_ctx = decl->model_ctx;
+    /* What is loaded was built from the old declaration: let it go (after
+     * its requests, if any) so the next use loads the new one. */
+    unload_entry_locked(r, e, NULL);
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+int ls_registry_remove(ls_registry *r, const char *id, ls_err *err) {
+    pthread_mutex_lock(&r->mu);
+    entry *e = find(r, id);
+    if (!e) {
+        pthread_mutex_unlock(&r->mu);
+        return ls_err_set(err, LS_NOT_FOUND, "model '%.*s' is not configured", ID_MAX, id ? id : "");
+    }
+    e->removed = 1; /* first, so no new request can take it while it drains */
+    unload_entry_locked(r, e, NULL);
     pthread_mutex_unlock(&r->mu);
     return 0;
 }
@@ -898,21 +957,36 @@ int ls_registry_snapshot(ls_registry *r, const char *id, ls_entry_stats **out,
         totals->total_load_failures = r->total_load_failures;
         totals->total_evictions = r->total_evictions;
         totals->total_idle_unloads = r->total_idle_unloads;
-        totals->configured_models = r->n;
+        int visible = 0;
+        for (int i = 0; i < r->n; i++) visible += !r->v[i]->removed;
+        totals->configured_models = visible;
     }
-    int n = one ? 1 : r->n;
+    /* The entries to report: one, or every entry still configured. */
+    entry **sel = malloc((size_t)(r->n ? r->n : 1) * sizeof *sel);
+    if (!sel) {
+        pthread_mutex_unlock(&r->mu);
+        return ls_err_set(err, LS_INTERNAL, "out of memory taking a registry snapshot");
+    }
+    int n = 0;
+    if (one)
+        sel[n++] = one;
+    else
+        for (int i = 0; i < r->n; i++)
+            if (!r->v[i]->removed) sel[n++] = r->v[i];
     if (!out) {
         pthread_mutex_unlock(&r->mu);
+        free(sel);
         return n;
     }
     ls_entry_stats *st = calloc(n ? (size_t)n : 1, sizeof *st);
     int *cnt = calloc(n ? (size_t)n : 1, sizeof *cnt);
     double *rings = NULL;
     size_t nvals = 0;
-    for (int i = 0; i < n; i++) nvals += (size_t)(one ? one : r->v[i])->ring_n;
+    for (int i = 0; i < n; i++) nvals += (size_t)sel[i]->ring_n;
     if (nvals) rings = malloc(nvals * sizeof *rings);
     if (!st || !cnt || (nvals && !rings)) {
         pthread_mutex_unlock(&r->mu);
+        free(sel);
         free(st);
         free(cnt);
         free(rings);
@@ -920,13 +994,14 @@ int ls_registry_snapshot(ls_registry *r, const char *id, ls_entry_stats **out,
     }
     size_t off = 0;
     for (int i = 0; i < n; i++) {
-        const entry *e = one ? one : r->v[i];
+        const entry *e = sel[i];
         fill_stats(e, &st[i]);
         cnt[i] = e->ring_n;
         if (e->ring_n) memcpy(rings + off, e->ring, (size_t)e->ring_n * sizeof *rings);
         off += (size_t)e->ring_n;
     }
     pthread_mutex_unlock(&r->mu);
+    free(sel);
 
     off = 0;
     for (int i = 0; i < n; i++) {

@@ -125,6 +125,14 @@ int ls_registry_load(ls_registry *r, const char *id, int force, int *already, do
  * FAILED: clears the failure (UNLOADED). Otherwise returns once unloaded. */
 int ls_registry_unload(ls_registry *r, const char *id, ls_state *state_out, ls_err *err);
 
+/* Config reload. update: a declared id gets a new declaration (estimate,
+ * pinned, model_ctx); what is loaded is unloaded (drained first if in use)
+ * so the next use loads the new one. remove: the id disappears (NOT_FOUND
+ * from now on, absent from snapshots); a loaded model is unloaded, drained
+ * first if in use. ls_registry_add of a removed id brings it back. */
+int ls_registry_update(ls_registry *r, const ls_model_decl *decl, ls_err *err);
+int ls_registry_remove(ls_registry *r, const char *id, ls_err *err);
+
 /* Unload every unpinned, not config-pinned LOADED entry idle for longer than
  * idle_unload_ns. Returns the number unloaded. */
 int ls_registry_sweep_idle(ls_registry *r);

@@ -926,6 +926,42 @@ static void test_explicit_load(void) {
     done(r, &f);
 }
 
+/* Config reload: update reloads with the new declaration on next use;
+ * remove hides the id and unloads it after its requests; add revives it. */
+static void test_reload(void) {
+    fake f;
+    ls_registry *r = mk(&f, 4, 0, LS_POLICY_LRU, 0, SEC);
+    add(r, "a", 0, 0);
+    add(r, "b", 0, 0);
+    ls_err err;
+    CHECK(use(r, "a", 1, 1, 1) == 0 && f_loads(&f, "a") == 1, "reload: a loaded");
+    ls_model_decl d = {.id = "a", .memory_estimate_bytes = 7, .pinned = 1, .model_ctx = NULL};
+    CHECK(ls_registry_update(r, &d, &err) == 0 && f_unloads(&f, "a") == 1 &&
+              st(r, "a").state == LS_STATE_UNLOADED && st(r, "a").memory_estimate_bytes == 7 &&
+              st(r, "a").pinned_config == 1,
+          "update: idle model unloaded at once, new declaration in force");
+    CHECK(use(r, "a", 1, 1, 1) == 0 && f_loads(&f, "a") == 2, "update: next use loads again");
+    d.id = "zz";
+    CHECK(ls_registry_update(r, &d, &err) == -1 && err.code == LS_NOT_FOUND, "update: unknown -> NOT_FOUND");
+
+    ls_lease l;
+    CHECK(ls_registry_acquire(r, "b", &l, &err) == 0, "remove: b in use");
+    CHECK(ls_registry_remove(r, "b", &err) == 0 && f_unloads(&f, "b") == 0, "remove: in-use model not freed yet");
+    ls_lease l2;
+    CHECK(ls_registry_acquire(r, "b", &l2, &err) == -1 && err.code == LS_NOT_FOUND,
+          "remove: new requests get NOT_FOUND: %s", err.msg);
+    ls_entry_stats *all = NULL;
+    int n = ls_registry_snapshot(r, NULL, &all, NULL, &err);
+    CHECK(n == 1 && !strcmp(all[0].id, "a") && tot(r).configured_models == 1, "remove: absent from snapshots");
+    free(all);
+    ls_registry_release(r, &l, 1, 1, 1);
+    CHECK(f_unloads(&f, "b") == 1 && tot(r).loaded_models == 1, "remove: freed when its request ends");
+    CHECK(add(r, "b", 0, 0) == 0 && use(r, "b", 1, 1, 1) == 0 && f_loads(&f, "b") == 2 &&
+              st(r, "b").usage_count == 2,
+          "remove then add: the id serves again, statistics kept");
+    done(r, &f);
+}
+
 static void test_no_global_stall(void) {
     fake f;
     ls_registry *r = mk(&f, 4, 0, LS_POLICY_LRU, 0, SEC);
@@ -1214,6 +1250,7 @@ int main(void) {
     test_unload_loading();
     test_config_pinned();
     test_explicit_load();
+    test_reload();
     test_no_global_stall();
     test_inspect();
     test_stats();
