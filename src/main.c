@@ -18,7 +18,9 @@
 
 #include "config.h"
 #include "engine.h"
+#include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "model.h"
 #include "pool.h"
 #include "service.h"
@@ -31,8 +33,9 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: lipsyncd [--config FILE] [--listen HOST:PORT] [--log-level debug|info|warn|error]\n"
-            "                [--grace SECONDS]\n"
-            "Serves ONNX lip-sync models over gRPC (service multitenant.MultiTenantLipSync).\n"
+            "                [--grace SECONDS] [--http-listen HOST:PORT]\n"
+            "Serves ONNX lip-sync models over gRPC (service multitenant.MultiTenantLipSync), and over\n"
+            "HTTP: gRPC-Web, /metrics, /healthz, /readyz and a demo page (--http-listen enables it).\n"
             "Without --config it serves the built-in demo avatar (%s).\n",
             LS_DEMO_CONFIG);
 }
@@ -68,17 +71,58 @@ static char *read_text(const char *path) {
     return buf;
 }
 
+/* What the HTTP endpoints read. The transports are stopped while the HTTP
+ * listener may still be answering, so their pointers are read and cleared
+ * under the lock. */
+typedef struct {
+    ls_service *svc;
+    pthread_mutex_t lock;
+    ls_transport *tr;
+    ls_http *http;
+} endpoints_ctx;
+
+static int ep_healthz(void *ctx, ls_buf *body, const char **ct) {
+    (void)ctx;
+    (void)ct;
+    return ls_buf_append(body, "ok\n", 3) == 0 ? 200 : 500;
+}
+
+static int ep_readyz(void *ctx, ls_buf *body, const char **ct) {
+    (void)ct;
+    endpoints_ctx *e = ctx;
+    int ready = ls_service_ready(e->svc);
+    const char *text = ready ? "ready\n" : "not ready\n";
+    if (ls_buf_append(body, text, strlen(text)) != 0) return 500;
+    return ready ? 200 : 503;
+}
+
+static int ep_metrics(void *ctx, ls_buf *body, const char **ct) {
+    endpoints_ctx *e = ctx;
+    pthread_mutex_lock(&e->lock);
+    int depth = (e->tr ? ls_transport_queue_depth(e->tr) : 0) + ls_http_queue_depth(e->http);
+    pthread_mutex_unlock(&e->lock);
+    ls_err err;
+    if (ls_service_metrics(e->svc, depth, body, &err) != 0) {
+        body->len = 0;
+        ls_buf_append(body, err.msg, strlen(err.msg));
+        return 500;
+    }
+    *ct = LS_METRICS_CONTENT_TYPE;
+    return 200;
+}
+
 static void *preload_main(void *arg) {
     ls_service_preload(arg);
     return NULL;
 }
 
 int main(int argc, char **argv) {
-    const char *config_path = NULL, *listen = NULL;
+    const char *config_path = NULL, *listen = NULL, *http_listen = NULL;
     double grace = -1; /* --grace overrides server.drain_seconds */
     static const struct option opts[] = {
         {"config", required_argument, 0, 'c'}, {"listen", required_argument, 0, 'l'},
         {"log-level", required_argument, 0, 'v'}, {"grace", required_argument, 0, 'g'},
+        {"http-listen", required_argument, 0, 'H'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
     };
     int ch;
@@ -86,6 +130,7 @@ int main(int argc, char **argv) {
         switch (ch) {
         case 'c': config_path = optarg; break;
         case 'l': listen = optarg; break;
+        case 'H': http_listen = optarg; break;
         case 'g': grace = atof(optarg); break;
         case 'v':
             if (!strcmp(optarg, "debug")) ls_log_set_level(LS_LOG_DEBUG);
@@ -129,6 +174,13 @@ int main(int argc, char **argv) {
         free(cfg.listen);
         cfg.listen = l;
     }
+    if (http_listen) { /* overrides http.listen and turns the listener on */
+        char *l = strdup(http_listen);
+        if (!l) return 1;
+        free(cfg.http_listen);
+        cfg.http_listen = l;
+        cfg.http_enabled = 1;
+    }
 
     /* Signals are taken synchronously by the main thread; every other thread
      * inherits the blocked mask, so none of them is interrupted. */
@@ -136,6 +188,7 @@ int main(int argc, char **argv) {
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -143,6 +196,9 @@ int main(int argc, char **argv) {
     ls_service *svc = NULL;
     char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
     ls_transport *tr = NULL;
+    ls_http *http = NULL;
+    endpoints_ctx ectx = {.svc = NULL};
+    pthread_mutex_init(&ectx.lock, NULL);
     grpc_init();
     if (ls_engine_global_init(cfg.ort_intra_threads, cfg.ort_inter_threads, &err) != 0) {
         LOG_ERROR("%s", err.msg);
@@ -186,6 +242,38 @@ int main(int argc, char **argv) {
              (double)cfg.max_memory_bytes / (1024.0 * 1024 * 1024), cfg.policy == LS_POLICY_LFU ? "lfu" : "lru",
              cfg.worker_threads, cfg.max_batch, (unsigned long long)(cfg.max_message_bytes >> 20), config_path);
 
+    /* Not copied by the listener: lives as long as main. */
+    const ls_http_endpoint endpoints[] = {
+        {"/healthz", ep_healthz, &ectx}, {"/readyz", ep_readyz, &ectx}, {"/metrics", ep_metrics, &ectx}};
+    if (cfg.http_enabled) {
+        ectx.svc = svc;
+        pthread_mutex_lock(&ectx.lock);
+        ectx.tr = tr;
+        pthread_mutex_unlock(&ectx.lock);
+        ls_http_opts hopts = {.listen = cfg.http_listen,
+                              .max_message_bytes = cfg.max_message_bytes,
+                              .max_concurrent_calls = cfg.worker_threads,
+                              .methods = methods,
+                              .n_methods = n_methods,
+                              .ctx = svc,
+                              .endpoints = endpoints,
+                              .n_endpoints = sizeof endpoints / sizeof endpoints[0],
+                              .cors_origins = (const char *const *)cfg.cors_origins,
+                              .n_cors_origins = cfg.n_cors_origins,
+                              .web_root = cfg.web_root};
+        ls_http *h = ls_http_start(&hopts, &err);
+        if (!h) {
+            LOG_ERROR("%s", err.msg);
+            goto out;
+        }
+        pthread_mutex_lock(&ectx.lock);
+        ectx.http = http = h;
+        pthread_mutex_unlock(&ectx.lock);
+        LOG_INFO("http listening on %s (port %d): demo page /, /metrics, /healthz, /readyz, gRPC-Web; "
+                 "CORS origins: %zu, web root %s",
+                 cfg.http_listen, ls_http_port(http), cfg.n_cors_origins, cfg.web_root);
+    }
+
     pthread_t preload;
     int preload_started = pthread_create(&preload, NULL, preload_main, svc) == 0;
     if (!preload_started) ls_service_preload(svc);
@@ -194,6 +282,25 @@ int main(int argc, char **argv) {
     for (;;) {
         struct timespec ts = {.tv_sec = 1, .tv_nsec = 0};
         int sig = sigtimedwait(&sigs, NULL, &ts);
+        if (sig == SIGHUP) {
+            ls_config *next = malloc(sizeof *next);
+            ls_err rerr;
+            if (!next) {
+                LOG_ERROR("config reload: out of memory");
+            } else if (ls_config_load_file(config_path, next, &rerr) != 0) {
+                LOG_ERROR("config reload failed, keeping the old config: %s", rerr.msg);
+                free(next);
+            } else if (listen && (free(next->listen), !(next->listen = strdup(listen)))) {
+                LOG_ERROR("config reload: out of memory");
+                ls_config_free(next);
+                free(next);
+            } else if (ls_service_reload(svc, next, &rerr) != 0) {
+                LOG_ERROR("config reload failed, keeping the old config: %s", rerr.msg);
+                ls_config_free(next);
+                free(next);
+            }
+            continue;
+        }
         if (sig == SIGINT || sig == SIGTERM) {
             LOG_INFO("received %s, draining (grace %.0f s)", sig == SIGINT ? "SIGINT" : "SIGTERM", grace);
             break;
@@ -201,12 +308,23 @@ int main(int argc, char **argv) {
         ls_service_tick(svc, ls_mono_ns());
     }
     if (preload_started) pthread_join(preload, NULL);
+    /* /readyz says 503 and new gRPC-Web calls are refused while the gRPC
+     * calls in flight finish; the HTTP listener stops last. */
+    ls_service_drain(svc);
+    ls_http_drain(http);
+    pthread_mutex_lock(&ectx.lock);
+    ectx.tr = NULL;
+    pthread_mutex_unlock(&ectx.lock);
     ls_transport_stop(tr, grace);
     tr = NULL;
+    ls_http_stop(http);
+    http = NULL;
     ls_service_report(svc);
     rc = 0;
 out:
+    ls_http_stop(http); /* before the transport: its /metrics reads the transport's queue */
     ls_transport_stop(tr, 0);
+    pthread_mutex_destroy(&ectx.lock);
     ls_service_destroy(svc);
     ls_pool_stop();
     ls_engine_global_shutdown();

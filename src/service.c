@@ -16,7 +16,13 @@
 #define LS_VERSION "0.1.0"
 
 struct ls_service {
-    const ls_config *cfg;
+    /* The config in force. Replaced as a whole by a reload (SIGHUP); every
+     * read of the pointer is an atomic load, and configs are never freed
+     * before the service, because a model's loader context and in-flight
+     * handlers may still point into an older one. */
+    const ls_config *_Atomic cfg;
+    ls_config **retired;        /* owned: configs replaced by reloads */
+    size_t n_retired;
     ls_registry *reg;
     uint64_t start_ns;
     atomic_int ready;
@@ -102,7 +108,71 @@ void ls_service_destroy(ls_service *s) {
     if (!s) return;
     ls_registry_destroy(s->reg);
     ls_metrics_destroy(s->metrics);
+    for (size_t i = 0; i < s->n_retired; i++) {
+        ls_config_free(s->retired[i]);
+        free(s->retired[i]);
+    }
+    free(s->retired);
     free(s);
+}
+
+static int same_str(const char *a, const char *b) { return (!a && !b) || (a && b && !strcmp(a, b)); }
+
+static int model_changed(const ls_model_config *a, const ls_model_config *b) {
+    return !same_str(a->model_path, b->model_path) || !same_str(a->background_dir, b->background_dir) ||
+           !same_str(a->crop_rects_path, b->crop_rects_path) || a->num_frames != b->num_frames ||
+           a->pinned != b->pinned || a->memory_estimate_bytes != b->memory_estimate_bytes ||
+           a->frame_order != b->frame_order || a->channel_bgr != b->channel_bgr ||
+           a->paste_margin != b->paste_margin;
+}
+
+int ls_service_reload(ls_service *s, ls_config *next, ls_err *err) {
+    const ls_config *cur = s->cfg;
+    ls_config **grown = realloc(s->retired, (s->n_retired + 1) * sizeof *grown);
+    if (!grown) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory reloading the config");
+    s->retired = grown;
+    /* Settings read once at start-up cannot change under a running server. */
+    if (!same_str(cur->listen, next->listen) || cur->max_message_bytes != next->max_message_bytes ||
+        cur->worker_threads != next->worker_threads || cur->max_queue != next->max_queue ||
+        cur->ort_intra_threads != next->ort_intra_threads || cur->ort_inter_threads != next->ort_inter_threads ||
+        !same_str(cur->tls_cert_file, next->tls_cert_file) || !same_str(cur->tls_key_file, next->tls_key_file) ||
+        !same_str(cur->tls_client_ca_file, next->tls_client_ca_file) ||
+        !same_str(cur->http_listen, next->http_listen) || cur->http_enabled != next->http_enabled ||
+        cur->max_models != next->max_models || cur->max_memory_bytes != next->max_memory_bytes ||
+        cur->policy != next->policy || cur->idle_unload_seconds != next->idle_unload_seconds)
+        LOG_WARN("config reload: server, tls, http and capacity settings need a restart; only models, auth, "
+                 "max_batch and png_level change now");
+    int added = 0, removed = 0, changed = 0;
+    for (size_t i = 0; i < next->n_models; i++) {
+        const ls_model_config *m = &next->models[i];
+        const ls_model_config *old = ls_config_find(cur, m->id);
+        ls_model_decl d = {.id = m->id,
+                           .memory_estimate_bytes = m->memory_estimate_bytes,
+                           .pinned = m->pinned,
+                           .model_ctx = (void *)m};
+        ls_err e;
+        if (!old) {
+            if (ls_registry_add(s->reg, &d, &e) != 0)
+                LOG_ERROR("config reload: cannot add model '%s': %s", m->id, e.msg);
+            else
+                added++;
+        } else if (model_changed(old, m)) {
+            ls_registry_update(s->reg, &d, &e);
+            changed++;
+        }
+        /* Unchanged models keep their context in the old config, which stays alive. */
+    }
+    for (size_t i = 0; i < cur->n_models; i++)
+        if (!ls_config_find(next, cur->models[i].id)) {
+            ls_err e;
+            ls_registry_remove(s->reg, cur->models[i].id, &e);
+            removed++;
+        }
+    s->retired[s->n_retired++] = next;
+    s->cfg = next;
+    LOG_INFO("config reloaded from %s: %d models added, %d removed, %d changed (changed ones reload on next use)",
+             next->source ? next->source : "?", added, removed, changed);
+    return 0;
 }
 
 int ls_service_ready(ls_service *s) { return atomic_load(&s->ready) && !atomic_load(&s->draining); }

@@ -37,6 +37,13 @@ void ls_service_report(ls_service *s);
 
 ls_registry *ls_service_registry(ls_service *s);
 
+/* Apply a new config (SIGHUP): models added, removed (unloaded once their
+ * requests end) or changed (unloaded, reloaded on next use); auth, max_batch
+ * and png_level take effect for new requests. Settings fixed at start-up
+ * (listen, tls, http, workers, capacity) only log a warning. Takes ownership
+ * of next (heap-allocated) on success. */
+int ls_service_reload(ls_service *s, ls_config *next, ls_err *err);
+
 /* 1 once the preloads are done and until ls_service_drain (what /readyz
  * reports), else 0. */
 int ls_service_ready(ls_service *s);
