@@ -33,7 +33,7 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: lipsyncd [--config FILE] [--listen HOST:PORT] [--log-level debug|info|warn|error]\n"
-            "                [--grace SECONDS] [--http-listen HOST:PORT]\n"
+            "                [--log-format text|json] [--grace SECONDS] [--http-listen HOST:PORT]\n"
             "Serves ONNX lip-sync models over gRPC (service multitenant.MultiTenantLipSync), and over\n"
             "HTTP: gRPC-Web, /metrics, /healthz, /readyz and a demo page (--http-listen enables it).\n"
             "Without --config it serves the built-in demo avatar (%s).\n",
@@ -122,12 +122,20 @@ int main(int argc, char **argv) {
     static const struct option opts[] = {
         {"config", required_argument, 0, 'c'}, {"listen", required_argument, 0, 'l'},
         {"log-level", required_argument, 0, 'v'}, {"grace", required_argument, 0, 'g'},
+        {"log-format", required_argument, 0, 'f'},
         {"http-listen", required_argument, 0, 'H'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
     };
     int ch;
-    while ((ch = getopt_long(argc, argv, "c:l:v:g:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:l:v:g:f:h", opts, NULL)) != -1) {
         switch (ch) {
+        case 'f':
+            if (!strcmp(optarg, "json")) ls_log_set_json(1);
+            else if (strcmp(optarg, "text") != 0) {
+                fprintf(stderr, "lipsyncd: --log-format: expected text or json, got '%s'\n", optarg);
+                return 2;
+            }
+            break;
         case 'c': config_path = optarg; break;
         case 'l': listen = optarg; break;
         case 'H': http_listen = optarg; break;

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -45,6 +46,8 @@ typedef struct call {
     grpc_slice status_details;
     int has_status_details;
     grpc_byte_buffer *send;
+    char request_id[24];
+    grpc_metadata trailer;      /* x-request-id */
     struct call *next;          /* worker queue */
 } call;
 
@@ -66,6 +69,8 @@ struct ls_transport {
     int shutting_down;          /* no new accepts */
     int shutdown_notified;
     int shutdown_tag;           /* its address is the shutdown tag */
+    unsigned id_prefix;         /* request ids: prefix + counter */
+    atomic_ullong next_id;
 };
 
 static void call_free(call *c) {
@@ -127,6 +132,12 @@ static void finish(call *c, ls_code code, const char *msg, ls_buf *body) {
     }
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = (grpc_status_code)code;
+    if (c->request_id[0]) {
+        c->trailer.key = grpc_slice_from_static_string("x-request-id");
+        c->trailer.value = grpc_slice_from_static_string(c->request_id);
+        ops[n].data.send_status_from_server.trailing_metadata_count = 1;
+        ops[n].data.send_status_from_server.trailing_metadata = &c->trailer;
+    }
     if (msg && *msg) {
         c->status_details = grpc_slice_from_copied_string(msg);
         c->has_status_details = 1;
@@ -208,12 +219,15 @@ static void handle(call *c) {
     ls_call_info info = {.method = path,
                          .received_mono_ns = c->received_ns,
                          .cancelled = &c->closed_cancelled,
-                         .authorization = authorization};
+                         .authorization = authorization,
+                         .request_id = c->request_id};
     ls_buf resp = {0};
     ls_err err = {.code = LS_OK, .msg = ""};
+    ls_log_set_request(c->request_id);
     ls_code code = m->fn(t->opts.ctx, &info, GRPC_SLICE_START_PTR(req), GRPC_SLICE_LENGTH(req), &resp, &err);
     grpc_slice_unref(req);
     if (code != LS_OK) LOG_WARN("%s -> %s: %s", path, ls_code_name(code), err.msg);
+    ls_log_set_request(NULL);
     finish(c, code, code == LS_OK ? NULL : err.msg, &resp);
     ls_buf_free(&resp);
 }
@@ -306,6 +320,10 @@ static void on_event(ls_transport *t, call_tag *tag, int ok) {
             return;
         }
         c->received_ns = ls_mono_ns();
+        /* Unique within the process and unlikely to repeat across restarts:
+         * the start time's low bits, then a counter. */
+        snprintf(c->request_id, sizeof c->request_id, "%06x-%08llx", t->id_prefix & 0xffffff,
+                 (unsigned long long)atomic_fetch_add(&t->next_id, 1));
         if (enqueue(t, c) != 0) {
             char msg[160];
             snprintf(msg, sizeof msg, "server busy: %d requests already waiting (server.max_queue)",
@@ -346,6 +364,8 @@ ls_transport *ls_transport_start(const ls_transport_opts *opts, ls_err *err) {
         return NULL;
     }
     t->opts = *opts;
+    t->id_prefix = (unsigned)(ls_wall_ms() ^ (int64_t)getpid() << 12);
+    atomic_init(&t->next_id, 1);
     pthread_mutex_init(&t->lock, NULL);
     pthread_cond_init(&t->work_cond, NULL);
     pthread_cond_init(&t->done_cond, NULL);

@@ -31,6 +31,7 @@ typedef struct {
     uint64_t received_mono_ns; /* when the request message had arrived */
     const atomic_int *cancelled; /* becomes non-zero if the client cancels or goes away */
     const char *authorization;   /* the "authorization" metadata value, or NULL */
+    const char *request_id;      /* unique per call; in its log lines and x-request-id trailer */
 } ls_call_info;
 
 /* Fill *resp (may stay empty) and return LS_OK, or return an error code with

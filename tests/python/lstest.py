@@ -157,7 +157,7 @@ class LsServer:
     """One lipsyncd process with its own config, log and port."""
 
     def __init__(self, models, server=None, capacity=None, extra_yaml="", credentials=None,
-                 metadata=None):
+                 metadata=None, args=()):
         """extra_yaml: sections appended verbatim (auth, tls, ...);
         credentials: grpc channel credentials for a TLS server (None = plaintext);
         metadata: sent with the start-up Health polls (e.g. an API key)."""
@@ -166,6 +166,7 @@ class LsServer:
         self.addr = "127.0.0.1:%d" % self.port
         self.credentials = credentials
         self.metadata = metadata
+        self.args = list(args)  # extra lipsyncd command-line arguments
         self.config_path = os.path.join(self.dir, "config.yaml")
         with open(self.config_path, "w") as f:
             f.write(config_yaml(self.addr, server, capacity, models, extra_yaml))
@@ -180,7 +181,7 @@ class LsServer:
         pb2, pb2_grpc = stubs()
         import grpc
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([LIPSYNCD, "--config", self.config_path],
+        self.proc = subprocess.Popen([LIPSYNCD, "--config", self.config_path] + self.args,
                                      stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + READY_TIMEOUT_S
