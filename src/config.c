@@ -505,7 +505,7 @@ static const char *const CAPACITY_KEYS[] = {
 static const char *const MODEL_KEYS[] = {
     "model_path", "background_dir", "crop_rects_path", "num_frames",    "preload",
     "pinned",     "memory_estimate_mb", "frame_order", "channel_order", "paste_margin",
-    NULL};
+    "max_concurrent_requests", NULL};
 
 static const char *const HTTP_KEYS[] = {"enabled", "listen", "cors_origins", "web_root", NULL};
 
@@ -666,6 +666,8 @@ static int parse_model(cfg_parser *p, const yaml_node_t *key, const yaml_node_t 
                 m->channel_bgr = choice == 0;
             } else if (!strcmp(name, "paste_margin")) {
                 r = get_int(p, k, v, path, 0, 64, &m->paste_margin);
+            } else if (!strcmp(name, "max_concurrent_requests")) {
+                r = get_int(p, k, v, path, 0, 100000, &m->max_concurrent_requests);
             } else {
                 r = unknown_key(p, k, where, MODEL_KEYS);
             }

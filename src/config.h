@@ -30,6 +30,7 @@
  *       frame_order: loop            # loop | pingpong
  *       channel_order: bgr           # bgr | rgb (model output planes)
  *       paste_margin: 4              # canvas margin of 328; 0 = stretch
+ *       max_concurrent_requests: 0   # > 0: more at once get RESOURCE_EXHAUSTED
  *   http:
  *     enabled: true                  # HTTP/1.1 listener: /metrics, /healthz, /readyz, gRPC-Web, demo page
  *     listen: "0.0.0.0:8053"
@@ -72,6 +73,7 @@ typedef struct {
     ls_frame_order frame_order;
     int channel_bgr;       /* default 1 */
     int paste_margin;      /* default 4; range 0..64 */
+    int max_concurrent_requests; /* default 0 = no limit */
 } ls_model_config;
 
 typedef struct {

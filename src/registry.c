@@ -73,6 +73,7 @@ typedef struct entry {
     pthread_cond_t cond;
 
     int removed;        /* taken out of the config (reload): invisible, never reloaded */
+    int max_in_flight;  /* 0 = no per-model limit on concurrent requests */
 
     int has_fail;
     ls_err fail;
@@ -364,6 +365,7 @@ int ls_registry_add(ls_registry *r, const ls_model_decl *decl, ls_err *err) {
     e->estimate = decl->memory_estimate_bytes;
     e->pinned_config = decl->pinned ? 1 : 0;
     e->model_ctx = decl->model_ctx;
+    e->max_in_flight = decl->max_in_flight;
     e->state = LS_STATE_UNLOADED;
     if (pthread_cond_init(&e->cond, NULL) != 0) {
         free(e);
@@ -379,6 +381,7 @@ int ls_registry_add(ls_registry *r, const ls_model_decl *decl, ls_err *err) {
         old->estimate = decl->memory_estimate_bytes;
         old->pinned_config = decl->pinned ? 1 : 0;
         old->model_ctx = decl->model_ctx;
+        old->max_in_flight = decl->max_in_flight;
         pthread_mutex_unlock(&r->mu);
         pthread_cond_destroy(&e->cond);
         free(e);
@@ -506,6 +509,13 @@ static int obtain(ls_registry *r, const char *id, int mode, ls_lease *lease, int
                 goto start;
             }
             if (mode == M_ACQUIRE) {
+                if (e->max_in_flight > 0 && e->refcount >= e->max_in_flight) {
+                    int lim = e->max_in_flight;
+                    pthread_mutex_unlock(&r->mu);
+                    return ls_err_set(err, LS_RESOURCE_EXHAUSTED,
+                                      "model '%s' already has %d requests in flight (its max_concurrent_requests)",
+                                      id, lim);
+                }
                 e->refcount++;
                 fill_lease(lease, e, 0, 0);
             } else if (already) {
@@ -847,6 +857,7 @@ int ls_registry_update(ls_registry *r, const ls_model_decl *decl, ls_err *err) {
     e->estimate = decl->memory_estimate_bytes;
     e->pinned_config = decl->pinned ? 1 : 0;
     e->model_ctx = decl->model_ctx;
+    e->max_in_flight = decl->max_in_flight;
     /* What is loaded was built from the old declaration: let it go (after
      * its requests, if any) so the next use loads the new one. */
     unload_entry_locked(r, e, NULL);

@@ -81,6 +81,9 @@ typedef struct {
     uint64_t memory_estimate_bytes;
     int pinned;                 /* never evicted nor idle-unloaded */
     void *model_ctx;            /* passed to loader->load; not owned */
+    int max_in_flight;          /* > 0: acquires beyond this many concurrent leases get
+                                 * RESOURCE_EXHAUSTED at once (one tenant cannot take every
+                                 * worker); 0 = no limit */
 } ls_model_decl;
 
 /* The registry copies limits/loader/clock. Returns NULL on OOM. */

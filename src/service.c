@@ -93,7 +93,8 @@ ls_service *ls_service_create(const ls_config *cfg, ls_err *err) {
         ls_model_decl d = {.id = m->id,
                            .memory_estimate_bytes = m->memory_estimate_bytes,
                            .pinned = m->pinned,
-                           .model_ctx = (void *)m};
+                           .model_ctx = (void *)m,
+                           .max_in_flight = m->max_concurrent_requests};
         if (ls_registry_add(s->reg, &d, err) != 0) {
             ls_service_destroy(s);
             return NULL;
@@ -123,7 +124,7 @@ static int model_changed(const ls_model_config *a, const ls_model_config *b) {
            !same_str(a->crop_rects_path, b->crop_rects_path) || a->num_frames != b->num_frames ||
            a->pinned != b->pinned || a->memory_estimate_bytes != b->memory_estimate_bytes ||
            a->frame_order != b->frame_order || a->channel_bgr != b->channel_bgr ||
-           a->paste_margin != b->paste_margin;
+           a->paste_margin != b->paste_margin || a->max_concurrent_requests != b->max_concurrent_requests;
 }
 
 int ls_service_reload(ls_service *s, ls_config *next, ls_err *err) {
@@ -149,7 +150,8 @@ int ls_service_reload(ls_service *s, ls_config *next, ls_err *err) {
         ls_model_decl d = {.id = m->id,
                            .memory_estimate_bytes = m->memory_estimate_bytes,
                            .pinned = m->pinned,
-                           .model_ctx = (void *)m};
+                           .model_ctx = (void *)m,
+                           .max_in_flight = m->max_concurrent_requests};
         ls_err e;
         if (!old) {
             if (ls_registry_add(s->reg, &d, &e) != 0)

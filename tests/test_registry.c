@@ -263,7 +263,7 @@ static void done(ls_registry *r, fake *f) {
 }
 
 static int add(ls_registry *r, const char *id, uint64_t est, int pinned) {
-    ls_model_decl d = {id, est, pinned, NULL};
+    ls_model_decl d = {id, est, pinned, NULL, 0};
     ls_err err;
     return ls_registry_add(r, &d, &err);
 }
@@ -354,7 +354,7 @@ static void test_basics(void) {
     fake f;
     ls_registry *r = mk(&f, 4, 0, LS_POLICY_LRU, 0, SEC);
     int ctx_token = 7;
-    ls_model_decl d = {"a", 100, 0, &ctx_token};
+    ls_model_decl d = {"a", 100, 0, &ctx_token, 0};
     ls_err err;
     CHECK(ls_registry_add(r, &d, &err) == 0, "basics: add a");
     CHECK(ls_registry_add(r, &d, &err) == -1 && err.code == LS_INVALID_ARGUMENT,
@@ -362,12 +362,12 @@ static void test_basics(void) {
     char longid[140];
     memset(longid, 'x', 129);
     longid[129] = 0;
-    ls_model_decl dl = {longid, 0, 0, NULL};
+    ls_model_decl dl = {longid, 0, 0, NULL, 0};
     CHECK(ls_registry_add(r, &dl, &err) == -1 && err.code == LS_INVALID_ARGUMENT,
           "basics: 129-char id -> INVALID_ARGUMENT");
     longid[128] = 0;
     CHECK(ls_registry_add(r, &dl, &err) == 0, "basics: 128-char id accepted");
-    ls_model_decl de = {"", 0, 0, NULL};
+    ls_model_decl de = {"", 0, 0, NULL, 0};
     CHECK(ls_registry_add(r, &de, &err) == -1 && err.code == LS_INVALID_ARGUMENT,
           "basics: empty id -> INVALID_ARGUMENT");
 
@@ -962,6 +962,28 @@ static void test_reload(void) {
     done(r, &f);
 }
 
+/* A per-model limit on concurrent requests: the one past it is refused at
+ * once, and a release makes room again. */
+static void test_max_in_flight(void) {
+    fake f;
+    ls_registry *r = mk(&f, 4, 0, LS_POLICY_LRU, 0, SEC);
+    ls_model_decl d = {.id = "lim", .max_in_flight = 2};
+    ls_err err;
+    CHECK(ls_registry_add(r, &d, &err) == 0, "limit: added");
+    ls_lease a, b, c;
+    CHECK(ls_registry_acquire(r, "lim", &a, &err) == 0 && ls_registry_acquire(r, "lim", &b, &err) == 0,
+          "limit: two concurrent requests allowed");
+    CHECK(ls_registry_acquire(r, "lim", &c, &err) == -1 && err.code == LS_RESOURCE_EXHAUSTED &&
+              strstr(err.msg, "max_concurrent_requests"),
+          "limit: the third gets RESOURCE_EXHAUSTED: %s", err.msg);
+    ls_registry_release(r, &a, 1, 1, 1);
+    CHECK(ls_registry_acquire(r, "lim", &c, &err) == 0, "limit: room again after a release");
+    ls_registry_release(r, &b, 1, 1, 1);
+    ls_registry_release(r, &c, 1, 1, 1);
+    CHECK(st(r, "lim").in_flight == 0 && st(r, "lim").usage_count == 3, "limit: refused request not counted as a use");
+    done(r, &f);
+}
+
 static void test_no_global_stall(void) {
     fake f;
     ls_registry *r = mk(&f, 4, 0, LS_POLICY_LRU, 0, SEC);
@@ -1251,6 +1273,7 @@ int main(void) {
     test_config_pinned();
     test_explicit_load();
     test_reload();
+    test_max_in_flight();
     test_no_global_stall();
     test_inspect();
     test_stats();
