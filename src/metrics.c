@@ -86,6 +86,32 @@ void ls_metrics_destroy(ls_metrics *m) {
     free(m);
 }
 
+int ls_metrics_add_model(ls_metrics *m, const char *id) {
+    char *copy = strdup(id);
+    if (!copy) return -1;
+    pthread_mutex_lock(&m->mu);
+    for (size_t i = 0; i < m->n; i++)
+        if (!strcmp(m->models[i].id, id)) {
+            pthread_mutex_unlock(&m->mu);
+            free(copy);
+            return 0;
+        }
+    model_series *grown = realloc(m->models, (m->n + 2) * sizeof *grown);
+    if (!grown) {
+        pthread_mutex_unlock(&m->mu);
+        free(copy);
+        return -1;
+    }
+    /* The "(unknown)" slot stays last. */
+    grown[m->n + 1] = grown[m->n];
+    memset(&grown[m->n], 0, sizeof grown[m->n]);
+    grown[m->n].id = copy;
+    m->models = grown;
+    m->n++;
+    pthread_mutex_unlock(&m->mu);
+    return 0;
+}
+
 /* Linear: a server has a handful to a few dozen models and the cost is a
  * few string compares per request that runs a neural network. */
 static model_series *find(ls_metrics *m, const char *id) {
@@ -201,18 +227,29 @@ int ls_metrics_render(ls_metrics *m, const ls_entry_stats *st, int n, const ls_r
     writer w = {out, 0};
 
     /* Copy the recorded numbers out first so the lock is not held while
-     * formatting (and growing the buffer). */
-    size_t ns = m->n + 1;
-    model_series *snap = malloc(ns * sizeof *snap);
-    if (!snap) return -1;
+     * formatting (and growing the buffer). The ids are copied too: a reload
+     * may grow the table meanwhile. */
     pthread_mutex_lock(&m->mu);
-    memcpy(snap, m->models, ns * sizeof *snap);
+    size_t ns = m->n + 1, nm = m->n;
+    model_series *snap = malloc(ns * sizeof *snap);
+    char **ids = calloc(ns, sizeof *ids);
+    int ok = snap && ids;
+    for (size_t i = 0; ok && i < ns; i++) {
+        snap[i] = m->models[i];
+        ok = (ids[i] = snap[i].id = strdup(m->models[i].id)) != NULL;
+    }
     pthread_mutex_unlock(&m->mu);
+    if (!ok) {
+        for (size_t i = 0; ids && i < ns; i++) free(ids[i]);
+        free(ids);
+        free(snap);
+        return -1;
+    }
 
     family(&w, "lipsync_requests_total", "counter",
            "InferBatchComposite requests by model and outcome (gRPC status code name).");
     for (size_t i = 0; i < ns; i++) {
-        int unknown = i == m->n;
+        int unknown = i == nm;
         for (int c = 0; c < N_CODES; c++) {
             /* OK always appears for configured models, so rates have a series
              * from the start; other outcomes once they happened. */
@@ -227,7 +264,7 @@ int ls_metrics_render(ls_metrics *m, const ls_entry_stats *st, int n, const ls_r
         const hist_def *d = &HISTS[k];
         family(&w, d->name, "histogram", d->help);
         char bname[96], label[48];
-        for (size_t i = 0; i < m->n; i++) {
+        for (size_t i = 0; i < nm; i++) {
             const hist *h = &snap[i].h[k];
             uint64_t cum = 0;
             snprintf(bname, sizeof bname, "%s_bucket", d->name);
@@ -244,6 +281,8 @@ int ls_metrics_render(ls_metrics *m, const ls_entry_stats *st, int n, const ls_r
             sample(&w, bname, snap[i].id, NULL, (double)cum);
         }
     }
+    for (size_t i = 0; i < ns; i++) free(ids[i]);
+    free(ids);
     free(snap);
 
     family(&w, "lipsync_model_loaded", "gauge", "1 while the model is loaded (or draining), else 0.");

@@ -42,6 +42,12 @@ typedef enum {
 ls_metrics *ls_metrics_create(const char *const *ids, size_t n);
 void ls_metrics_destroy(ls_metrics *m);
 
+/* A model added later (config reload): its series start at zero. An id
+ * already present is left as it is. Returns 0, or -1 when out of memory
+ * (its requests are then counted under "(unknown)"). Series of removed
+ * models stay: counters must not go backwards. */
+int ls_metrics_add_model(ls_metrics *m, const char *id);
+
 /* One InferBatchComposite request finished with code (model may be NULL). */
 void ls_metrics_request(ls_metrics *m, const char *model, ls_code code);
 

@@ -154,10 +154,13 @@ int ls_service_reload(ls_service *s, ls_config *next, ls_err *err) {
                            .max_in_flight = m->max_concurrent_requests};
         ls_err e;
         if (!old) {
-            if (ls_registry_add(s->reg, &d, &e) != 0)
+            if (ls_registry_add(s->reg, &d, &e) != 0) {
                 LOG_ERROR("config reload: cannot add model '%s': %s", m->id, e.msg);
-            else
+            } else {
                 added++;
+                if (ls_metrics_add_model(s->metrics, m->id) != 0)
+                    LOG_WARN("config reload: out of memory adding metrics of model '%s'", m->id);
+            }
         } else if (model_changed(old, m)) {
             ls_registry_update(s->reg, &d, &e);
             changed++;

@@ -30,6 +30,12 @@ static int has_line(const char *text, const char *line) {
     return 0;
 }
 
+static int count(const char *text, const char *needle) {
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, needle)) != NULL; p++) n++;
+    return n;
+}
+
 static void expect_line(const char *text, const char *line) {
     char what[256];
     snprintf(what, sizeof what, "line: %s", line);
@@ -101,6 +107,10 @@ static void test_render(void) {
     ls_metrics_observe(m, LS_HIST_MODEL_LOAD, "nope", 1.5); /* ignored */
     ls_metrics_observe(m, LS_HIST_INFERENCE, "b", -1.0);     /* clamped to 0 */
 
+    check("add a model later", ls_metrics_add_model(m, "c") == 0 && ls_metrics_add_model(m, "a") == 0);
+    ls_metrics_request(m, "c", LS_OK);
+    ls_metrics_observe(m, LS_HIST_MODEL_LOAD, "c", 0.01);
+
     t = render(m, 7);
     check("render after recording", t != NULL);
     if (t) {
@@ -140,6 +150,10 @@ static void test_render(void) {
         expect_line(t, "lipsync_memory_max_bytes 8589934592");
         expect_line(t, "lipsync_queue_depth 7");
         expect_line(t, "lipsync_model_load_failures_total 5");
+        expect_line(t, "lipsync_requests_total{model=\"c\",code=\"OK\"} 1");
+        expect_line(t, "lipsync_model_load_duration_seconds_bucket{model=\"c\",le=\"0.05\"} 1");
+        check("a model added twice has one series",
+              count(t, "lipsync_requests_total{model=\"a\",code=\"OK\"}") == 1);
         check("ends with a newline", t[strlen(t) - 1] == '\n');
     }
     free(t);
