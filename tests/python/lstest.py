@@ -157,13 +157,22 @@ class LsServer:
     """One lipsyncd process with its own config, log and port."""
 
     def __init__(self, models, server=None, capacity=None, extra_yaml="", credentials=None,
-                 metadata=None, args=()):
+                 metadata=None, args=(), http=None):
         """extra_yaml: sections appended verbatim (auth, tls, ...);
         credentials: grpc channel credentials for a TLS server (None = plaintext);
-        metadata: sent with the start-up Health polls (e.g. an API key)."""
+        metadata: sent with the start-up Health polls (e.g. an API key);
+        http: keys of the http section besides listen."""
         self.dir = tempfile.mkdtemp(prefix="server-", dir=_tmp_root)
         self.port = free_port()
         self.addr = "127.0.0.1:%d" % self.port
+        # The HTTP listener is on by default (port 8053): every server gets a
+        # port of its own, so servers of concurrent test runs never collide.
+        self.http_port = free_port()
+        self.http_url = "http://127.0.0.1:%d" % self.http_port
+        http_lines = ["http:", "  listen: %s" % _yaml_value("127.0.0.1:%d" % self.http_port)]
+        for k, v in (http or {}).items():
+            http_lines.append("  %s: %s" % (k, json.dumps(v) if isinstance(v, list) else _yaml_value(v)))
+        extra_yaml = "\n".join(http_lines) + "\n" + extra_yaml
         self.credentials = credentials
         self.metadata = metadata
         self.args = list(args)  # extra lipsyncd command-line arguments
@@ -259,16 +268,17 @@ class LsServer:
 
 class ServerTestCase(unittest.TestCase):
     """One server per TestCase class: subclasses set MODELS (and optionally
-    SERVER_OPTS / CAPACITY). A failing test prints the server's log tail."""
+    SERVER_OPTS / CAPACITY / HTTP_OPTS). A failing test prints the server's log tail."""
 
     MODELS = {}
     SERVER_OPTS = None
     CAPACITY = None
+    HTTP_OPTS = None
     server = None
 
     @classmethod
     def setUpClass(cls):
-        cls.server = LsServer(cls.MODELS, cls.SERVER_OPTS, cls.CAPACITY).start()
+        cls.server = LsServer(cls.MODELS, cls.SERVER_OPTS, cls.CAPACITY, http=cls.HTTP_OPTS).start()
         cls.pb2, _ = stubs()
         cls.stub = cls.server.stub
 
