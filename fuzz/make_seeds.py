@@ -1,0 +1,346 @@
+#!/usr/bin/env python3
+"""Write the seed corpora of the fuzz targets into fuzz/corpus/<target>/.
+
+    /usr/bin/python3 fuzz/make_seeds.py
+
+The seeds are committed; this script documents how they were made and
+rewrites them identically (deterministic output). Standard library only,
+plus a C compiler and libturbojpeg for the JPEG seeds (a 30-line helper is
+compiled into a temporary directory).
+"""
+
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "corpus")
+
+
+def put(target, name, data):
+    d = os.path.join(OUT, target)
+    os.makedirs(d, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+# ---------------------------------------------------------------- config
+
+CONFIGS = {
+    "minimal.yaml": "models: {}\n",
+    "demo.yaml": """\
+server:
+  listen: "0.0.0.0:50053"
+models:
+  demo:
+    model_path: models/demo.onnx
+    background_dir: avatar/frames
+    crop_rects_path: avatar/crop_rects.json
+    preload: true
+  demo_b1:
+    model_path: models/demo_b1.onnx
+    background_dir: avatar/frames
+    crop_rects_path: avatar/crop_rects_list.json
+""",
+    "full.yaml": """\
+server:
+  listen: "0.0.0.0:50053"
+  max_message_mb: 128
+  worker_threads: 4
+  ort_intra_threads: 0
+  ort_inter_threads: 1
+  max_batch: 32
+  png_level: 1
+  max_queue: 256
+  drain_seconds: 10
+capacity:
+  max_models: 4
+  max_memory_gb: 8.5
+  eviction_policy: lfu
+  idle_unload_minutes: 0.5
+  idle_check_seconds: 60
+  stats_report_seconds: 300
+  load_retry_seconds: 0
+models:
+  sanders:
+    model_path: /models/sanders.onnx
+    background_dir: avatars/sanders/frames
+    crop_rects_path: avatars/sanders/crop_rects.json
+    num_frames: 0
+    preload: false
+    pinned: true
+    memory_estimate_mb: 512
+    frame_order: pingpong
+    channel_order: rgb
+    paste_margin: 0
+  a.b-c_9:
+    model_path: "m.onnx"
+    background_dir: 'f'
+    crop_rects_path: r.json
+http:
+  enabled: false
+  listen: "127.0.0.1:8053"
+  cors_origins: ["*", "https://example.com"]
+  web_root: web
+""",
+    "flow.yaml": "{server: {listen: '[::1]:1', max_batch: 1}, capacity: {max_models: 1},"
+                 " models: {x: {model_path: a, background_dir: b, crop_rects_path: c}}}\n",
+    "anchors.yaml": """\
+defaults: &d
+  model_path: m.onnx
+models:
+  one: *d
+  two: {<<: *d}
+""",
+    "bad_value.yaml": "server:\n  max_batch: -3\n  png_level: nine\n",
+    "bad_key.yaml": "capacity:\n  max_modles: 3\n",
+    "tabs.yaml": "server:\n\tlisten: x\n",
+}
+
+# ---------------------------------------------------------------- croprects
+
+CROPRECTS = {
+    "keyed.json": '{"0": {"rect": [546, 210, 735, 399], "original_path": "f/0.png"},'
+                  ' "1": {"rect": [551, 212, 740, 401]}}',
+    "list.json": "[[546, 210, 735, 399], [551, 212, 740, 401], [0, 0, 1, 1]]",
+    "objects.json": '[{"x1": 1, "y1": 2, "x2": 30, "y2": 40}, {"x1": 0.0, "y1": 0, "x2": 12.0, "y2": 9}]',
+    "empty_list.json": "[]",
+    "empty_object.json": "{}",
+    "gap.json": '{"0": {"rect": [0, 0, 5, 5]}, "2": {"rect": [0, 0, 5, 5]}}',
+    "inverted.json": "[[10, 10, 5, 5]]",
+    "float.json": "[[1.5, 0, 4, 4]]",
+    "huge.json": "[[0, 0, 99999999999999999999, 4]]",
+    "nested.json": '[[[1, 2, 3, 4]]]',
+    "truncated.json": '{"0": {"rect": [1, 2, 3',
+}
+
+# ---------------------------------------------------------------- images
+
+
+def chunk(kind, payload):
+    return (struct.pack(">I", len(payload)) + kind + payload +
+            struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
+
+
+SIG = b"\x89PNG\r\n\x1a\n"
+
+
+def png(w, h, depth, ctype, rows, extra=b"", interlace=0, plte=None, trns=None):
+    """rows: list of raw (unfiltered) scanline bytes; filter byte 0 added."""
+    out = SIG + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, ctype, 0, 0, interlace))
+    out += extra
+    if plte is not None:
+        out += chunk(b"PLTE", plte)
+    if trns is not None:
+        out += chunk(b"tRNS", trns)
+    out += chunk(b"IDAT", zlib.compress(b"".join(b"\x00" + r for r in rows), 9))
+    return out + chunk(b"IEND", b"")
+
+
+def pixel_rows(w, h, ch, depth=8):
+    rows = []
+    for y in range(h):
+        row = bytearray()
+        for x in range(w):
+            for c in range(ch):
+                v = (x * 37 + y * 11 + c * 80) & 0xFF
+                row += bytes([v]) if depth == 8 else struct.pack(">H", v * 257)
+        rows.append(bytes(row))
+    return rows
+
+
+def adam7_rows(w, h, ch):
+    """Raw rows of an interlaced 8-bit image, pass after pass."""
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    rows = []
+    for x0, y0, dx, dy in passes:
+        xs = range(x0, w, dx)
+        for y in range(y0, h, dy):
+            if not xs:
+                continue
+            rows.append(bytes((x * 37 + y * 11 + c * 80) & 0xFF for x in xs for c in range(ch)))
+    return rows
+
+
+def images():
+    seeds = {}
+    seeds["rgb8.png"] = png(8, 6, 8, 2, pixel_rows(8, 6, 3))
+    seeds["gray8.png"] = png(5, 3, 8, 0, pixel_rows(5, 3, 1))
+    seeds["gray_alpha.png"] = png(4, 4, 8, 4, pixel_rows(4, 4, 2))
+    seeds["rgba8.png"] = png(3, 2, 8, 6, pixel_rows(3, 2, 4))
+    seeds["rgb16.png"] = png(3, 3, 16, 2, pixel_rows(3, 3, 3, 16))
+    seeds["gray1.png"] = png(16, 2, 1, 0, [b"\xa5\x0f", b"\xff\x00"])
+    seeds["palette4.png"] = png(4, 2, 4, 3, [b"\x01\x23", b"\x32\x10"],
+                                plte=b"\x00\x00\x00\xff\x00\x00\x00\xff\x00\x00\x00\xff", trns=b"\x80")
+    seeds["interlaced.png"] = png(9, 9, 8, 2, adam7_rows(9, 9, 3), interlace=1)
+    seeds["text_chunks.png"] = png(2, 2, 8, 2, pixel_rows(2, 2, 3), extra=(
+        chunk(b"tEXt", b"Comment\x00seed") +
+        chunk(b"zTXt", b"Title\x00\x00" + zlib.compress(b"compressed text")) +
+        chunk(b"gAMA", struct.pack(">I", 45455)) +
+        chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(b"\x00" * 64))))
+    seeds["frame_1280x720_header.png"] = png(1280, 720, 8, 2, [b"\x00" * 3840] * 2)  # IDAT too short
+    seeds["bad_crc.png"] = seeds["rgb8.png"][:-5] + b"\x00" + seeds["rgb8.png"][-4:]
+    seeds["truncated.png"] = seeds["rgb8.png"][:40]
+    return seeds
+
+
+JPEG_HELPER = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <turbojpeg.h>
+/* usage: helper OUT W H SUBSAMP FLAGS PIXELFORMAT */
+int main(int argc, char **argv) {
+    if (argc != 7) return 2;
+    int w = atoi(argv[2]), h = atoi(argv[3]), ss = atoi(argv[4]), flags = atoi(argv[5]), pf = atoi(argv[6]);
+    int ps = tjPixelSize[pf];
+    unsigned char *px = malloc((size_t)w * h * ps);
+    for (int i = 0; i < w * h * ps; i++) px[i] = (unsigned char)(i * 37 + (i / (w * ps)) * 11);
+    tjhandle tj = tjInitCompress();
+    unsigned char *out = NULL;
+    unsigned long len = 0;
+    if (tjCompress2(tj, px, w, 0, h, pf, &out, &len, ss, 75, flags) != 0) {
+        fprintf(stderr, "%s\n", tjGetErrorStr2(tj));
+        return 1;
+    }
+    FILE *f = fopen(argv[1], "wb");
+    fwrite(out, 1, len, f);
+    fclose(f);
+    return 0;
+}
+"""
+
+# (name, w, h, subsampling, flags, pixel format): TJSAMP_444=0, 422=1, 420=2,
+# GRAY=3; TJFLAG_PROGRESSIVE=16384; TJPF_RGB=0, TJPF_GRAY=6, TJPF_CMYK=11.
+JPEGS = [("rgb444.jpg", 16, 8, 0, 0, 0), ("rgb420.jpg", 17, 9, 2, 0, 0), ("rgb422.jpg", 8, 8, 1, 0, 0),
+         ("gray.jpg", 8, 8, 3, 0, 6), ("progressive.jpg", 16, 16, 2, 16384, 0), ("cmyk.jpg", 8, 8, 0, 0, 11)]
+
+
+def jpegs():
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        sys.exit("make_seeds: a C compiler is needed for the JPEG seeds")
+    seeds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        src, exe = os.path.join(tmp, "h.c"), os.path.join(tmp, "h")
+        with open(src, "w") as f:
+            f.write(JPEG_HELPER)
+        subprocess.check_call([cc, "-O1", "-o", exe, src, "-lturbojpeg"])
+        for name, w, h, ss, flags, pf in JPEGS:
+            path = os.path.join(tmp, name)
+            subprocess.check_call([exe, path, str(w), str(h), str(ss), str(flags), str(pf)])
+            with open(path, "rb") as f:
+                seeds[name] = f.read()
+    seeds["truncated.jpg"] = seeds["rgb420.jpg"][: len(seeds["rgb420.jpg"]) // 2]
+    return seeds
+
+
+# ---------------------------------------------------------------- protobuf
+
+def varint(v):
+    v &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def field_varint(num, v):
+    return varint(num << 3) + varint(v)
+
+
+def field_bytes(num, data):
+    if isinstance(data, str):
+        data = data.encode()
+    return varint(num << 3 | 2) + varint(len(data)) + data
+
+
+def floats(vals):
+    return struct.pack("<%df" % len(vals), *vals)
+
+
+def infer_req(model, batch, start, visual=(), audio=()):
+    msg = field_bytes(1, model)
+    if visual:
+        msg += field_bytes(2, floats(visual))
+    if audio:
+        msg += field_bytes(3, floats(audio))
+    return msg + field_varint(4, batch) + field_varint(5, start)
+
+
+def service_seeds():
+    # Selector byte (method, proto order) + request message.
+    INFER, LIST, STATS, LOAD, UNLOAD, HEALTH = range(6)
+    s = {}
+    s["infer_demo"] = bytes([INFER]) + infer_req("demo", 1, 0, [0.5] * 8, [0.1] * 4)
+    s["infer_missing"] = bytes([INFER]) + infer_req("missing", 2, 3, [0.5], [0.5])
+    s["infer_huge"] = bytes([INFER]) + infer_req("huge", 1, 0)
+    s["infer_unknown"] = bytes([INFER]) + infer_req("nope", 1, 0)
+    s["infer_batch0"] = bytes([INFER]) + infer_req("demo", 0, 0)
+    s["infer_negative_start"] = bytes([INFER]) + infer_req("demo_pp", 1, -1)
+    s["infer_nan"] = bytes([INFER]) + infer_req("demo_b1", 1, 0, [float("nan")], [float("inf")])
+    s["infer_unpacked_floats"] = bytes([INFER]) + field_bytes(1, "demo") + (
+        varint(2 << 3 | 5) + floats([1.0])) * 3 + field_varint(4, 1)
+    s["list"] = bytes([LIST])
+    s["stats_all"] = bytes([STATS]) + field_bytes(1, "")
+    s["stats_demo"] = bytes([STATS]) + field_bytes(1, "demo")
+    s["stats_unknown"] = bytes([STATS]) + field_bytes(1, "nope")
+    s["load_demo"] = bytes([LOAD]) + field_bytes(1, "demo")
+    s["load_force"] = bytes([LOAD]) + field_bytes(1, "demo_pp") + field_varint(2, 1)
+    s["load_missing"] = bytes([LOAD]) + field_bytes(1, "missing") + field_varint(2, 1)
+    s["load_no_rects"] = bytes([LOAD]) + field_bytes(1, "no_rects")
+    s["unload_demo"] = bytes([UNLOAD]) + field_bytes(1, "demo")
+    s["unload_unknown"] = bytes([UNLOAD]) + field_bytes(1, "x" * 200)
+    s["health"] = bytes([HEALTH])
+    s["unknown_fields"] = bytes([HEALTH]) + field_varint(99, 7) + field_bytes(100, "zz")
+    return s
+
+
+def infer_seeds():
+    # See fuzz_infer.c: model, batch+1, start (4 bytes), flags, float pattern.
+    def seed(model, batch, start, flags, pattern):
+        return bytes([model, batch + 1]) + struct.pack("<i", start) + bytes([flags]) + floats(pattern)
+    s = {}
+    s["demo_b1"] = seed(0, 1, 0, 0, [0.5, 0.25])
+    s["demo_b3_shared_audio"] = seed(0, 3, 7, 3 << 4, [0.1, 0.9, 0.4])
+    s["pingpong_b4"] = seed(1, 4, 5, 0, [0.7])
+    s["fixed_batch_b2"] = seed(2, 2, 1, 0x80, [0.3, -2.0])
+    s["huge_values"] = seed(0, 1, 0, 0, [1e30, -1e30, 3e38])
+    s["nan"] = seed(0, 1, 0, 0, [float("nan")])
+    s["short_visual"] = seed(0, 2, 0, 4 << 1, [0.5])
+    s["missing"] = seed(3, 1, 0, 0, [0.5])
+    s["raw_start"] = seed(1, 1, 2**31 - 1, 1, [0.5])
+    return s
+
+
+def main():
+    for name, text in CONFIGS.items():
+        put("config", name, text)
+    for name, text in CROPRECTS.items():
+        put("croprects", name, text)
+    for name, data in images().items():
+        put("image", name, data)
+    for name, data in jpegs().items():
+        put("image", name, data)
+    for name, data in service_seeds().items():
+        put("service", name, data)
+    for name, data in infer_seeds().items():
+        put("infer", name, data)
+    for t in sorted(os.listdir(OUT)):
+        d = os.path.join(OUT, t)
+        sizes = [os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)]
+        print("%-10s %3d seeds, largest %d bytes" % (t, len(sizes), max(sizes)))
+
+
+if __name__ == "__main__":
+    main()
