@@ -466,16 +466,14 @@ static enum MHD_Result start_rpc(ls_http *h, struct MHD_Connection *c, const cha
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         unsigned long long n = strtoull(cl, NULL, 10);
-        if (n > q->limit) {
-            /* Answered now: reading hundreds of MB only to refuse them helps
-             * nobody. libmicrohttpd closes the connection afterwards. */
+        /* Refused, but still read (and dropped) before answering: a client
+         * still sending when the connection closes would get a reset
+         * instead of the status. */
+        if (n > q->limit)
             rpc_reject(q, LS_RESOURCE_EXHAUSTED, "request body of %llu bytes exceeds the message limit of %llu",
                        n, (unsigned long long)h->opts.max_message_bytes);
-            LOG_WARN("grpc-web %s -> RESOURCE_EXHAUSTED: %s", q->path, q->msg);
-            return send_grpcweb(h, c, q->text, q->code, q->msg, NULL);
-        }
         /* One allocation for the whole body rather than doublings of 25 MB. */
-        if (n && ls_buf_reserve(&q->body, (size_t)n) != 0)
+        else if (n && ls_buf_reserve(&q->body, (size_t)n) != 0)
             rpc_reject(q, LS_RESOURCE_EXHAUSTED, "out of memory receiving %llu bytes", n);
     }
     return MHD_YES;
