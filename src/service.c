@@ -8,10 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "model.h"
 #include "multitenant.pb-c.h"
+#include "reflection.h"
 
 #define LS_VERSION "0.1.0"
 
@@ -635,13 +637,41 @@ static ls_code h_health(void *ctx, const ls_call_info *call, const uint8_t *req,
     return pack(&r.base, resp, err);
 }
 
-#define SVC "/multitenant.MultiTenantLipSync/"
+/* ---- grpc.health.v1 serving status (health.c speaks the protocol) ---- */
+
+int ls_service_serving(ls_service *s, const ls_call_info *call, const char *name, ls_err *err) {
+    if (!name || !*name || !strcmp(name, LS_SERVICE_NAME)) return ls_service_ready(s);
+    /* Not echoed: it is the client's text (see check_model_id). */
+    if (check_model_id(name, NULL) != 0)
+        return ls_err_set(err, LS_NOT_FOUND, "unknown service: expected \"\", " LS_SERVICE_NAME " or a model id");
+    if (authorize(s, call, name, 0, NULL, err) != 0) return -1;
+    ls_entry_stats *st = NULL;
+    int n = ls_registry_snapshot(s->reg, name, &st, NULL, err);
+    if (n < 0) return ls_err_set(err, LS_NOT_FOUND, "unknown service: no model '%s'", name);
+    int failed = n > 0 && st[0].state == LS_STATE_FAILED;
+    free(st);
+    return !failed && !atomic_load(&s->draining);
+}
+
+#define SVC "/" LS_SERVICE_NAME "/"
 static const ls_method methods[] = {
     {SVC "InferBatchComposite", h_infer}, {SVC "ListModels", h_list},   {SVC "GetModelStats", h_stats},
     {SVC "LoadModel", h_load},            {SVC "UnloadModel", h_unload}, {SVC "Health", h_health},
+    {"/grpc.health.v1.Health/Check", ls_health_check},
 };
 
 const ls_method *ls_service_methods(size_t *n) {
     *n = sizeof methods / sizeof methods[0];
     return methods;
+}
+
+static const ls_stream_method stream_methods[] = {
+    {"/grpc.health.v1.Health/Watch", ls_health_watch},
+    {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", ls_reflection_info},
+    {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", ls_reflection_info},
+};
+
+const ls_stream_method *ls_service_stream_methods(size_t *n) {
+    *n = sizeof stream_methods / sizeof stream_methods[0];
+    return stream_methods;
 }
