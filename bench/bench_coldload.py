@@ -1,0 +1,176 @@
+#!/usr/bin/python3
+"""Targets 5 and 6: cold load, model switching, per-avatar memory.
+
+One server, three models, each with its own copy of the demo ONNX file (so
+no two share an ONNX Runtime session):
+  cold  the 100-frame 1280x720 photo avatar (bench/gen_avatar.py), not
+        preloaded;
+  A, B  the demo avatar (50 frames), preloaded and warmed.
+
+Target 5a, cold load: time from sending InferBatchComposite(cold, batch 5)
+  to its response, the model not loaded (the response says model_loaded and
+  model_load_time_ms). Three times: the first, then twice after UnloadModel.
+Target 6, memory: process RSS before the first cold load and after touching
+  all 100 frames (20 requests of batch 5), and GetModelStats memory_bytes,
+  against the raw RGB size of the frames plus the model file.
+Target 5b, switching: batch-5 requests alternating A,B,A,B vs A,A,A,A, in
+  interleaved blocks of 10 (`rounds` of each); the difference of the median
+  latencies (client) and of the server's total_time_ms.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gen_avatar  # noqa: E402
+import lsbench as L  # noqa: E402
+
+BATCH = 5
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--block", type=int, default=10)
+    args = ap.parse_args()
+    pb2, _ = L.stubs()
+    avatar = os.path.join(L.WORK_DIR, "avatar100")
+    gen_avatar.generate(avatar, 100, L.PHOTO)
+    mdir = os.path.join(L.WORK_DIR, "models")
+    os.makedirs(mdir, exist_ok=True)
+    paths = {}
+    for name in ("cold", "a", "b"):
+        paths[name] = os.path.join(mdir, f"{name}.onnx")
+        shutil.copyfile(L.DEMO_MODEL, paths[name])
+    models = {
+        "cold": {"model_path": paths["cold"], "background_dir": os.path.join(avatar, "frames"),
+                 "crop_rects_path": os.path.join(avatar, "crop_rects.json"), "preload": False},
+        "A": {"model_path": paths["a"], "background_dir": L.DEMO_FRAMES, "crop_rects_path": L.DEMO_RECTS,
+              "preload": True},
+        "B": {"model_path": paths["b"], "background_dir": L.DEMO_FRAMES, "crop_rects_path": L.DEMO_RECTS,
+              "preload": True},
+    }
+    text = L.yaml_config(models, server={"max_message_mb": 256},
+                         capacity={"max_models": 4, "max_memory_gb": 8, "idle_unload_minutes": 0})
+    v, a = L.tensors(BATCH)
+    out = {"machine": L.machine(), "batch": BATCH}
+    with L.Server("coldload", text) as srv:
+        bodies = {m: [L.request_bytes(m, BATCH, s, v, a) for s in range(0, 50, BATCH)] for m in ("A", "B")}
+        for m in ("A", "B"):
+            for b in bodies[m] + bodies[m][:2]:
+                srv.infer_raw(b)
+        cold_bodies = [L.request_bytes("cold", BATCH, s, v, a) for s in range(0, 100, BATCH)]
+
+        # ---- 5a + 6: cold load, memory
+        time.sleep(0.2)
+        rss0 = srv.rss_bytes()
+        colds = []
+        dt, r = srv.infer_raw(cold_bodies[0])
+        colds.append({"latency_ms": dt * 1000, "model_loaded": r.model_loaded,
+                      "model_load_time_ms": r.model_load_time_ms, "inference_ms": r.inference_time_ms,
+                      "composite_ms": r.composite_time_ms, "total_ms": r.total_time_ms})
+        if not r.success or not r.model_loaded:
+            raise SystemExit(f"cold request: success={r.success} model_loaded={r.model_loaded} {r.error}")
+        rss_after_first = srv.rss_bytes()
+        for b in cold_bodies[1:]:
+            srv.infer_raw(b)
+        time.sleep(0.2)
+        rss1 = srv.rss_bytes()
+        st = srv.stats("cold").models[0]
+        mem_reported = st.stats.memory_bytes
+        raw_rgb = 100 * L.FRAME_W * L.FRAME_H * 3
+        model_file = os.path.getsize(paths["cold"])
+        png_files = sum(os.path.getsize(os.path.join(avatar, "frames", f))
+                        for f in os.listdir(os.path.join(avatar, "frames")))
+        for _ in range(2):
+            u = srv.call("UnloadModel", pb2.UnloadModelRequest(model_id="cold"), pb2.UnloadModelResponse)
+            if not u.success:
+                raise SystemExit(f"unload: {u.error}")
+            time.sleep(0.3)
+            rss_unloaded = srv.rss_bytes()
+            dt, r = srv.infer_raw(cold_bodies[0])
+            colds.append({"latency_ms": dt * 1000, "model_loaded": r.model_loaded,
+                          "model_load_time_ms": r.model_load_time_ms, "inference_ms": r.inference_time_ms,
+                          "composite_ms": r.composite_time_ms, "total_ms": r.total_time_ms})
+        warm = [srv.infer_raw(cold_bodies[0])[0] * 1000 for _ in range(5)]
+
+        # ---- 5b: switching
+        lat = {"AAAA": [], "ABAB": []}
+        tot = {"AAAA": [], "ABAB": []}
+        diffs, tdiffs = [], []
+        k = {"A": 0, "B": 0}
+
+        def block(pattern):
+            ls, ts = [], []
+            for i in range(args.block):
+                m = "A" if pattern == "AAAA" or i % 2 == 0 else "B"
+                dt, r = srv.infer_raw(bodies[m][k[m] % len(bodies[m])])
+                k[m] += 1
+                ls.append(dt * 1000)
+                ts.append(r.total_time_ms)
+            lat[pattern] += ls
+            tot[pattern] += ts
+            return statistics.median(ls), statistics.median(ts)
+
+        for rnd in range(args.rounds):
+            order = ("AAAA", "ABAB") if rnd % 2 == 0 else ("ABAB", "AAAA")
+            res = {p: block(p) for p in order}
+            diffs.append(res["ABAB"][0] - res["AAAA"][0])
+            tdiffs.append(res["ABAB"][1] - res["AAAA"][1])
+
+    first = colds[0]
+    out["cold"] = colds
+    out["cold_first_ms"] = first["latency_ms"]
+    out["cold_median_ms"] = statistics.median(c["latency_ms"] for c in colds)
+    out["warm_same_request_ms"] = statistics.median(warm)
+    out["memory"] = {"rss_before_bytes": rss0, "rss_after_first_request_bytes": rss_after_first,
+                     "rss_after_all_frames_bytes": rss1, "rss_growth_bytes": rss1 - rss0,
+                     "rss_after_unload_bytes": rss_unloaded,
+                     "getmodelstats_memory_bytes": mem_reported, "raw_rgb_bytes": raw_rgb,
+                     "model_file_bytes": model_file, "png_files_bytes": png_files,
+                     "raw_plus_model_bytes": raw_rgb + model_file}
+    sw = {"median_AAAA_ms": statistics.median(lat["AAAA"]), "median_ABAB_ms": statistics.median(lat["ABAB"]),
+          "server_total_median_AAAA_ms": statistics.median(tot["AAAA"]),
+          "server_total_median_ABAB_ms": statistics.median(tot["ABAB"]),
+          "rounds": args.rounds, "block": args.block}
+    sw["client_diff_ms"] = sw["median_ABAB_ms"] - sw["median_AAAA_ms"]
+    sw["server_diff_ms"] = sw["server_total_median_ABAB_ms"] - sw["server_total_median_AAAA_ms"]
+    sw["client_round_diff_mean_ms"] = statistics.mean(diffs)
+    sw["client_round_diff_se_ms"] = statistics.stdev(diffs) / len(diffs) ** 0.5
+    sw["server_round_diff_mean_ms"] = statistics.mean(tdiffs)
+    sw["server_round_diff_se_ms"] = statistics.stdev(tdiffs) / len(tdiffs) ** 0.5
+    out["switching"] = sw
+    mem = out["memory"]
+    print("cold load (100-frame 1280x720 avatar, demo model, batch 5):")
+    for c in colds:
+        print(f"  request -> response {c['latency_ms']:.0f} ms (model_loaded={c['model_loaded']}, load "
+              f"{c['model_load_time_ms']:.0f} ms, inference {c['inference_ms']:.1f} ms, composite "
+              f"{c['composite_ms']:.1f} ms, server total {c['total_ms']:.0f} ms)")
+    print(f"  the same request warm: {out['warm_same_request_ms']:.1f} ms")
+    mib = 1 << 20
+    print(f"memory: RSS growth after touching all 100 frames {mem['rss_growth_bytes'] / mib:.0f} MiB; "
+          f"GetModelStats memory_bytes {mem['getmodelstats_memory_bytes'] / mib:.0f} MiB; raw RGB frames "
+          f"{raw_rgb / mib:.0f} MiB + model {model_file / mib:.1f} MiB; PNG files {png_files / mib:.0f} MiB; "
+          f"RSS after unload {(mem['rss_after_unload_bytes'] - rss0) / mib:+.0f} MiB vs before")
+    print(f"switching: A,A,A,A median {sw['median_AAAA_ms']:.2f} ms, A,B,A,B {sw['median_ABAB_ms']:.2f} ms, "
+          f"difference {sw['client_diff_ms']:+.3f} ms (per-round mean {sw['client_round_diff_mean_ms']:+.3f} "
+          f"+- {sw['client_round_diff_se_ms']:.3f}); server total_time difference {sw['server_diff_ms']:+.3f} ms "
+          f"(per-round {sw['server_round_diff_mean_ms']:+.3f} +- {sw['server_round_diff_se_ms']:.3f})")
+    L.ratio_line("t5_cold_first_response_s", out["cold_first_ms"] / 1000, "<=1.0", out["cold_first_ms"] <= 1000)
+    L.ratio_line("t5_cold_median_response_s", out["cold_median_ms"] / 1000, "<=1.0", out["cold_median_ms"] <= 1000)
+    L.ratio_line("t5_switch_added_ms_client", sw["client_diff_ms"], "<0.1", sw["client_diff_ms"] < 0.1)
+    L.ratio_line("t5_switch_added_ms_server", sw["server_diff_ms"], "<0.1", sw["server_diff_ms"] < 0.1)
+    L.ratio_line("t6_rss_growth_vs_raw_rgb_plus_model", mem["rss_growth_bytes"] / mem["raw_plus_model_bytes"],
+                 "(info)", True)
+    L.ratio_line("t6_reported_vs_raw_rgb_plus_model",
+                 mem["getmodelstats_memory_bytes"] / mem["raw_plus_model_bytes"], "(info)", True)
+    L.save_result("coldload", out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+/* bench_engine.c - the server's in-process costs around one request, without
+ * gRPC in the way (target 3's breakdown and target 7's raw inference).
+ *
+ *   bench_engine --config FILE.yaml --id MODEL [--batch 5] [--runs 20]
+ *                [--warmup 2] [--intra 0] [--inter 1] [--png-level 1]
+ *
+ * Measures, interleaved run by run so drift hits every part alike:
+ *   raw      ls_engine_run on its own session of the model's file (the raw
+ *            ONNX Runtime Run; engine.c adds no copy around it),
+ *   infer    ls_model_infer on the configured model (src/model.c: tensor
+ *            checks incl. the NaN/Inf scan, run, composite + encode of the
+ *            batch over the pool); its own inference_ms and composite_ms,
+ *            and the rest (wall - inference - composite) = validation + setup,
+ * and, once per run as well, the server's byte handling of a request of that
+ * batch (src/transport.c, src/service.c):
+ *   flatten  grpc_byte_buffer_reader_readall over the request as 16 KiB slices
+ *            (what the transport does with a received message),
+ *   unpack   multitenant__composite_batch_request__unpack + free_unpacked,
+ *   pack     the response with the batch's real PNGs (get_packed_size, a fresh
+ *            buffer, pack), as service.c pack() does,
+ *   memcpy   a plain memcpy of the request's size, for scale.
+ * Engine threads as in the server: ls_engine_global_init(intra, inter) and
+ * ls_pool_start(0).
+ *
+ * Output: a line per quantity (p50 and mean, ms) and "RESULT {json}". */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/slice.h>
+
+#include "config.h"
+#include "engine.h"
+#include "model.h"
+#include "multitenant.pb-c.h"
+#include "pool.h"
+
+enum { Q_RAW, Q_INFER, Q_INFER_INF, Q_INFER_COMP, Q_INFER_REST, Q_FLATTEN, Q_UNPACK, Q_PACK, Q_MEMCPY, NQ };
+static const char *qname[NQ] = {"raw_run", "infer_wall", "infer_inference", "infer_composite",
+                                "infer_validation_setup", "flatten", "unpack", "pack_response", "memcpy"};
+
+static void die(const char *what, const ls_err *err) {
+    fprintf(stderr, "bench_engine: %s: %s\n", what, err ? err->msg : "failed");
+    exit(1);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double ms_since(uint64_t t0) { return (double)(ls_mono_ns() - t0) / 1e6; }
+
+/* Deterministic inputs in [0,1) (xorshift), as a client would send. */
+static void fill(float *v, size_t n, uint32_t seed) {
+    uint32_t x = seed * 2654435761u + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        v[i] = (float)(x >> 8) / 16777216.0f;
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *config = NULL, *id = NULL;
+    int batch = 5, runs = 20, warmup = 2, intra = 0, inter = 1, level = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define OPT(name) (!strcmp(a, name) && v && ++i)
+        if (OPT("--config")) config = v;
+        else if (OPT("--id")) id = v;
+        else if (OPT("--batch")) batch = atoi(v);
+        else if (OPT("--runs")) runs = atoi(v);
+        else if (OPT("--warmup")) warmup = atoi(v);
+        else if (OPT("--intra")) intra = atoi(v);
+        else if (OPT("--inter")) inter = atoi(v);
+        else if (OPT("--png-level")) level = atoi(v);
+        else {
+            fprintf(stderr, "bench_engine: unknown or incomplete option %s\n", a);
+            return 2;
+        }
+#undef OPT
+    }
+    if (!config || !id || batch < 1 || runs < 1 || warmup < 0) {
+        fprintf(stderr, "usage: bench_engine --config FILE.yaml --id MODEL [--batch N] [--runs R] "
+                        "[--warmup W] [--intra T] [--inter T] [--png-level L]\n");
+        return 2;
+    }
+    ls_err err;
+    ls_config cfg;
+    if (ls_config_load_file(config, &cfg, &err)) die(config, &err);
+    const ls_model_config *mc = ls_config_find(&cfg, id);
+    if (!mc) die(id, &(ls_err){.msg = "not in the config"});
+    if (ls_engine_global_init(intra, inter, &err)) die("ls_engine_global_init", &err);
+    if (ls_pool_start(0)) die("ls_pool_start", NULL);
+
+    uint64_t t0 = ls_mono_ns();
+    ls_engine *raw = ls_engine_open(mc->model_path, &err);
+    if (!raw) die(mc->model_path, &err);
+    double open_ms = ms_since(t0);
+    uint64_t mem = 0;
+    ls_model *m = ls_model_load(mc, level, &mem, &err);
+    if (!m) die("ls_model_load", &err);
+
+    size_t vpf = ls_engine_visual_per_frame(raw), apf = ls_engine_audio_per_frame(raw);
+    size_t opf = ls_engine_output_per_frame(raw);
+    size_t nv = (size_t)batch * vpf, na = (size_t)batch * apf;
+    float *visual = malloc(nv * sizeof(float)), *audio = malloc(na * sizeof(float));
+    float *out = malloc((size_t)batch * opf * sizeof(float));
+    if (!visual || !audio || !out) die("malloc", NULL);
+    fill(visual, nv, 1);
+    fill(audio, na, 2);
+
+    /* The request as it travels: packed floats (the same bytes a client
+     * declaring the fields `bytes` sends). */
+    Multitenant__CompositeBatchRequest q = MULTITENANT__COMPOSITE_BATCH_REQUEST__INIT;
+    q.model_id = (char *)id;
+    q.visual_frames = visual;
+    q.n_visual_frames = nv;
+    q.audio_features = audio;
+    q.n_audio_features = na;
+    q.batch_size = batch;
+    size_t req_len = multitenant__composite_batch_request__get_packed_size(&q);
+    uint8_t *req = malloc(req_len);
+    if (!req) die("malloc", NULL);
+    multitenant__composite_batch_request__pack(&q, req);
+    grpc_init();
+    const size_t slice_bytes = 16 * 1024;
+    size_t nslices = (req_len + slice_bytes - 1) / slice_bytes;
+    grpc_slice *slices = malloc(nslices * sizeof *slices);
+    for (size_t s = 0; s < nslices; s++) {
+        size_t off = s * slice_bytes, n = req_len - off < slice_bytes ? req_len - off : slice_bytes;
+        slices[s] = grpc_slice_from_copied_buffer((const char *)req + off, n);
+    }
+    uint8_t *copy = malloc(req_len);
+
+    /* Prepare every frame once (first use decodes it), as a warm server has;
+     * then `warmup` untimed passes of the loop below. */
+    ls_avatar *av = (ls_avatar *)ls_model_avatar(m);
+    int nframes = ls_avatar_num_frames(av);
+    for (int f = 0; f < nframes; f++) {
+        ls_frame_view view;
+        if (ls_avatar_frame_view(av, f, &view, &err)) die("ls_avatar_frame_view", &err);
+    }
+
+    double *q_ms[NQ];
+    for (int k = 0; k < NQ; k++) q_ms[k] = calloc((size_t)(runs + warmup), sizeof(double));
+    size_t resp_len = 0;
+    for (int r = 0; r < runs + warmup; r++) {
+        t0 = ls_mono_ns();
+        if (ls_engine_run(raw, visual, audio, 0, batch, out, &err)) die("ls_engine_run", &err);
+        q_ms[Q_RAW][r] = ms_since(t0);
+
+        ls_infer_req ir = {visual, nv, audio, na, batch, ((int64_t)r * batch) % nframes, level};
+        ls_infer_result res;
+        t0 = ls_mono_ns();
+        if (ls_model_infer(m, &ir, &res, &err)) die("ls_model_infer", &err);
+        q_ms[Q_INFER][r] = ms_since(t0);
+        q_ms[Q_INFER_INF][r] = res.inference_ms;
+        q_ms[Q_INFER_COMP][r] = res.composite_ms;
+        q_ms[Q_INFER_REST][r] = q_ms[Q_INFER][r] - res.inference_ms - res.composite_ms;
+
+        /* response packing with these PNGs */
+        Multitenant__CompositeBatchResponse rp = MULTITENANT__COMPOSITE_BATCH_RESPONSE__INIT;
+        ProtobufCBinaryData *fr = calloc((size_t)res.n_frames, sizeof *fr);
+        for (int i = 0; i < res.n_frames; i++) fr[i] = (ProtobufCBinaryData){res.frames[i].len, res.frames[i].data};
+        rp.n_composited_frames = (size_t)res.n_frames;
+        rp.composited_frames = fr;
+        rp.success = 1;
+        rp.error = "";
+        t0 = ls_mono_ns();
+        size_t n = protobuf_c_message_get_packed_size(&rp.base);
+        ls_buf pb = {0};
+        if (ls_buf_reserve(&pb, n)) die("ls_buf_reserve", NULL);
+        pb.len = protobuf_c_message_pack(&rp.base, pb.data);
+        q_ms[Q_PACK][r] = ms_since(t0);
+        resp_len = pb.len;
+        ls_buf_free(&pb);
+        free(fr);
+        ls_infer_result_free(&res);
+
+        grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(slices, nslices);
+        t0 = ls_mono_ns();
+        grpc_byte_buffer_reader rd;
+        if (!grpc_byte_buffer_reader_init(&rd, bb)) die("grpc_byte_buffer_reader_init", NULL);
+        grpc_slice flat = grpc_byte_buffer_reader_readall(&rd);
+        grpc_byte_buffer_reader_destroy(&rd);
+        q_ms[Q_FLATTEN][r] = ms_since(t0);
+        grpc_byte_buffer_destroy(bb);
+
+        t0 = ls_mono_ns();
+        Multitenant__CompositeBatchRequest *u =
+            multitenant__composite_batch_request__unpack(NULL, GRPC_SLICE_LENGTH(flat), GRPC_SLICE_START_PTR(flat));
+        if (!u || u->n_visual_frames != nv) die("unpack", NULL);
+        multitenant__composite_batch_request__free_unpacked(u, NULL);
+        q_ms[Q_UNPACK][r] = ms_since(t0);
+        grpc_slice_unref(flat);
+
+        t0 = ls_mono_ns();
+        memcpy(copy, req, req_len);
+        q_ms[Q_MEMCPY][r] = ms_since(t0);
+        if (copy[req_len / 2] != req[req_len / 2]) die("memcpy", NULL);
+    }
+
+    /* drop the warm-up passes */
+    for (int k = 0; k < NQ; k++) memmove(q_ms[k], q_ms[k] + warmup, (size_t)runs * sizeof(double));
+    printf("model %s (%s), batch %d, %d runs; session open %.0f ms; request %zu bytes, response %zu bytes\n", id,
+           mc->model_path, batch, runs, open_ms, req_len, resp_len);
+    printf("RESULT {\"model\":\"%s\",\"batch\":%d,\"runs\":%d,\"open_ms\":%.1f,\"request_bytes\":%zu,"
+           "\"response_bytes\":%zu,\"frames\":%d",
+           id, batch, runs, open_ms, req_len, resp_len, nframes);
+    char line[4096];
+    size_t ll = 0;
+    for (int k = 0; k < NQ; k++) {
+        double sum = 0;
+        for (int r = 0; r < runs; r++) sum += q_ms[k][r];
+        qsort(q_ms[k], (size_t)runs, sizeof(double), cmp_double);
+        double p50 = runs % 2 ? q_ms[k][runs / 2] : 0.5 * (q_ms[k][runs / 2 - 1] + q_ms[k][runs / 2]);
+        fprintf(stderr, "  %-24s p50 %9.3f ms  mean %9.3f ms  min %9.3f ms\n", qname[k], p50, sum / runs,
+                q_ms[k][0]);
+        ll += (size_t)snprintf(line + ll, sizeof line - ll, ",\"%s\":{\"p50\":%.4f,\"mean\":%.4f,\"min\":%.4f}",
+                               qname[k], p50, sum / runs, q_ms[k][0]);
+    }
+    printf("%s}\n", line);
+    fflush(stdout);
+
+    for (int k = 0; k < NQ; k++) free(q_ms[k]);
+    for (size_t s = 0; s < nslices; s++) grpc_slice_unref(slices[s]);
+    free(slices);
+    free(copy);
+    free(req);
+    grpc_shutdown();
+    ls_model_free(m);
+    ls_engine_close(raw);
+    ls_pool_stop();
+    ls_engine_global_shutdown();
+    ls_config_free(&cfg);
+    free(visual);
+    free(audio);
+    free(out);
+    return 0;
+}
