@@ -39,7 +39,7 @@
 #define MAX_STATIC_PATH 512
 
 static const char ALLOW_HEADERS[] = "x-grpc-web, content-type, x-user-agent, grpc-timeout, authorization";
-static const char EXPOSE_HEADERS[] = "grpc-status, grpc-message";
+static const char EXPOSE_HEADERS[] = "grpc-status, grpc-message, x-request-id";
 
 struct ls_http {
     ls_http_opts opts;
@@ -50,6 +50,8 @@ struct ls_http {
     struct MHD_Daemon *d;
     int port;
     atomic_int draining;
+    unsigned id_prefix;       /* request ids: "<prefix>-w<counter>" ('w': gRPC-Web) */
+    atomic_ullong next_id;
 
     /* Handler slots: at most opts.max_concurrent_calls handlers at once. */
     pthread_mutex_t lock;
@@ -218,14 +220,14 @@ static void frame_header(uint8_t hdr[FRAME_HDR], uint8_t flags, size_t len) {
     hdr[4] = (uint8_t)len;
 }
 
-/* The trailer block "grpc-status:N\r\n[grpc-message:...\r\n]". The message
- * is percent-encoded as the gRPC protocol asks: everything outside
- * printable ASCII, and '%' itself. Returns a malloc'd string. */
-static char *trailer_block(ls_code code, const char *msg, size_t *len) {
+/* The trailer block "grpc-status:N\r\n[grpc-message:...\r\n]x-request-id:ID\r\n".
+ * The message is percent-encoded as the gRPC protocol asks: everything
+ * outside printable ASCII, and '%' itself. Returns a malloc'd string. */
+static char *trailer_block(ls_code code, const char *msg, const char *request_id, size_t *len) {
     size_t mlen = msg ? strlen(msg) : 0;
-    char *t = malloc(64 + 3 * mlen);
+    char *t = malloc(128 + 3 * mlen);
     if (!t) return NULL;
-    int n = snprintf(t, 64, "grpc-status:%d\r\n", (int)code);
+    int n = snprintf(t, 128, "grpc-status:%d\r\nx-request-id:%.40s\r\n", (int)code, request_id);
     size_t o = (size_t)n;
     if (mlen) {
         memcpy(t + o, "grpc-message:", 13);
@@ -262,13 +264,13 @@ static void grpcweb_out_free(void *cls) {
 /* Answer a gRPC-Web call: the handler's message (if any) as a data frame,
  * then the status as a trailer frame. Takes body's buffer. */
 static enum MHD_Result send_grpcweb(ls_http *h, struct MHD_Connection *c, int text, ls_code code,
-                                    const char *msg, ls_buf *body) {
+                                    const char *msg, const char *request_id, ls_buf *body) {
     /* A message is sent when there is one, and always on success: an empty
      * message is a valid response (every field at its default). */
     int with_data = code == LS_OK || (body && body->len);
     grpcweb_out *o = calloc(1, sizeof *o);
     size_t tlen = 0;
-    if (o) o->trailer = trailer_block(code, msg, &tlen);
+    if (o) o->trailer = trailer_block(code, msg, request_id, &tlen);
     if (!o || !o->trailer) {
         if (o) free(o);
         ls_buf_free(body);
@@ -327,6 +329,7 @@ typedef struct {
     ls_buf body;
     size_t limit;          /* most body bytes accepted */
     int discard;           /* body not kept: answer with code + msg below */
+    char request_id[24];
     ls_code code;
     char msg[320];
 } rpc_req;
@@ -377,7 +380,7 @@ static void release_slot(ls_http *h) {
 }
 
 /* The body is complete: unframe, run the handler, answer. */
-static enum MHD_Result finish_rpc(ls_http *h, struct MHD_Connection *c, rpc_req *q) {
+static enum MHD_Result run_rpc(ls_http *h, struct MHD_Connection *c, rpc_req *q) {
     if (!q->discard && atomic_load(&h->draining))
         rpc_reject(q, LS_UNAVAILABLE, "server is shutting down");
     if (!q->discard && q->text) {
@@ -420,7 +423,7 @@ static enum MHD_Result finish_rpc(ls_http *h, struct MHD_Connection *c, rpc_req 
     if (q->discard) {
         LOG_WARN("grpc-web %s -> %s: %s", q->path, q->code == 12 ? "UNIMPLEMENTED" : ls_code_name(q->code),
                  q->msg);
-        return send_grpcweb(h, c, q->text, q->code, q->msg, NULL);
+        return send_grpcweb(h, c, q->text, q->code, q->msg, q->request_id, NULL);
     }
 
     /* With a thread per connection nothing watches the socket while the
@@ -431,6 +434,7 @@ static enum MHD_Result finish_rpc(ls_http *h, struct MHD_Connection *c, rpc_req 
         .received_mono_ns = ls_mono_ns(),
         .cancelled = &never_cancelled,
         .authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "authorization"),
+        .request_id = q->request_id,
     };
     ls_buf resp = {0};
     ls_err err = {.code = LS_OK, .msg = ""};
@@ -444,7 +448,18 @@ static enum MHD_Result finish_rpc(ls_http *h, struct MHD_Connection *c, rpc_req 
         ls_buf_free(&resp);
     }
     if (code != LS_OK) LOG_WARN("grpc-web %s -> %s: %s", q->path, ls_code_name(code), err.msg);
-    return send_grpcweb(h, c, q->text, code, code == LS_OK ? NULL : err.msg, &resp);
+    return send_grpcweb(h, c, q->text, code, code == LS_OK ? NULL : err.msg, q->request_id, &resp);
+}
+
+/* run_rpc with a request id: every line the call logs carries it, as on
+ * the gRPC port, and the trailers return it. */
+static enum MHD_Result finish_rpc(ls_http *h, struct MHD_Connection *c, rpc_req *q) {
+    snprintf(q->request_id, sizeof q->request_id, "%06x-w%07llx", h->id_prefix & 0xffffff,
+             (unsigned long long)atomic_fetch_add(&h->next_id, 1));
+    ls_log_set_request(q->request_id);
+    enum MHD_Result r = run_rpc(h, c, q);
+    ls_log_set_request(NULL);
+    return r;
 }
 
 /* First call of a POST: decide what to do with the body. */
@@ -734,6 +749,8 @@ ls_http *ls_http_start(const ls_http_opts *opts, ls_err *err) {
     pthread_cond_init(&h->slot_cond, &ca);
     pthread_condattr_destroy(&ca);
     atomic_init(&h->draining, 0);
+    h->id_prefix = (unsigned)(ls_wall_ms() ^ (int64_t)getpid() << 12);
+    atomic_init(&h->next_id, 0);
 
     if (opts->n_cors_origins) {
         h->origins = calloc(opts->n_cors_origins, sizeof *h->origins);

@@ -15,6 +15,7 @@
  * gRPC-Web outcomes (the HTTP status is 200 whenever a gRPC status is sent,
  * as gRPC-Web clients read the status from the trailer frame):
  *   handler result                   data frame (if the handler filled one) + trailer frame
+ *                                    (grpc-status, grpc-message, x-request-id)
  *   body not one uncompressed frame  grpc-status 3 INVALID_ARGUMENT (bad base64, short or
  *                                    trailing bytes, compressed or trailer flags)
  *   message over max_message_bytes   grpc-status 8 RESOURCE_EXHAUSTED (either direction)

@@ -221,6 +221,12 @@ class TestHttpEndpoints(lstest.ServerTestCase):
                 self.assertEqual(resp.composited_frames[i], native.composited_frames[i],
                                  "frame %d (text=%s) differs from the native gRPC result" % (i, text))
 
+    def test_request_id_in_trailers(self):
+        ids = [grpcweb(self.url, "Health", b"").trailers.get("x-request-id") for _ in range(2)]
+        for i in ids:
+            self.assertRegex(i or "", r"^[0-9a-f]{6}-w[0-9a-f]{7,}$")
+        self.assertNotEqual(ids[0], ids[1])
+
     def test_text_in_separately_padded_chunks(self):
         # A client may base64 each piece separately: padding in the middle.
         req = self.pb2.GetModelStatsRequest(model_id="demo").SerializeToString()
