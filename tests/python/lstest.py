@@ -16,6 +16,7 @@ to build/ of the source tree.
 
 import atexit
 import functools
+import importlib.util
 import json
 import os
 import shutil
@@ -106,6 +107,26 @@ def bytes_variant_pb2():
     sys.path.insert(0, d)
     import multitenant_bytes_pb2
     return multitenant_bytes_pb2
+
+
+GRPC_PROTO_DIR = "/usr/share/grpc-proto"  # Debian's grpc-proto package
+
+
+@functools.lru_cache(maxsize=None)
+def grpc_proto_pb2(rel_path):
+    """The _pb2 module of one of grpc-proto's files, e.g.
+    "grpc/health/v1/health.proto", generated at test time. It is loaded from
+    its file under a flat name: imported as a package, its "grpc" would
+    shadow grpcio's."""
+    out = os.path.join(_tmp_root, "grpc_proto")
+    os.makedirs(out, exist_ok=True)
+    _protoc(GRPC_PROTO_DIR, rel_path, out, False)
+    stem = rel_path[:-len(".proto")]
+    spec = importlib.util.spec_from_file_location(stem.replace("/", "_") + "_pb2",
+                                                  os.path.join(out, stem + "_pb2.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # ---------------------------------------------------------------- server
