@@ -231,14 +231,17 @@ int main(int argc, char **argv) {
         LOG_ERROR("%s", err.msg);
         goto out;
     }
-    size_t n_methods;
+    size_t n_methods, n_streams;
     const ls_method *methods = ls_service_methods(&n_methods);
+    const ls_stream_method *streams = ls_service_stream_methods(&n_streams);
     ls_transport_opts topts = {.listen = cfg.listen,
                                .max_message_bytes = cfg.max_message_bytes,
                                .workers = cfg.worker_threads,
                                .max_queue = cfg.max_queue,
                                .methods = methods,
                                .n_methods = n_methods,
+                               .streams = streams,
+                               .n_streams = n_streams,
                                .ctx = svc};
     if (cfg.tls_cert_file) {
         tls_cert = read_text(cfg.tls_cert_file);

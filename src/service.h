@@ -21,8 +21,25 @@ typedef struct ls_service ls_service;
 ls_service *ls_service_create(const ls_config *cfg, ls_err *err);
 void ls_service_destroy(ls_service *s);
 
-/* The method table to give the transport (ctx = the service). */
+/* The gRPC service this module implements. */
+#define LS_SERVICE_NAME "multitenant.MultiTenantLipSync"
+
+/* The method table to give the transport (ctx = the service): the
+ * MultiTenantLipSync methods and grpc.health.v1 Health/Check. */
 const ls_method *ls_service_methods(size_t *n);
+
+/* The streaming methods (ctx = the service): grpc.health.v1 Health/Watch
+ * (health.h) and ServerReflectionInfo, v1alpha and v1 (reflection.h). */
+const ls_stream_method *ls_service_stream_methods(size_t *n);
+
+/* Serving status of a grpc.health.v1 service name: "" or LS_SERVICE_NAME =
+ * the server (1 once ls_service_ready, 0 while starting or draining); a
+ * model id = 0 when its last load failed (state failed: until a load
+ * succeeds or it is unloaded) or the server is draining, else 1 (loaded, or
+ * loadable on first use). -1 with err: NOT_FOUND (unknown name),
+ * PERMISSION_DENIED (auth on and call's key may not use that model; the
+ * server's own name needs no key). */
+int ls_service_serving(ls_service *s, const ls_call_info *call, const char *name, ls_err *err);
 
 /* Load every `preload: true` model, in order; failures are logged and
  * recorded in the model's state. Marks the service ready when done. */

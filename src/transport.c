@@ -21,14 +21,21 @@
  * through the completion queue per call. */
 #define PENDING_ACCEPTS 8
 
+/* Streams running at once unless opts.max_streams says otherwise, and how
+ * long ls_transport_stop lets woken streams end by themselves. */
+#define DEFAULT_MAX_STREAMS 32
+#define STREAM_STOP_MS 1000
+
 typedef enum { ST_REQUESTED, ST_RECEIVING, ST_SENDING } call_state;
 
 struct call;
-/* A completion-queue tag: which call, and which of its two concurrent
- * batches (the main sequence or the close watcher) completed. */
+/* Which of a call's concurrent batches completed: the main sequence, the
+ * close watcher, or (streaming calls) a stream's receive or send. */
+typedef enum { TAG_MAIN, TAG_CLOSE, TAG_RECV, TAG_SEND } tag_kind;
+/* A completion-queue tag: which call, and which of its batches. */
 typedef struct {
     struct call *c;
-    int is_close;
+    tag_kind kind;
 } call_tag;
 
 typedef struct call {
@@ -49,7 +56,33 @@ typedef struct call {
     char request_id[24];
     grpc_metadata trailer;      /* x-request-id */
     struct call *next;          /* worker queue */
+    ls_stream *stream;          /* streaming calls only */
+    int sent_initial_md;        /* a stream's first send carried the initial metadata */
 } call;
+
+/* A streaming call's rendezvous between its thread and the cq thread. */
+struct ls_stream {
+    call *c;
+    const ls_stream_method *m;
+    call_tag recv_tag, send_tag;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;        /* an op completed, the call closed, or the server is stopping */
+    int recv_done, recv_ok;     /* under mu: the receive batch completed, and how */
+    int send_done, send_ok;
+    int in_recv;                /* under mu: a receive is outstanding */
+    int closed;                 /* under mu: the close watcher completed (cancelled or broken) */
+    int stopping;               /* under mu: ls_transport_stop has begun */
+    grpc_byte_buffer *recv_buf; /* the stream thread's own, between batches */
+    grpc_byte_buffer *send_buf;
+};
+
+/* One of max_streams places for a stream's thread. */
+typedef struct {
+    pthread_t thread;
+    call *c;                    /* the stream's call while its thread runs; under t->lock */
+    int busy;                   /* claimed, its thread not finished yet; under t->lock */
+    int joinable;               /* a thread was started here and not joined yet; under t->lock */
+} stream_slot;
 
 struct ls_transport {
     ls_transport_opts opts;
@@ -71,7 +104,19 @@ struct ls_transport {
     int shutdown_tag;           /* its address is the shutdown tag */
     unsigned id_prefix;         /* request ids: prefix + counter */
     atomic_ullong next_id;
+    stream_slot *slots;         /* max_streams of them */
+    int max_streams;
+    int n_streams;              /* busy slots; under lock */
 };
+
+static void stream_free(ls_stream *s) {
+    if (!s) return;
+    if (s->recv_buf) grpc_byte_buffer_destroy(s->recv_buf);
+    if (s->send_buf) grpc_byte_buffer_destroy(s->send_buf);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cond);
+    free(s);
+}
 
 static void call_free(call *c) {
     if (c->recv) grpc_byte_buffer_destroy(c->recv);
@@ -80,6 +125,7 @@ static void call_free(call *c) {
     grpc_metadata_array_destroy(&c->req_md);
     grpc_call_details_destroy(&c->details);
     if (c->call) grpc_call_unref(c->call);
+    stream_free(c->stream);
     free(c);
 }
 
@@ -101,8 +147,8 @@ static void accept_one(ls_transport *t) {
     }
     c->t = t;
     c->state = ST_REQUESTED;
-    c->main_tag = (call_tag){c, 0};
-    c->close_tag = (call_tag){c, 1};
+    c->main_tag = (call_tag){c, TAG_MAIN};
+    c->close_tag = (call_tag){c, TAG_CLOSE};
     c->pending = 1;
     grpc_call_details_init(&c->details);
     grpc_metadata_array_init(&c->req_md);
@@ -114,12 +160,13 @@ static void accept_one(ls_transport *t) {
     }
 }
 
-/* Final batch: initial metadata, optional message, status, and close. */
+/* Final batch: initial metadata (unless a stream sent it already), optional
+ * message, status, and close. */
 static void finish(call *c, ls_code code, const char *msg, ls_buf *body) {
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
     int n = 0;
-    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (!c->sent_initial_md) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
     if (body && body->len) {
         /* Hand the buffer to gRPC without copying: the slice frees it. */
         grpc_slice s = grpc_slice_new(body->data, body->len, free);
@@ -155,24 +202,59 @@ static void finish(call *c, ls_code code, const char *msg, ls_buf *body) {
     }
 }
 
+static int slice_is(grpc_slice s, const char *str) {
+    size_t len = GRPC_SLICE_LENGTH(s);
+    return strlen(str) == len && memcmp(str, GRPC_SLICE_START_PTR(s), len) == 0;
+}
+
 static const ls_method *find_method(const ls_transport *t, grpc_slice path) {
-    size_t len = GRPC_SLICE_LENGTH(path);
-    const uint8_t *p = GRPC_SLICE_START_PTR(path);
-    for (size_t i = 0; i < t->opts.n_methods; i++) {
-        const char *m = t->opts.methods[i].path;
-        if (strlen(m) == len && memcmp(m, p, len) == 0) return &t->opts.methods[i];
+    for (size_t i = 0; i < t->opts.n_methods; i++)
+        if (slice_is(path, t->opts.methods[i].path)) return &t->opts.methods[i];
+    return NULL;
+}
+
+static const ls_stream_method *find_stream_method(const ls_transport *t, grpc_slice path) {
+    for (size_t i = 0; i < t->opts.n_streams; i++)
+        if (slice_is(path, t->opts.streams[i].path)) return &t->opts.streams[i];
+    return NULL;
+}
+
+/* The call's method path as a C string (truncated to fit). */
+static void call_path(const call *c, char *path, size_t size) {
+    size_t plen = GRPC_SLICE_LENGTH(c->details.method);
+    if (plen >= size) plen = size - 1;
+    memcpy(path, GRPC_SLICE_START_PTR(c->details.method), plen);
+    path[plen] = 0;
+}
+
+/* The one piece of metadata a handler may need, copied so it is a C string;
+ * NULL when absent. */
+static const char *call_authorization(const call *c, char *auth, size_t size) {
+    for (size_t i = 0; i < c->req_md.count; i++) {
+        const grpc_metadata *md = &c->req_md.metadata[i];
+        if (grpc_slice_str_cmp(md->key, "authorization") == 0) {
+            size_t n = GRPC_SLICE_LENGTH(md->value);
+            if (n >= size) n = size - 1;
+            memcpy(auth, GRPC_SLICE_START_PTR(md->value), n);
+            auth[n] = 0;
+            return auth;
+        }
     }
     return NULL;
+}
+
+/* Unique within the process and unlikely to repeat across restarts: the
+ * start time's low bits, then a counter. */
+static void assign_request_id(ls_transport *t, call *c) {
+    snprintf(c->request_id, sizeof c->request_id, "%06x-%08llx", t->id_prefix & 0xffffff,
+             (unsigned long long)atomic_fetch_add(&t->next_id, 1));
 }
 
 /* Worker: run the handler for one received call. */
 static void handle(call *c) {
     ls_transport *t = c->t;
     char path[256];
-    size_t plen = GRPC_SLICE_LENGTH(c->details.method);
-    if (plen >= sizeof path) plen = sizeof path - 1;
-    memcpy(path, GRPC_SLICE_START_PTR(c->details.method), plen);
-    path[plen] = 0;
+    call_path(c, path, sizeof path);
 
     const ls_method *m = find_method(t, c->details.method);
     if (!m) {
@@ -202,20 +284,8 @@ static void handle(call *c) {
     grpc_byte_buffer_destroy(c->recv);
     c->recv = NULL;
 
-    /* The one piece of metadata a handler may need; copied so it is a C string. */
     char auth[512];
-    const char *authorization = NULL;
-    for (size_t i = 0; i < c->req_md.count; i++) {
-        const grpc_metadata *md = &c->req_md.metadata[i];
-        if (grpc_slice_str_cmp(md->key, "authorization") == 0) {
-            size_t n = GRPC_SLICE_LENGTH(md->value);
-            if (n >= sizeof auth) n = sizeof auth - 1;
-            memcpy(auth, GRPC_SLICE_START_PTR(md->value), n);
-            auth[n] = 0;
-            authorization = auth;
-            break;
-        }
-    }
+    const char *authorization = call_authorization(c, auth, sizeof auth);
     ls_call_info info = {.method = path,
                          .received_mono_ns = c->received_ns,
                          .cancelled = &c->closed_cancelled,
@@ -279,11 +349,301 @@ int ls_transport_queue_depth(ls_transport *t) {
     return n;
 }
 
+/* ---- streaming calls ----
+ *
+ * A stream's thread starts one batch at a time per direction, with the
+ * stream's receive or send tag, and sleeps on the stream's condition until
+ * the cq thread reports that tag's completion (stream_event). The thread
+ * holds the call's reference that grpc_server_request_call held, so the
+ * call outlives every batch it starts. */
+
+static ls_stream *stream_new(call *c, const ls_stream_method *m) {
+    ls_stream *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->c = c;
+    s->m = m;
+    s->recv_tag = (call_tag){c, TAG_RECV};
+    s->send_tag = (call_tag){c, TAG_SEND};
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    return s;
+}
+
+/* cq thread: a stream's batch completed, or its call closed. */
+static void stream_event(ls_stream *s, tag_kind kind, int ok) {
+    pthread_mutex_lock(&s->mu);
+    if (kind == TAG_RECV) {
+        s->recv_done = 1;
+        s->recv_ok = ok;
+    } else if (kind == TAG_SEND) {
+        s->send_done = 1;
+        s->send_ok = ok;
+    } else {
+        s->closed = 1;
+    }
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Start ops with tag and wait for their completion: 0 ok, -1 failed.
+ * *started says whether gRPC accepted the batch. */
+static int stream_batch(ls_stream *s, const grpc_op *ops, size_t n, call_tag *tag, int *done, int *ok,
+                        int *started) {
+    pthread_mutex_lock(&s->mu);
+    *done = 0;
+    pthread_mutex_unlock(&s->mu);
+    *started = grpc_call_start_batch(s->c->call, ops, n, tag, NULL) == GRPC_CALL_OK;
+    if (!*started) return -1;
+    pthread_mutex_lock(&s->mu);
+    while (!*done) pthread_cond_wait(&s->cond, &s->mu);
+    int rc = *ok ? 0 : -1;
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int ls_stream_recv(ls_stream *s, ls_buf *msg) {
+    msg->len = 0;
+    pthread_mutex_lock(&s->mu);
+    int stopping = s->stopping;
+    if (!stopping) s->in_recv = 1; /* ls_transport_stop cancels a stream waiting here */
+    pthread_mutex_unlock(&s->mu);
+    if (stopping) return -1;
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &s->recv_buf;
+    int started;
+    int rc = stream_batch(s, &op, 1, &s->recv_tag, &s->recv_done, &s->recv_ok, &started);
+    pthread_mutex_lock(&s->mu);
+    s->in_recv = 0;
+    pthread_mutex_unlock(&s->mu);
+    if (rc != 0) return -1;
+    if (!s->recv_buf) return 0; /* half-closed */
+    grpc_byte_buffer_reader reader;
+    int got = grpc_byte_buffer_reader_init(&reader, s->recv_buf);
+    if (got) {
+        grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+        grpc_byte_buffer_reader_destroy(&reader);
+        got = ls_buf_append(msg, GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all)) == 0;
+        grpc_slice_unref(all);
+    }
+    grpc_byte_buffer_destroy(s->recv_buf);
+    s->recv_buf = NULL;
+    return got ? 1 : -1;
+}
+
+int ls_stream_send(ls_stream *s, const uint8_t *data, size_t len) {
+    grpc_slice sl = grpc_slice_from_copied_buffer((const char *)data, len);
+    s->send_buf = grpc_raw_byte_buffer_create(&sl, 1);
+    grpc_slice_unref(sl);
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (!s->c->sent_initial_md) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = s->send_buf;
+    int started;
+    int rc = stream_batch(s, ops, n, &s->send_tag, &s->send_done, &s->send_ok, &started);
+    if (started) s->c->sent_initial_md = 1;
+    grpc_byte_buffer_destroy(s->send_buf);
+    s->send_buf = NULL;
+    return rc;
+}
+
+int ls_stream_cancelled(ls_stream *s) { return atomic_load(&s->c->closed_cancelled); }
+
+int ls_stream_stopping(ls_stream *s) {
+    pthread_mutex_lock(&s->mu);
+    int r = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+int ls_stream_wait(ls_stream *s, int timeout_ms) {
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    if (timeout_ms < 0) timeout_ms = 0;
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->mu);
+    while (!s->stopping && !s->closed)
+        if (pthread_cond_timedwait(&s->cond, &s->mu, &until) != 0) break;
+    int woken = s->stopping || s->closed;
+    pthread_mutex_unlock(&s->mu);
+    return woken;
+}
+
+/* A stream's own thread: run the handler, send its status, free the slot. */
+static void *stream_main(void *arg) {
+    stream_slot *sl = arg;
+    call *c = sl->c; /* set before this thread was created */
+    ls_transport *t = c->t;
+    ls_stream *s = c->stream;
+    char path[256], auth[512];
+    call_path(c, path, sizeof path);
+    ls_call_info info = {.method = path,
+                         .received_mono_ns = c->received_ns,
+                         .cancelled = &c->closed_cancelled,
+                         .authorization = call_authorization(c, auth, sizeof auth),
+                         .request_id = c->request_id};
+    ls_err err = {.code = LS_OK, .msg = ""};
+    ls_log_set_request(c->request_id);
+    ls_code code = s->m->fn(t->opts.ctx, &info, s, &err);
+    if (code != LS_OK && !ls_stream_cancelled(s) && !ls_stream_stopping(s))
+        LOG_WARN("%s -> %s: %s", path, ls_code_name(code), err.msg);
+    ls_log_set_request(NULL);
+    finish(c, code, code == LS_OK ? NULL : err.msg, NULL);
+    pthread_mutex_lock(&t->lock);
+    sl->c = NULL;
+    sl->busy = 0;
+    t->n_streams--;
+    pthread_cond_broadcast(&t->done_cond);
+    pthread_mutex_unlock(&t->lock);
+    call_put(c); /* the thread's hold */
+    return NULL;
+}
+
+/* cq thread: give a newly arrived streaming call a thread of its own. The
+ * reference grpc_server_request_call held becomes the thread's hold. */
+static void start_stream(ls_transport *t, call *c) {
+    stream_slot *sl = NULL;
+    int need_join = 0;
+    pthread_mutex_lock(&t->lock);
+    int stopping = t->shutting_down;
+    for (int i = 0; !stopping && i < t->max_streams; i++)
+        if (!t->slots[i].busy) {
+            sl = &t->slots[i];
+            break;
+        }
+    if (sl) {
+        sl->busy = 1;
+        sl->c = c;
+        need_join = sl->joinable; /* its previous thread has finished: reap it */
+        sl->joinable = 0;
+        t->n_streams++;
+    }
+    pthread_mutex_unlock(&t->lock);
+    if (!sl) {
+        if (stopping) {
+            finish(c, LS_UNAVAILABLE, "server shutting down", NULL);
+        } else {
+            char msg[160];
+            snprintf(msg, sizeof msg, "server busy: %d streams already open", t->max_streams);
+            LOG_WARN("rejecting a stream: %s", msg);
+            finish(c, LS_RESOURCE_EXHAUSTED, msg, NULL);
+        }
+        call_put(c);
+        return;
+    }
+    if (need_join) pthread_join(sl->thread, NULL);
+    int started = pthread_create(&sl->thread, NULL, stream_main, sl) == 0;
+    pthread_mutex_lock(&t->lock);
+    if (started) {
+        sl->joinable = 1;
+    } else {
+        sl->c = NULL;
+        sl->busy = 0;
+        t->n_streams--;
+        pthread_cond_broadcast(&t->done_cond);
+    }
+    pthread_mutex_unlock(&t->lock);
+    if (!started) {
+        LOG_ERROR("transport: cannot start a thread for a stream");
+        finish(c, LS_UNAVAILABLE, "cannot start a thread for the stream", NULL);
+        call_put(c);
+    }
+}
+
+int ls_transport_open_streams(ls_transport *t) {
+    pthread_mutex_lock(&t->lock);
+    int n = t->n_streams;
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}
+
+/* Cancel the running streams (all, or only those waiting for a client
+ * message) with UNAVAILABLE. Called with t->lock held; the calls are
+ * referenced under it and cancelled after it is released. */
+static void cancel_streams_locked(ls_transport *t, int only_receiving, grpc_call **calls) {
+    int n = 0;
+    for (int i = 0; i < t->max_streams; i++) {
+        call *c = t->slots[i].busy ? t->slots[i].c : NULL;
+        if (!c) continue;
+        pthread_mutex_lock(&c->stream->mu);
+        int receiving = c->stream->in_recv;
+        pthread_mutex_unlock(&c->stream->mu);
+        if (only_receiving && !receiving) continue;
+        grpc_call_ref(c->call);
+        calls[n++] = c->call;
+    }
+    pthread_mutex_unlock(&t->lock);
+    for (int i = 0; i < n; i++) {
+        grpc_call_cancel_with_status(calls[i], GRPC_STATUS_UNAVAILABLE, "server shutting down", NULL);
+        grpc_call_unref(calls[i]);
+    }
+    pthread_mutex_lock(&t->lock);
+}
+
+/* First step of a stop: wake every stream, cancel those that cannot react
+ * (waiting for a client message) and, after up to STREAM_STOP_MS (never more
+ * than the grace period), the rest. New streams are refused already. */
+static void stop_streams(ls_transport *t, double grace_s) {
+    grpc_call **calls = calloc((size_t)t->max_streams, sizeof *calls);
+    pthread_mutex_lock(&t->lock);
+    for (int i = 0; i < t->max_streams; i++) {
+        call *c = t->slots[i].busy ? t->slots[i].c : NULL;
+        if (!c) continue;
+        pthread_mutex_lock(&c->stream->mu);
+        c->stream->stopping = 1;
+        pthread_cond_broadcast(&c->stream->cond);
+        pthread_mutex_unlock(&c->stream->mu);
+    }
+    if (t->n_streams > 0 && calls) {
+        cancel_streams_locked(t, 1, calls);
+        double wait_s = grace_s < STREAM_STOP_MS / 1000.0 ? grace_s : STREAM_STOP_MS / 1000.0;
+        gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                                          gpr_time_from_millis((int64_t)(wait_s * 1000), GPR_TIMESPAN));
+        struct timespec ts = {.tv_sec = until.tv_sec, .tv_nsec = until.tv_nsec};
+        while (t->n_streams > 0)
+            if (pthread_cond_timedwait(&t->done_cond, &t->lock, &ts) != 0) break;
+        if (t->n_streams > 0) {
+            LOG_INFO("transport: cancelling %d open stream(s)", t->n_streams);
+            cancel_streams_locked(t, 0, calls);
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    free(calls);
+}
+
+/* Last step of a stop: every stream has ended; reap their threads. */
+static void join_streams(ls_transport *t) {
+    for (int i = 0; i < t->max_streams; i++) {
+        pthread_mutex_lock(&t->lock);
+        int joinable = t->slots[i].joinable;
+        t->slots[i].joinable = 0;
+        pthread_mutex_unlock(&t->lock);
+        if (joinable) pthread_join(t->slots[i].thread, NULL);
+    }
+}
+
 static void on_event(ls_transport *t, call_tag *tag, int ok) {
     call *c = tag->c;
-    if (tag->is_close) {
+    if (tag->kind == TAG_RECV || tag->kind == TAG_SEND) {
+        stream_event(c->stream, tag->kind, ok); /* the stream's thread holds the call */
+        return;
+    }
+    if (tag->kind == TAG_CLOSE) {
         /* The call is over for gRPC: finished normally, or cancelled. */
         atomic_store(&c->closed_cancelled, c->cancelled || !ok);
+        if (c->stream) stream_event(c->stream, TAG_CLOSE, ok);
         call_put(c);
         return;
     }
@@ -298,11 +658,24 @@ static void on_event(ls_transport *t, call_tag *tag, int ok) {
         c->pending++; /* the close watcher below */
         pthread_mutex_unlock(&t->lock);
         if (accept_more) accept_one(t);
+        const ls_stream_method *sm = find_stream_method(t, c->details.method);
+        if (sm) c->stream = stream_new(c, sm);
         grpc_op close_op;
         memset(&close_op, 0, sizeof close_op);
         close_op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
         close_op.data.recv_close_on_server.cancelled = &c->cancelled;
         if (grpc_call_start_batch(c->call, &close_op, 1, &c->close_tag, NULL) != GRPC_CALL_OK) call_put(c);
+        if (sm) {
+            c->received_ns = ls_mono_ns();
+            assign_request_id(t, c);
+            if (c->stream) {
+                start_stream(t, c);
+            } else {
+                finish(c, LS_RESOURCE_EXHAUSTED, "out of memory starting a stream", NULL);
+                call_put(c);
+            }
+            return;
+        }
         grpc_op op;
         memset(&op, 0, sizeof op);
         op.op = GRPC_OP_RECV_MESSAGE;
@@ -320,10 +693,7 @@ static void on_event(ls_transport *t, call_tag *tag, int ok) {
             return;
         }
         c->received_ns = ls_mono_ns();
-        /* Unique within the process and unlikely to repeat across restarts:
-         * the start time's low bits, then a counter. */
-        snprintf(c->request_id, sizeof c->request_id, "%06x-%08llx", t->id_prefix & 0xffffff,
-                 (unsigned long long)atomic_fetch_add(&t->next_id, 1));
+        assign_request_id(t, c);
         if (enqueue(t, c) != 0) {
             char msg[160];
             snprintf(msg, sizeof msg, "server busy: %d requests already waiting (server.max_queue)",
@@ -369,6 +739,16 @@ ls_transport *ls_transport_start(const ls_transport_opts *opts, ls_err *err) {
     pthread_mutex_init(&t->lock, NULL);
     pthread_cond_init(&t->work_cond, NULL);
     pthread_cond_init(&t->done_cond, NULL);
+    t->max_streams = opts->max_streams > 0 ? opts->max_streams : DEFAULT_MAX_STREAMS;
+    t->slots = calloc((size_t)t->max_streams, sizeof *t->slots);
+    if (!t->slots) {
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory starting the server");
+        pthread_mutex_destroy(&t->lock);
+        pthread_cond_destroy(&t->work_cond);
+        pthread_cond_destroy(&t->done_cond);
+        free(t);
+        return NULL;
+    }
 
     int limit = opts->max_message_bytes > (uint64_t)INT32_MAX ? INT32_MAX : (int)opts->max_message_bytes;
     grpc_arg args[2];
@@ -408,6 +788,7 @@ ls_transport *ls_transport_start(const ls_transport_opts *opts, ls_err *err) {
         pthread_mutex_destroy(&t->lock);
         pthread_cond_destroy(&t->work_cond);
         pthread_cond_destroy(&t->done_cond);
+        free(t->slots);
         free(t);
         return NULL;
     }
@@ -437,6 +818,7 @@ void ls_transport_stop(ls_transport *t, double grace_s) {
     t->shutting_down = 1;
     pthread_mutex_unlock(&t->lock);
     grpc_server_shutdown_and_notify(t->server, t->cq, &t->shutdown_tag);
+    stop_streams(t, grace_s);
 
     /* In-flight calls finish on their own; past the grace period, cancel. */
     gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
@@ -461,6 +843,8 @@ void ls_transport_stop(ls_transport *t, double grace_s) {
     pthread_mutex_unlock(&t->lock);
     for (int i = 0; i < t->n_workers; i++) pthread_join(t->workers[i], NULL);
     free(t->workers);
+    join_streams(t);
+    free(t->slots);
 
     grpc_server_destroy(t->server);
     grpc_completion_queue_shutdown(t->cq);

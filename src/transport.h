@@ -17,7 +17,18 @@
  *      else runs the handler                       -- worker thread
  *   SENDING    (initial metadata + message + status) -- any thread
  *   done: everything the call took is freed when both the send batch and
- *   the close batch have completed. */
+ *   the close batch have completed.
+ *
+ * Streaming methods (client-, server- or bidirectional streaming) are a
+ * second table: such a call gets its own thread as soon as it arrives (no
+ * message is received for it first) and keeps it until its handler returns,
+ * so long-lived streams never occupy the worker pool. The handler receives
+ * and sends with blocking primitives; each starts one gRPC batch with a
+ * per-call tag and sleeps until the completion-queue thread signals that
+ * tag's completion. At most max_streams streams run at once; a stream beyond
+ * that gets RESOURCE_EXHAUSTED at once. ls_transport_stop wakes every stream
+ * (ls_stream_stopping), lets them end for up to a second, cancels the rest
+ * (UNAVAILABLE) and joins their threads. */
 #ifndef LS_TRANSPORT_H
 #define LS_TRANSPORT_H
 
@@ -45,6 +56,43 @@ typedef struct {
     ls_handler_fn fn;
 } ls_method;
 
+/* One streaming call, seen from its handler's thread. */
+typedef struct ls_stream ls_stream;
+
+/* Handler of a streaming method: runs on the call's own thread. Receive and
+ * send with the primitives below, then return the status (err->msg set for
+ * an error); the transport sends it. call->received_mono_ns is the time the
+ * call arrived. Return promptly once ls_stream_stopping says so. */
+typedef ls_code (*ls_stream_fn)(void *ctx, const ls_call_info *call, ls_stream *s, ls_err *err);
+
+typedef struct {
+    const char *path;
+    ls_stream_fn fn;
+} ls_stream_method;
+
+/* The primitives block the calling thread. ls_stream_recv and ls_stream_send
+ * may run at the same time in two threads, but each from one thread at a time.
+ *
+ * Next message from the client into *msg (its previous contents replaced):
+ * 1 = a message, 0 = the client has finished sending (half-close), -1 = the
+ * call is cancelled or broken (or the server is stopping). */
+int ls_stream_recv(ls_stream *s, ls_buf *msg);
+
+/* Send one message (copied); returns once gRPC has taken it: 0, or -1 when
+ * the call is cancelled or broken. */
+int ls_stream_send(ls_stream *s, const uint8_t *data, size_t len);
+
+/* Non-zero once the client has cancelled the call or gone away. */
+int ls_stream_cancelled(ls_stream *s);
+
+/* Non-zero once the server is stopping (ls_transport_stop): send what is
+ * worth sending and return; the call is cancelled a second later. */
+int ls_stream_stopping(ls_stream *s);
+
+/* Sleep up to timeout_ms, waking early when the client cancels or the
+ * server stops. Returns 1 in those two cases, 0 when the time ran out. */
+int ls_stream_wait(ls_stream *s, int timeout_ms);
+
 typedef struct {
     const char *listen;          /* host:port */
     uint64_t max_message_bytes;  /* receive and send limit */
@@ -53,6 +101,10 @@ typedef struct {
                                   * call gets RESOURCE_EXHAUSTED at once (0 = unbounded) */
     const ls_method *methods;    /* not copied: must outlive the transport */
     size_t n_methods;
+    const ls_stream_method *streams; /* streaming methods; not copied either */
+    size_t n_streams;
+    int max_streams;             /* streams running at once (0 = 32); beyond it
+                                  * a new stream gets RESOURCE_EXHAUSTED */
     void *ctx;                   /* passed to handlers */
     /* TLS: PEM text; all NULL = plaintext. client_ca_pem set = clients must
      * present a certificate signed by it (mutual TLS). */
@@ -72,8 +124,13 @@ int ls_transport_port(const ls_transport *t);
 /* Received calls waiting for a worker right now. */
 int ls_transport_queue_depth(ls_transport *t);
 
+/* Streams running right now. */
+int ls_transport_open_streams(ls_transport *t);
+
 /* Stop accepting calls, let in-flight calls finish for up to grace_s seconds,
- * cancel the rest, join all threads and free everything. */
+ * cancel the rest, join all threads and free everything. Streams are woken
+ * at once and cancelled after at most a second (or at once when grace_s is
+ * 0): a Watch never ends by itself. */
 void ls_transport_stop(ls_transport *t, double grace_s);
 
 #endif
