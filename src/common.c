@@ -50,6 +50,7 @@ const char *ls_code_name(ls_code code) {
     case LS_PERMISSION_DENIED: return "PERMISSION_DENIED";
     case LS_RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
     case LS_FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case LS_UNIMPLEMENTED: return "UNIMPLEMENTED";
     case LS_INTERNAL: return "INTERNAL";
     case LS_UNAVAILABLE: return "UNAVAILABLE";
     case LS_UNAUTHENTICATED: return "UNAUTHENTICATED";

@@ -413,16 +413,17 @@ static enum MHD_Result run_rpc(ls_http *h, struct MHD_Connection *c, rpc_req *q)
                 rpc_reject(q, LS_INVALID_ARGUMENT,
                            "expected exactly one request message: frame of %zu bytes, body holds %zu", len,
                            q->body.len - FRAME_HDR);
-            msg = b + FRAME_HDR;
-            mlen = len;
+            else {
+                msg = b + FRAME_HDR;
+                mlen = len;
+            }
         }
     }
-    if (!q->discard && !q->m) rpc_reject(q, (ls_code)12 /* UNIMPLEMENTED */, "unknown method %s", q->path);
+    if (!q->discard && !q->m) rpc_reject(q, LS_UNIMPLEMENTED, "unknown method %s", q->path);
     if (!q->discard && acquire_slot(h, q->deadline_ns) != 0)
         rpc_reject(q, LS_DEADLINE_EXCEEDED, "deadline passed before the request was run");
     if (q->discard) {
-        LOG_WARN("grpc-web %s -> %s: %s", q->path, q->code == 12 ? "UNIMPLEMENTED" : ls_code_name(q->code),
-                 q->msg);
+        LOG_WARN("grpc-web %s -> %s: %s", q->path, ls_code_name(q->code), q->msg);
         return send_grpcweb(h, c, q->text, q->code, q->msg, q->request_id, NULL);
     }
 

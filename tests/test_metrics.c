@@ -96,7 +96,7 @@ static void test_render(void) {
     ls_metrics_request(m, "a", LS_INVALID_ARGUMENT);
     ls_metrics_request(m, "nope", LS_NOT_FOUND);
     ls_metrics_request(m, NULL, LS_INVALID_ARGUMENT);
-    ls_metrics_request(m, "b", (ls_code)12); /* not an ls_code: counted as UNKNOWN */
+    ls_metrics_request(m, "b", (ls_code)11); /* not an ls_code: counted as UNKNOWN */
     ls_metrics_request(m, "b", (ls_code)99);
     /* Bounds are inclusive upper limits (le). */
     ls_metrics_observe(m, LS_HIST_INFERENCE, "a", 0.001);
