@@ -12,10 +12,13 @@ Target 5a, cold load: time from sending InferBatchComposite(cold, batch 5)
   model_load_time_ms). Three times: the first, then twice after UnloadModel.
 Target 6, memory: process RSS before the first cold load and after touching
   all 100 frames (20 requests of batch 5), and GetModelStats memory_bytes,
-  against the raw RGB size of the frames plus the model file.
+  against the raw RGB size of the frames plus the model file; and what the
+  avatar holds once prepared (bench_engine: ls_avatar_memory_used).
 Target 5b, switching: batch-5 requests alternating A,B,A,B vs A,A,A,A, in
   interleaved blocks of 10 (`rounds` of each); the difference of the median
-  latencies (client) and of the server's total_time_ms.
+  latencies (client) and of the server's total_time_ms; and the same without
+  gRPC (bench_engine --switch: ls_model_infer in-process), whose jitter is
+  low enough to see 0.1 ms.
 """
 
 import argparse
@@ -97,6 +100,15 @@ def main():
                           "model_load_time_ms": r.model_load_time_ms, "inference_ms": r.inference_time_ms,
                           "composite_ms": r.composite_time_ms, "total_ms": r.total_time_ms})
         warm = [srv.infer_raw(cold_bodies[0])[0] * 1000 for _ in range(5)]
+        # RSS growth from a trimmed baseline: UnloadModel ends with malloc_trim,
+        # so what the allocator kept from earlier requests is not counted
+        srv.call("UnloadModel", pb2.UnloadModelRequest(model_id="cold"), pb2.UnloadModelResponse)
+        time.sleep(0.3)
+        rss_trimmed = srv.rss_bytes()
+        for b in cold_bodies:
+            srv.infer_raw(b)
+        time.sleep(0.2)
+        rss_full2 = srv.rss_bytes()
 
         # ---- 5b: switching
         lat = {"AAAA": [], "ABAB": []}
@@ -122,6 +134,12 @@ def main():
             diffs.append(res["ABAB"][0] - res["AAAA"][0])
             tdiffs.append(res["ABAB"][1] - res["AAAA"][1])
 
+    # what the avatar itself holds once all 100 frames are prepared (in-process)
+    _, eng = L.run_c_bench([os.path.join(L.BENCH_BIN, "bench_engine"), "--config", srv.config, "--id", "cold",
+                            "--batch", str(BATCH), "--runs", "1", "--warmup", "0"])
+    # switching without gRPC jitter: ls_model_infer on A,B,A,B vs A,A,A,A in-process
+    _, swi = L.run_c_bench([os.path.join(L.BENCH_BIN, "bench_engine"), "--config", srv.config, "--id", "A",
+                            "--switch", "B", "--batch", str(BATCH), "--runs", str(args.rounds)])
     first = colds[0]
     out["cold"] = colds
     out["cold_first_ms"] = first["latency_ms"]
@@ -130,9 +148,12 @@ def main():
     out["memory"] = {"rss_before_bytes": rss0, "rss_after_first_request_bytes": rss_after_first,
                      "rss_after_all_frames_bytes": rss1, "rss_growth_bytes": rss1 - rss0,
                      "rss_after_unload_bytes": rss_unloaded,
+                     "rss_trimmed_baseline_bytes": rss_trimmed, "rss_after_all_frames_2_bytes": rss_full2,
+                     "rss_growth_trimmed_bytes": rss_full2 - rss_trimmed,
                      "getmodelstats_memory_bytes": mem_reported, "raw_rgb_bytes": raw_rgb,
                      "model_file_bytes": model_file, "png_files_bytes": png_files,
-                     "raw_plus_model_bytes": raw_rgb + model_file}
+                     "raw_plus_model_bytes": raw_rgb + model_file,
+                     "avatar_memory_used_bytes": eng["avatar_memory_used"]}
     sw = {"median_AAAA_ms": statistics.median(lat["AAAA"]), "median_ABAB_ms": statistics.median(lat["ABAB"]),
           "server_total_median_AAAA_ms": statistics.median(tot["AAAA"]),
           "server_total_median_ABAB_ms": statistics.median(tot["ABAB"]),
@@ -143,6 +164,7 @@ def main():
     sw["client_round_diff_se_ms"] = statistics.stdev(diffs) / len(diffs) ** 0.5
     sw["server_round_diff_mean_ms"] = statistics.mean(tdiffs)
     sw["server_round_diff_se_ms"] = statistics.stdev(tdiffs) / len(tdiffs) ** 0.5
+    sw["in_process"] = swi
     out["switching"] = sw
     mem = out["memory"]
     print("cold load (100-frame 1280x720 avatar, demo model, batch 5):")
@@ -152,19 +174,31 @@ def main():
               f"{c['composite_ms']:.1f} ms, server total {c['total_ms']:.0f} ms)")
     print(f"  the same request warm: {out['warm_same_request_ms']:.1f} ms")
     mib = 1 << 20
-    print(f"memory: RSS growth after touching all 100 frames {mem['rss_growth_bytes'] / mib:.0f} MiB; "
+    print(f"memory: RSS growth after touching all 100 frames {mem['rss_growth_bytes'] / mib:.0f} MiB "
+          f"(from a baseline just after UnloadModel's malloc_trim: {mem['rss_growth_trimmed_bytes'] / mib:.0f} MiB); "
           f"GetModelStats memory_bytes {mem['getmodelstats_memory_bytes'] / mib:.0f} MiB; raw RGB frames "
           f"{raw_rgb / mib:.0f} MiB + model {model_file / mib:.1f} MiB; PNG files {png_files / mib:.0f} MiB; "
-          f"RSS after unload {(mem['rss_after_unload_bytes'] - rss0) / mib:+.0f} MiB vs before")
+          f"RSS after unload {(mem['rss_after_unload_bytes'] - rss0) / mib:+.0f} MiB vs before; the prepared "
+          f"avatar itself holds {eng['avatar_memory_used'] / mib:.0f} MiB (ls_avatar_memory_used)")
     print(f"switching: A,A,A,A median {sw['median_AAAA_ms']:.2f} ms, A,B,A,B {sw['median_ABAB_ms']:.2f} ms, "
           f"difference {sw['client_diff_ms']:+.3f} ms (per-round mean {sw['client_round_diff_mean_ms']:+.3f} "
           f"+- {sw['client_round_diff_se_ms']:.3f}); server total_time difference {sw['server_diff_ms']:+.3f} ms "
           f"(per-round {sw['server_round_diff_mean_ms']:+.3f} +- {sw['server_round_diff_se_ms']:.3f})")
     L.ratio_line("t5_cold_first_response_s", out["cold_first_ms"] / 1000, "<=1.0", out["cold_first_ms"] <= 1000)
     L.ratio_line("t5_cold_median_response_s", out["cold_median_ms"] / 1000, "<=1.0", out["cold_median_ms"] <= 1000)
-    L.ratio_line("t5_switch_added_ms_client", sw["client_diff_ms"], "<0.1", sw["client_diff_ms"] < 0.1)
-    L.ratio_line("t5_switch_added_ms_server", sw["server_diff_ms"], "<0.1", sw["server_diff_ms"] < 0.1)
+    # gRPC jitter (ms) hides 0.1 ms: those two are information; the verdict
+    # comes from the in-process measurement, and only when its noise allows.
+    L.ratio_line("t5_switch_added_ms_client", sw["client_diff_ms"], "(info)", True)
+    L.ratio_line("t5_switch_added_ms_server", sw["server_diff_ms"], "(info)", True)
+    se = swi["block_diff_se_ms"]
+    verdict = "INCONCLUSIVE" if 2 * se > 0.1 else swi["diff_ms"] < 0.1
+    sw["verdict"] = verdict if isinstance(verdict, str) else ("met" if verdict else "not met")
+    L.ratio_line("t5_switch_added_ms_in_process", swi["diff_ms"], f"<0.1 (noise 2SE {2 * se:.3f})", verdict)
     L.ratio_line("t6_rss_growth_vs_raw_rgb_plus_model", mem["rss_growth_bytes"] / mem["raw_plus_model_bytes"],
+                 "(info)", True)
+    L.ratio_line("t6_rss_growth_trimmed_vs_raw_rgb_plus_model",
+                 mem["rss_growth_trimmed_bytes"] / mem["raw_plus_model_bytes"], "(info)", True)
+    L.ratio_line("t6_avatar_held_vs_raw_rgb_plus_model", eng["avatar_memory_used"] / mem["raw_plus_model_bytes"],
                  "(info)", True)
     L.ratio_line("t6_reported_vs_raw_rgb_plus_model",
                  mem["getmodelstats_memory_bytes"] / mem["raw_plus_model_bytes"], "(info)", True)

@@ -2,7 +2,7 @@
  * gRPC in the way (target 3's breakdown and target 7's raw inference).
  *
  *   bench_engine --config FILE.yaml --id MODEL [--batch 5] [--runs 20]
- *                [--warmup 2] [--intra 0] [--inter 1] [--png-level 1]
+ *                [--warmup 2] [--intra 0] [--inter 1] [--png-level 1] [--switch ID2]
  *
  * Measures, interleaved run by run so drift hits every part alike:
  *   raw      ls_engine_run on its own session of the model's file (the raw
@@ -22,6 +22,10 @@
  * Engine threads as in the server: ls_engine_global_init(intra, inter) and
  * ls_pool_start(0).
  *
+ * Also prints what the avatar holds once every frame is prepared
+ * (ls_avatar_memory_used) next to what it is charged (ls_avatar_memory).
+ * With --switch ID2: instead, ls_model_infer alternating between the two
+ * models vs staying on one (see switch_bench).
  * Output: a line per quantity (p50 and mean, ms) and "RESULT {json}". */
 #define _GNU_SOURCE
 #include <math.h>
@@ -67,8 +71,90 @@ static void fill(float *v, size_t n, uint32_t seed) {
     }
 }
 
+/* --switch: ls_model_infer alternating two loaded models (A,B,A,B) vs one
+ * (A,A,A,A), in interleaved blocks of 10, `runs` blocks of each; medians and
+ * the per-block differences (mean +- standard error). In-process, so the
+ * gRPC jitter that hides a 0.1 ms difference is not there. */
+static int switch_bench(const char *config, const char *ida, const char *idb, int batch, int blocks, int intra,
+                        int inter, int level) {
+    ls_err err;
+    ls_config cfg;
+    if (!config || !ida || !idb) return 2;
+    if (ls_config_load_file(config, &cfg, &err)) die(config, &err);
+    const ls_model_config *ca = ls_config_find(&cfg, ida), *cb = ls_config_find(&cfg, idb);
+    if (!ca || !cb) die("--id/--switch", &(ls_err){.msg = "not in the config"});
+    if (ls_engine_global_init(intra, inter, &err)) die("ls_engine_global_init", &err);
+    if (ls_pool_start(0)) die("ls_pool_start", NULL);
+    uint64_t mem;
+    ls_model *m[2] = {ls_model_load(ca, level, &mem, &err), NULL};
+    if (!m[0]) die(ida, &err);
+    if (!(m[1] = ls_model_load(cb, level, &mem, &err))) die(idb, &err);
+    const ls_engine *e = ls_model_engine(m[0]);
+    size_t nv = (size_t)batch * ls_engine_visual_per_frame(e), na = (size_t)batch * ls_engine_audio_per_frame(e);
+    float *visual = malloc(nv * sizeof(float)), *audio = malloc(na * sizeof(float));
+    fill(visual, nv, 1);
+    fill(audio, na, 2);
+    int nf[2] = {ls_avatar_num_frames(ls_model_avatar(m[0])), ls_avatar_num_frames(ls_model_avatar(m[1]))};
+    int64_t next[2] = {0, 0};
+    const int block = 10;
+    double *same = calloc((size_t)blocks * block, sizeof(double)), *alt = calloc((size_t)blocks * block, sizeof(double));
+    double *diff = calloc((size_t)blocks, sizeof(double));
+    double tmp[10];
+    for (int w = 0; w < 2 * block; w++) { /* warm both, every frame used later prepared on first use */
+        ls_infer_req ir = {visual, nv, audio, na, batch, 0, level};
+        ls_infer_result res;
+        if (ls_model_infer(m[w % 2], &ir, &res, &err)) die("ls_model_infer", &err);
+        ls_infer_result_free(&res);
+    }
+    for (int b = 0; b < blocks; b++) {
+        double med[2];
+        for (int half = 0; half < 2; half++) {
+            int alternate = (b % 2) ^ half; /* order of the two patterns alternates per block */
+            for (int i = 0; i < block; i++) {
+                int k = alternate ? i % 2 : 0;
+                ls_infer_req ir = {visual, nv, audio, na, batch, next[k] % nf[k], level};
+                next[k] += batch;
+                ls_infer_result res;
+                uint64_t t0 = ls_mono_ns();
+                if (ls_model_infer(m[k], &ir, &res, &err)) die("ls_model_infer", &err);
+                tmp[i] = ms_since(t0);
+                ls_infer_result_free(&res);
+                (alternate ? alt : same)[b * block + i] = tmp[i];
+            }
+            qsort(tmp, block, sizeof(double), cmp_double);
+            med[alternate] = 0.5 * (tmp[block / 2 - 1] + tmp[block / 2]);
+        }
+        diff[b] = med[1] - med[0];
+    }
+    size_t n = (size_t)blocks * block;
+    qsort(same, n, sizeof(double), cmp_double);
+    qsort(alt, n, sizeof(double), cmp_double);
+    double ms = 0.5 * (same[n / 2 - 1] + same[n / 2]), ma = 0.5 * (alt[n / 2 - 1] + alt[n / 2]);
+    double mean = 0, var = 0;
+    for (int b = 0; b < blocks; b++) mean += diff[b] / blocks;
+    for (int b = 0; b < blocks; b++) var += (diff[b] - mean) * (diff[b] - mean) / (blocks > 1 ? blocks - 1 : 1);
+    double se = sqrt(var / blocks);
+    printf("ls_model_infer, batch %d, %d blocks of %d: A,A,A,A median %.3f ms, A,B,A,B median %.3f ms, "
+           "difference %+.3f ms; per-block difference %+.3f +- %.3f ms\n",
+           batch, blocks, block, ms, ma, ma - ms, mean, se);
+    printf("RESULT {\"batch\":%d,\"blocks\":%d,\"block\":%d,\"median_same_ms\":%.4f,\"median_alt_ms\":%.4f,"
+           "\"diff_ms\":%.4f,\"block_diff_mean_ms\":%.4f,\"block_diff_se_ms\":%.4f}\n",
+           batch, blocks, block, ms, ma, ma - ms, mean, se);
+    free(same);
+    free(alt);
+    free(diff);
+    free(visual);
+    free(audio);
+    ls_model_free(m[0]);
+    ls_model_free(m[1]);
+    ls_pool_stop();
+    ls_engine_global_shutdown();
+    ls_config_free(&cfg);
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    const char *config = NULL, *id = NULL;
+    const char *config = NULL, *id = NULL, *switch_id = NULL;
     int batch = 5, runs = 20, warmup = 2, intra = 0, inter = 1, level = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -78,6 +164,7 @@ int main(int argc, char **argv) {
         else if (OPT("--batch")) batch = atoi(v);
         else if (OPT("--runs")) runs = atoi(v);
         else if (OPT("--warmup")) warmup = atoi(v);
+        else if (OPT("--switch")) switch_id = v;
         else if (OPT("--intra")) intra = atoi(v);
         else if (OPT("--inter")) inter = atoi(v);
         else if (OPT("--png-level")) level = atoi(v);
@@ -87,6 +174,7 @@ int main(int argc, char **argv) {
         }
 #undef OPT
     }
+    if (switch_id) return switch_bench(config, id, switch_id, batch, runs, intra, inter, level);
     if (!config || !id || batch < 1 || runs < 1 || warmup < 0) {
         fprintf(stderr, "usage: bench_engine --config FILE.yaml --id MODEL [--batch N] [--runs R] "
                         "[--warmup W] [--intra T] [--inter T] [--png-level L]\n");
@@ -148,6 +236,8 @@ int main(int argc, char **argv) {
         ls_frame_view view;
         if (ls_avatar_frame_view(av, f, &view, &err)) die("ls_avatar_frame_view", &err);
     }
+
+    uint64_t av_used = ls_avatar_memory_used(av), av_bound = ls_avatar_memory(av);
 
     double *q_ms[NQ];
     for (int k = 0; k < NQ; k++) q_ms[k] = calloc((size_t)(runs + warmup), sizeof(double));
@@ -212,9 +302,13 @@ int main(int argc, char **argv) {
     for (int k = 0; k < NQ; k++) memmove(q_ms[k], q_ms[k] + warmup, (size_t)runs * sizeof(double));
     printf("model %s (%s), batch %d, %d runs; session open %.0f ms; request %zu bytes, response %zu bytes\n", id,
            mc->model_path, batch, runs, open_ms, req_len, resp_len);
+    printf("avatar: %d frames prepared hold %.1f MiB (ls_avatar_memory_used); upper bound charged %.1f MiB "
+           "(ls_avatar_memory, raw RGB)\n",
+           nframes, (double)av_used / 1048576.0, (double)av_bound / 1048576.0);
     printf("RESULT {\"model\":\"%s\",\"batch\":%d,\"runs\":%d,\"open_ms\":%.1f,\"request_bytes\":%zu,"
-           "\"response_bytes\":%zu,\"frames\":%d",
-           id, batch, runs, open_ms, req_len, resp_len, nframes);
+           "\"response_bytes\":%zu,\"frames\":%d,\"avatar_memory_used\":%llu,\"avatar_memory_bound\":%llu",
+           id, batch, runs, open_ms, req_len, resp_len, nframes, (unsigned long long)av_used,
+           (unsigned long long)av_bound);
     char line[4096];
     size_t ll = 0;
     for (int k = 0; k < NQ; k++) {

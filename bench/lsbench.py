@@ -66,8 +66,10 @@ def save_result(name, data):
 
 
 def ratio_line(name, value, target, met):
-    """The line run_all.sh greps: name, value, target, verdict."""
-    print(f"RATIO {name} {value:.3f} target {target} {'MET' if met else 'NOT MET'}", flush=True)
+    """The line run_all.sh greps: name, value, target, verdict (met may also
+    be a string such as "INCONCLUSIVE")."""
+    verdict = met if isinstance(met, str) else ("MET" if met else "NOT MET")
+    print(f"RATIO {name} {value:.3f} target {target} {verdict}", flush=True)
 
 
 def pct(values, p):
