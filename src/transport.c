@@ -40,7 +40,7 @@ typedef struct {
 
 typedef struct call {
     ls_transport *t;
-    call_state state;
+    _Atomic(call_state) state;  /* set by whichever thread starts a batch, read by the cq thread */
     call_tag main_tag, close_tag;
     int pending;                /* batches outstanding + 1 while a worker holds the call; under t->lock */
     grpc_call *call;
@@ -647,7 +647,7 @@ static void on_event(ls_transport *t, call_tag *tag, int ok) {
         call_put(c);
         return;
     }
-    switch (c->state) {
+    switch (atomic_load(&c->state)) {
     case ST_REQUESTED: {
         if (!ok) { /* server shutting down: the slot is returned unused */
             call_put(c);
