@@ -16,6 +16,7 @@ import http.client
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import tempfile
@@ -506,6 +507,56 @@ class TestHttpAuth(unittest.TestCase):
             self.assertEqual(r.code, 0, r.message)
         finally:
             server.stop()
+
+
+class TestHttpDrain(unittest.TestCase):
+    def test_readyz_503_while_draining(self):
+        """After SIGTERM the gRPC calls in flight may finish (drain_seconds);
+        meanwhile the HTTP listener still answers, and /readyz says 503."""
+        import threading
+        import time
+        server = lstest.LsServer({"demo": demo_model_config("demo", preload=True)},
+                                 server={"drain_seconds": 30}).start()
+        pb2, _ = lstest.stubs()
+        rpc = server.channel.unary_unary("/%s/InferBatchComposite" % SERVICE, request_serializer=None,
+                                         response_deserializer=pb2.CompositeBatchResponse.FromString)
+        body = infer_request_bytes("demo", 8, 0, lstest.make_visual(8), lstest.make_audio([0.2] * 8))
+
+        def load():  # native calls back to back until the server refuses them
+            try:
+                while True:
+                    rpc(body, timeout=60)
+            except Exception:
+                return
+
+        def in_flight():
+            _, _, m = http_request(server.http_url + "/metrics")
+            return metric(parse_metrics(m.decode()), "lipsync_model_in_flight", model="demo")
+
+        workers = [threading.Thread(target=load) for _ in range(3)]
+        try:
+            self.assertEqual(http_request(server.http_url + "/readyz")[0], 200)
+            for t in workers:
+                t.start()
+            deadline = time.monotonic() + 60
+            while in_flight() < 2 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            server.proc.send_signal(signal.SIGTERM)
+            seen = []
+            while time.monotonic() < deadline:
+                try:
+                    seen.append(http_request(server.http_url + "/readyz", timeout=5)[0])
+                except OSError:
+                    break  # the listener is gone
+                if seen[-1] == 503:
+                    break
+                time.sleep(0.002)
+            self.assertIn(503, seen, seen)
+            self.assertEqual(server.proc.wait(timeout=60), 0, server.log_tail())
+        finally:
+            server.stop(check=False)
+            for t in workers:
+                t.join(60)
 
 
 class TestHttpDisabledAndOverride(unittest.TestCase):
