@@ -1,11 +1,10 @@
 /* http.c - see http.h.
  *
  * libmicrohttpd calls on_request several times per request: once when the
- * headers are in (*req_cls still NULL), once per piece of body, and once
- * more with nothing left to upload. Requests without a useful body (GET,
- * HEAD, OPTIONS, errors known from the headers) are answered on the first
- * call; a gRPC-Web call keeps its state in an rpc_req and is answered on the
- * last one. */
+ * headers are in (*req_cls still NULL: an rpc_req is made), once per piece
+ * of body, and once more with nothing left to upload, when the request is
+ * answered: a gRPC-Web call from its collected body, anything else (GET,
+ * HEAD, OPTIONS, a POST that is not gRPC-Web) by dispatch_plain. */
 #define _GNU_SOURCE
 #include "http.h"
 
@@ -272,7 +271,7 @@ static enum MHD_Result send_grpcweb(ls_http *h, struct MHD_Connection *c, int te
     size_t tlen = 0;
     if (o) o->trailer = trailer_block(code, msg, request_id, &tlen);
     if (!o || !o->trailer) {
-        if (o) free(o);
+        free(o);
         ls_buf_free(body);
         return MHD_NO;
     }
