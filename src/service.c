@@ -641,13 +641,13 @@ static ls_code h_health(void *ctx, const ls_call_info *call, const uint8_t *req,
 
 int ls_service_serving(ls_service *s, const ls_call_info *call, const char *name, ls_err *err) {
     if (!name || !*name || !strcmp(name, LS_SERVICE_NAME)) return ls_service_ready(s);
-    /* Not echoed: it is the client's text (see check_model_id). */
-    if (check_model_id(name, NULL) != 0)
-        return ls_err_set(err, LS_NOT_FOUND, "unknown service: expected \"\", " LS_SERVICE_NAME " or a model id");
+    /* The name is the client's text: not echoed (it would reach logs). */
+    static const char unknown[] = "unknown service: expected \"\", " LS_SERVICE_NAME " or a configured model id";
+    if (check_model_id(name, NULL) != 0) return ls_err_set(err, LS_NOT_FOUND, "%s", unknown);
     if (authorize(s, call, name, 0, NULL, err) != 0) return -1;
     ls_entry_stats *st = NULL;
     int n = ls_registry_snapshot(s->reg, name, &st, NULL, err);
-    if (n < 0) return ls_err_set(err, LS_NOT_FOUND, "unknown service: no model '%s'", name);
+    if (n < 0) return ls_err_set(err, LS_NOT_FOUND, "%s", unknown);
     int failed = n > 0 && st[0].state == LS_STATE_FAILED;
     free(st);
     return !failed && !atomic_load(&s->draining);
