@@ -274,6 +274,14 @@ class TestHttpEndpoints(lstest.ServerTestCase):
         r = grpcweb(self.url, "ListModels", None, text=True, raw_body=b"AAA")
         self.assertEqual(r.code, 3, r.message)
 
+    def test_grpc_timeout(self):
+        # 1 ns has passed by the time the body is read: not run.
+        r = grpcweb(self.url, "ListModels", b"", headers={"grpc-timeout": "1n"})
+        self.assertEqual(r.code, 4, r.message)  # DEADLINE_EXCEEDED
+        for ok in ("30S", "5M", "1H", "bogus", "123456789S"):  # the last two are malformed: no deadline
+            r = grpcweb(self.url, "ListModels", b"", headers={"grpc-timeout": ok})
+            self.assertEqual(r.code, 0, "%s: %s" % (ok, r.message))
+
     def test_malformed_protobuf_is_invalid_argument(self):
         r = grpcweb(self.url, "GetModelStats", b"\xff\xff\xff")
         self.assertEqual(r.code, 3, r.message)
