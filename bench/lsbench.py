@@ -202,8 +202,10 @@ class Server:
         self.addr = f"127.0.0.1:{self.port}"
         self.log_path = os.path.join(self.dir, "server.log")
         self.log = open(self.log_path, "w")
+        # Its own HTTP port too: the listener is on by default (8053), and
+        # another lipsyncd on the machine must not make the benchmark fail.
         self.proc = subprocess.Popen([LIPSYNCD, "--config", self.config, "--listen", self.addr,
-                                      "--log-level", "warn"],
+                                      "--http-listen", f"127.0.0.1:{free_port()}", "--log-level", "warn"],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         self.channel = grpc.insecure_channel(self.addr, options=CHANNEL_OPTIONS)
         pb2, _ = stubs()
