@@ -15,6 +15,7 @@
 #include "log.h"
 #include "pngenc.h"
 #include "pool.h"
+#include "wire.h"
 
 /* ---- shared engine cache ----------------------------------------------
  * Keyed by model path. An entry being opened is marked `opening`; others
@@ -170,33 +171,6 @@ void ls_model_free(ls_model *m) {
 const ls_engine *ls_model_engine(const ls_model *m) { return m->engine; }
 const ls_avatar *ls_model_avatar(const ls_model *m) { return m->avatar; }
 
-/* Index of the first NaN/Inf in v, or -1. It reads every input float (12 MB
- * for a batch of 5), so the common all-finite case is a vector loop over
- * 16-byte vectors (native SSE2 compares; wider GCC vector types were
- * lowered to scalar code and ran 3x slower), OR-ing the "exponent all ones"
- * lane masks of a block and testing them once per block. Only a block that
- * has a bad value is searched element by element. */
-typedef uint32_t v4u32 __attribute__((vector_size(16)));
-
-static ptrdiff_t first_non_finite(const float *v, size_t n) {
-    const v4u32 exp_mask = {0x7f800000u, 0x7f800000u, 0x7f800000u, 0x7f800000u};
-    const size_t block = 1024;
-    size_t i = 0;
-    while (i + block <= n) {
-        v4u32 acc = {0, 0, 0, 0};
-        for (size_t j = i; j < i + block; j += 4) {
-            v4u32 x;
-            memcpy(&x, v + j, sizeof x);
-            acc |= (v4u32)((x & exp_mask) == exp_mask);
-        }
-        if (acc[0] | acc[1] | acc[2] | acc[3]) break; /* find the exact index below */
-        i += block;
-    }
-    for (; i < n; i++)
-        if (!isfinite(v[i])) return (ptrdiff_t)i;
-    return -1;
-}
-
 static int check_request(const ls_model *m, const ls_infer_req *req, int *audio_shared, ls_err *err) {
     size_t vpf = ls_engine_visual_per_frame(m->engine);
     size_t apf = ls_engine_audio_per_frame(m->engine);
@@ -215,10 +189,10 @@ static int check_request(const ls_model *m, const ls_infer_req *req, int *audio_
                           "audio_features: expected batch_size %d x %zu = %zu floats (one window per frame) "
                           "or %zu (one window for all), got %zu",
                           req->batch, apf, b * apf, apf, req->n_audio);
-    ptrdiff_t bad = first_non_finite(req->visual, req->n_visual);
+    ptrdiff_t bad = req->finite_checked ? req->visual_bad : ls_first_non_finite(req->visual, req->n_visual);
     if (bad >= 0)
         return ls_err_set(err, LS_INVALID_ARGUMENT, "visual_frames[%td] is not finite (NaN or Inf)", bad);
-    bad = first_non_finite(req->audio, req->n_audio);
+    bad = req->finite_checked ? req->audio_bad : ls_first_non_finite(req->audio, req->n_audio);
     if (bad >= 0)
         return ls_err_set(err, LS_INVALID_ARGUMENT, "audio_features[%td] is not finite (NaN or Inf)", bad);
     return 0;

@@ -36,6 +36,11 @@ typedef struct {
     int batch;
     int64_t start_frame;   /* >= 0 */
     int png_level;
+    /* The caller already scanned the inputs for NaN/Inf (wire.h does it
+     * while copying): the first bad index of each, or -1. Else 0 and the
+     * model scans them. */
+    int finite_checked;
+    ptrdiff_t visual_bad, audio_bad;
 } ls_infer_req;
 
 typedef struct {

@@ -14,6 +14,7 @@
 #include "model.h"
 #include "multitenant.pb-c.h"
 #include "reflection.h"
+#include "wire.h"
 
 #define LS_VERSION "0.1.0"
 
@@ -271,6 +272,14 @@ static int check_model_id(const char *id, ls_err *err) {
     if (strlen(id) > 128)
         return ls_err_set(err, LS_INVALID_ARGUMENT, "model_id: expected at most 128 characters, got %zu",
                           strlen(id));
+    /* The alphabet config ids are restricted to. The id itself is not echoed:
+     * it goes into logs and statuses, and a newline in it would forge lines. */
+    for (const char *c = id; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_' ||
+              *c == '.' || *c == '-'))
+            return ls_err_set(err, LS_INVALID_ARGUMENT,
+                              "model_id: expected characters of [A-Za-z0-9_.-], got byte 0x%02x at position %td",
+                              (unsigned char)*c, c - id);
     return 0;
 }
 
@@ -296,70 +305,86 @@ static int authorize(ls_service *s, const ls_call_info *call, const char *model_
 
 /* ---- InferBatchComposite ---- */
 
-static ls_code infer_fail(ls_err *err, ls_buf *resp, double total_ms) {
+static ls_code infer_fail(ls_err *err, ls_reply *reply, double total_ms) {
     Multitenant__CompositeBatchResponse r = MULTITENANT__COMPOSITE_BATCH_RESPONSE__INIT;
     r.success = 0;
     r.error = err->msg;
     r.total_time_ms = total_ms;
     ls_err dummy;
-    pack(&r.base, resp, &dummy);
+    ls_buf b = {0};
+    if (pack(&r.base, &b, &dummy) == LS_OK && ls_reply_take(reply, &b) != 0) ls_buf_free(&b);
     return err->code;
 }
 
-static ls_code h_infer(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len, ls_buf *resp,
-                       ls_err *err) {
+/* The request arrives as gRPC's slices and is decoded without flattening
+ * (wire.h): each tensor is copied once, into the buffer ONNX Runtime reads,
+ * and checked for NaN/Inf on the way. The reply is the PNGs themselves,
+ * each behind its protobuf field header, plus the scalar fields. */
+static ls_code h_infer_spans(void *ctx, const ls_call_info *call, const ls_span *spans, size_t n_spans,
+                             ls_reply *reply, ls_err *err) {
     ls_service *s = ctx;
-    uint64_t t0 = call->received_mono_ns ? call->received_mono_ns : ls_mono_ns();
-    Multitenant__CompositeBatchRequest *q = multitenant__composite_batch_request__unpack(NULL, len, req);
-    if (!q) {
-        ls_metrics_request(s->metrics, NULL, LS_INVALID_ARGUMENT);
-        return bad_message("CompositeBatchRequest", err);
+    const ls_config *cfg = s->cfg;
+    uint64_t t0 = call && call->received_mono_ns ? call->received_mono_ns : ls_mono_ns();
+    ls_infer_request q;
+    if (ls_infer_request_decode(spans, n_spans, &q, err) != 0) {
+        ls_metrics_request(s->metrics, NULL, err->code);
+        LOG_WARN("InferBatchComposite: %s: %s", ls_code_name(err->code), err->msg);
+        return infer_fail(err, reply, ms_since(t0));
     }
 
     ls_lease lease = {0};
     int leased = 0;
     ls_infer_result res = {0};
     ls_code code = LS_OK;
-    if (check_model_id(q->model_id, err) != 0) goto fail;
-    if (authorize(s, call, q->model_id, 0, NULL, err) != 0) goto fail;
-    if (q->batch_size < 1 || q->batch_size > s->cfg->max_batch) {
-        ls_err_set(err, LS_INVALID_ARGUMENT, "batch_size: expected 1..%d, got %d", s->cfg->max_batch,
-                   q->batch_size);
+    const char *id = q.model_id;
+    if (q.model_id_has_nul || q.model_id_len > 128) {
+        ls_err_set(err, LS_INVALID_ARGUMENT,
+                   "model_id: expected at most 128 characters of [A-Za-z0-9_.-], got %zu bytes", q.model_id_len);
         goto fail;
     }
-    if (q->start_frame_idx < 0) {
-        ls_err_set(err, LS_INVALID_ARGUMENT, "start_frame_idx: expected >= 0, got %d", q->start_frame_idx);
+    if (check_model_id(id, err) != 0) goto fail;
+    if (authorize(s, call, id, 0, NULL, err) != 0) goto fail;
+    if (q.batch_size < 1 || q.batch_size > cfg->max_batch) {
+        ls_err_set(err, LS_INVALID_ARGUMENT, "batch_size: expected 1..%d, got %d", cfg->max_batch, q.batch_size);
         goto fail;
     }
-    if (ls_registry_acquire(s->reg, q->model_id, &lease, err) != 0) goto fail;
+    if (q.start_frame_idx < 0) {
+        ls_err_set(err, LS_INVALID_ARGUMENT, "start_frame_idx: expected >= 0, got %d", q.start_frame_idx);
+        goto fail;
+    }
+    if (ls_registry_acquire(s->reg, id, &lease, err) != 0) goto fail;
     leased = 1;
 
-    ls_infer_req ir = {.visual = q->visual_frames,
-                       .n_visual = q->n_visual_frames,
-                       .audio = q->audio_features,
-                       .n_audio = q->n_audio_features,
-                       .batch = q->batch_size,
-                       .start_frame = q->start_frame_idx,
-                       .png_level = s->cfg->png_level};
+    ls_infer_req ir = {.visual = q.visual,
+                       .n_visual = q.n_visual,
+                       .audio = q.audio,
+                       .n_audio = q.n_audio,
+                       .batch = q.batch_size,
+                       .start_frame = q.start_frame_idx,
+                       .png_level = cfg->png_level,
+                       .finite_checked = 1,
+                       .visual_bad = q.visual_bad,
+                       .audio_bad = q.audio_bad};
     int rc = ls_model_infer(lease.handle, &ir, &res, err);
     int loaded_now = lease.loaded_now; /* release clears the lease */
     double load_ms = lease.load_ms;
     ls_registry_release(s->reg, &lease, rc == 0, res.inference_ms, res.composite_ms);
     leased = 0;
-    if (rc != 0) goto fail;
-
-    Multitenant__CompositeBatchResponse r = MULTITENANT__COMPOSITE_BATCH_RESPONSE__INIT;
-    ProtobufCBinaryData *frames = calloc((size_t)res.n_frames, sizeof *frames);
-    if (!frames) {
-        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory building the response");
+    if (rc != 0) {
+        /* Faults of the model itself (a frame file, ONNX Runtime) name it;
+         * the request's own mistakes (INVALID_ARGUMENT) are about the request. */
+        if (err->code != LS_INVALID_ARGUMENT) ls_err_prefix(err, "model '%s'", id);
         goto fail;
     }
+
+    /* composited_frames (field 1): header + the PNG buffer, handed over. */
     for (int i = 0; i < res.n_frames; i++) {
-        frames[i].data = res.frames[i].data;
-        frames[i].len = res.frames[i].len;
+        if (ls_reply_field_header(reply, 1, res.frames[i].len) != 0 || ls_reply_take(reply, &res.frames[i]) != 0) {
+            ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory building the response");
+            goto fail;
+        }
     }
-    r.n_composited_frames = (size_t)res.n_frames;
-    r.composited_frames = frames;
+    Multitenant__CompositeBatchResponse r = MULTITENANT__COMPOSITE_BATCH_RESPONSE__INIT;
     r.inference_time_ms = res.inference_ms;
     r.composite_time_ms = res.composite_ms;
     r.model_loaded = loaded_now;
@@ -367,26 +392,44 @@ static ls_code h_infer(void *ctx, const ls_call_info *call, const uint8_t *req, 
     r.success = 1;
     r.error = "";
     r.total_time_ms = ms_since(t0);
-    code = pack(&r.base, resp, err);
-    ls_metrics_request(s->metrics, q->model_id, code);
-    if (code == LS_OK) {
-        ls_metrics_observe(s->metrics, LS_HIST_INFERENCE, q->model_id, res.inference_ms / 1e3);
-        ls_metrics_observe(s->metrics, LS_HIST_COMPOSITE, q->model_id, res.composite_ms / 1e3);
+    ls_buf tail = {0};
+    code = pack(&r.base, &tail, err);
+    if (code == LS_OK && ls_reply_take(reply, &tail) != 0) {
+        ls_buf_free(&tail);
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory building the response");
+        goto fail;
     }
-    free(frames);
+    ls_metrics_request(s->metrics, id, code);
+    if (code == LS_OK) {
+        ls_metrics_observe(s->metrics, LS_HIST_INFERENCE, id, res.inference_ms / 1e3);
+        ls_metrics_observe(s->metrics, LS_HIST_COMPOSITE, id, res.composite_ms / 1e3);
+    }
     ls_infer_result_free(&res);
-    multitenant__composite_batch_request__free_unpacked(q, NULL);
+    ls_infer_request_free(&q);
     return code;
 
 fail:
     if (leased) ls_registry_release(s->reg, &lease, 0, 0, 0);
     ls_infer_result_free(&res);
+    ls_reply_free(reply);
     if (err->code == LS_OK) err->code = LS_INTERNAL;
-    LOG_WARN("InferBatchComposite model '%s' batch %d: %s: %s", q->model_id ? q->model_id : "",
-             q->batch_size, ls_code_name(err->code), err->msg);
-    ls_metrics_request(s->metrics, q->model_id, err->code);
-    multitenant__composite_batch_request__free_unpacked(q, NULL);
-    return infer_fail(err, resp, ms_since(t0));
+    LOG_WARN("InferBatchComposite model '%s' batch %d: %s: %s", check_model_id(id, NULL) == 0 ? id : "(invalid id)",
+             q.batch_size, ls_code_name(err->code), err->msg);
+    ls_metrics_request(s->metrics, check_model_id(id, NULL) == 0 ? id : NULL, err->code);
+    ls_infer_request_free(&q);
+    return infer_fail(err, reply, ms_since(t0));
+}
+
+/* Flat-bytes form (gRPC-Web): one span in, the reply's pieces joined. */
+static ls_code h_infer(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len, ls_buf *resp,
+                       ls_err *err) {
+    ls_span one = {req, len};
+    ls_reply reply = {0};
+    ls_code code = h_infer_spans(ctx, call, &one, 1, &reply, err);
+    if (ls_buf_reserve(resp, ls_reply_len(&reply)) == 0)
+        for (size_t i = 0; i < reply.n; i++) ls_buf_append(resp, reply.pieces[i].data, reply.pieces[i].len);
+    ls_reply_free(&reply);
+    return code;
 }
 
 /* ---- model info (ListModels / GetModelStats) ---- */
@@ -540,7 +583,7 @@ static ls_code h_stats(void *ctx, const ls_call_info *call, const uint8_t *req, 
     if (!q) return bad_message("GetModelStatsRequest", err);
     const char *id = q->model_id && *q->model_id ? q->model_id : NULL;
     const ls_auth_key *who;
-    if (authorize(s, call, id, 0, &who, err) != 0) {
+    if ((id && check_model_id(id, err) != 0) || authorize(s, call, id, 0, &who, err) != 0) {
         multitenant__get_model_stats_request__free_unpacked(q, NULL);
         return err->code;
     }
@@ -655,9 +698,13 @@ int ls_service_serving(ls_service *s, const ls_call_info *call, const char *name
 
 #define SVC "/" LS_SERVICE_NAME "/"
 static const ls_method methods[] = {
-    {SVC "InferBatchComposite", h_infer}, {SVC "ListModels", h_list},   {SVC "GetModelStats", h_stats},
-    {SVC "LoadModel", h_load},            {SVC "UnloadModel", h_unload}, {SVC "Health", h_health},
-    {"/grpc.health.v1.Health/Check", ls_health_check},
+    {SVC "InferBatchComposite", h_infer, h_infer_spans},
+    {SVC "ListModels", h_list, NULL},
+    {SVC "GetModelStats", h_stats, NULL},
+    {SVC "LoadModel", h_load, NULL},
+    {SVC "UnloadModel", h_unload, NULL},
+    {SVC "Health", h_health, NULL},
+    {"/grpc.health.v1.Health/Check", ls_health_check, NULL},
 };
 
 const ls_method *ls_service_methods(size_t *n) {

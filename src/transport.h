@@ -35,6 +35,7 @@
 #include <stdatomic.h>
 
 #include "common.h"
+#include "wire.h"
 
 /* Facts about the call a handler may use. */
 typedef struct {
@@ -51,9 +52,16 @@ typedef struct {
 typedef ls_code (*ls_handler_fn)(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len,
                                  ls_buf *resp, ls_err *err);
 
+/* The same for large messages, without copies: the request arrives as the
+ * list of gRPC's slices and the reply leaves as a list of owned pieces (each
+ * becomes one slice, freed by gRPC once sent). */
+typedef ls_code (*ls_span_handler_fn)(void *ctx, const ls_call_info *call, const ls_span *req, size_t n_spans,
+                                      ls_reply *resp, ls_err *err);
+
 typedef struct {
     const char *path;
-    ls_handler_fn fn;
+    ls_handler_fn fn;          /* always set (other transports call it with flat bytes) */
+    ls_span_handler_fn fn_spans; /* optional: preferred by the gRPC transport */
 } ls_method;
 
 /* One streaming call, seen from its handler's thread. */
