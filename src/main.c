@@ -195,10 +195,10 @@ int main(int argc, char **argv) {
      * again. Served by mmap, every such buffer is faulted in page by page on
      * each request (measured: a third of a batch-32 request's CPU time); from
      * the heap they are reused. Big blocks stay on the heap up to the largest
-     * threshold glibc allows, and freed memory is not trimmed after every
-     * request: unloading a model trims explicitly (service.c). */
+     * threshold glibc allows. The trim threshold is left to glibc: raising it
+     * kept the per-thread heaps from ever shrinking, and unloaded models'
+     * memory did not come back (test_memory.py). */
     mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
-    mallopt(M_TRIM_THRESHOLD, 512 * 1024 * 1024);
 
     /* Signals are taken synchronously by the main thread; every other thread
      * inherits the blocked mask, so none of them is interrupted. */
@@ -301,7 +301,10 @@ int main(int argc, char **argv) {
 
     /* Housekeeping: wake at least once a second for idle sweeps and reports. */
     for (;;) {
-        struct timespec ts = {.tv_sec = 1, .tv_nsec = 0};
+        /* Every second, or as often as the shortest configured interval. */
+        double tick = cfg.idle_check_seconds < 1.0 ? cfg.idle_check_seconds : 1.0;
+        if (cfg.stats_report_seconds < tick) tick = cfg.stats_report_seconds;
+        struct timespec ts = {.tv_sec = (time_t)tick, .tv_nsec = (long)((tick - (double)(time_t)tick) * 1e9)};
         int sig = sigtimedwait(&sigs, NULL, &ts);
         if (sig == SIGHUP) {
             ls_config *next = malloc(sizeof *next);
