@@ -43,7 +43,13 @@ mkdir -p "$results"
 # ---- the machine
 cpu=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 echo "machine: $(nproc) cores, $cpu, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
-echo "commit: $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$here" diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
+if git -C "$here" rev-parse --git-dir >/dev/null 2>&1; then
+  commit=$(git -C "$here" rev-parse --short HEAD)
+  git -C "$here" diff --quiet HEAD -- src || commit="$commit (src modified)"
+else
+  commit=${LS_BENCH_COMMIT:-"? (not a git checkout)"}
+fi
+echo "commit: $commit"
 # Idle check: other work on these 2 cores skews every number (wall-clock
 # ones most; target 1 counts CPU time and is the least affected).
 busy_pct() {
