@@ -241,6 +241,7 @@ typedef struct {
     const char *out_dir;
     const char *visual_path;
     const char *audio_path;
+    const char *format;     /* "", "png", "jpeg" or "raw" */
     int requests;
     int concurrency;
     int warmup;
@@ -262,11 +263,13 @@ static const char USAGE[] =
     "  unload ID                 unload a model; prints the resulting state\n"
     "  health                    server health; exit 0 only if healthy\n"
     "  infer ID [--batch N] [--start K] [--out DIR] [--visual FILE.f32] [--audio FILE.f32]\n"
-    "                            one InferBatchComposite call; writes DIR/frame_NNNNNN.png.\n"
+    "           [--format png|jpeg|raw]\n"
+    "                            one InferBatchComposite call; writes DIR/frame_NNNNNN.png\n"
+    "                            (.jpg for jpeg, .rgb for raw RGB24).\n"
     "                            Inputs are synthetic unless given as raw little-endian\n"
     "                            float32 files: visual N*6*320*320, audio N*32*16*16 or\n"
     "                            32*16*16 values (defaults: N=1, K=0, DIR=.)\n"
-    "  bench ID [--batch N] [--requests M] [--concurrency C] [--warmup W]\n"
+    "  bench ID [--batch N] [--requests M] [--concurrency C] [--warmup W] [--format F]\n"
     "           [--channel-per-thread]\n"
     "                            M requests over C threads (defaults 5, 50, 1, 2); W warmup\n"
     "                            calls per thread first. Threads share one channel unless\n"
@@ -304,7 +307,7 @@ static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
 
 enum {
     OPT_SERVER = 256, OPT_TIMEOUT, OPT_HELP, OPT_FORCE, OPT_BATCH, OPT_START, OPT_OUT,
-    OPT_VISUAL, OPT_AUDIO, OPT_REQUESTS, OPT_CONCURRENCY, OPT_WARMUP, OPT_PER_THREAD,
+    OPT_VISUAL, OPT_AUDIO, OPT_REQUESTS, OPT_CONCURRENCY, OPT_WARMUP, OPT_PER_THREAD, OPT_FORMAT,
 };
 
 /* --server/--timeout are accepted after the command too. */
@@ -322,9 +325,11 @@ static const struct option OPTS_INFER[] = {
     {"out", required_argument, NULL, OPT_OUT},
     {"visual", required_argument, NULL, OPT_VISUAL},
     {"audio", required_argument, NULL, OPT_AUDIO},
+    {"format", required_argument, NULL, OPT_FORMAT},
     {0}};
 static const struct option OPTS_BENCH[] = {
     COMMON_OPTS,
+    {"format", required_argument, NULL, OPT_FORMAT},
     {"batch", required_argument, NULL, OPT_BATCH},
     {"requests", required_argument, NULL, OPT_REQUESTS},
     {"concurrency", required_argument, NULL, OPT_CONCURRENCY},
@@ -358,6 +363,11 @@ static int apply_option(cli_args *a, int opt, const char *optname, const char *v
     case OPT_OUT: a->out_dir = val; return 0;
     case OPT_VISUAL: a->visual_path = val; return 0;
     case OPT_AUDIO: a->audio_path = val; return 0;
+    case OPT_FORMAT:
+        if (strcmp(val, "png") && strcmp(val, "jpeg") && strcmp(val, "raw"))
+            return usage_error("--format: expected png, jpeg or raw, got '%s'", val), -1;
+        a->format = val;
+        return 0;
     case OPT_REQUESTS: return parse_int(optname, val, 1, 10000000, &a->requests);
     case OPT_CONCURRENCY: return parse_int(optname, val, 1, 1024, &a->concurrency);
     case OPT_WARMUP: return parse_int(optname, val, 0, 1000000, &a->warmup);
@@ -684,6 +694,7 @@ static int build_request(const cli_args *a, int batch, int start, grpc_slice *ou
         req.audio_features = audio;
         req.batch_size = batch;
         req.start_frame_idx = start;
+        req.output_format = (char *)(a->format ? a->format : "");
         *out = pack_to_slice(&req.base);
     }
     free(visual);
@@ -762,8 +773,9 @@ static int cmd_infer(const client *c) {
     }
     for (size_t i = 0; rc == 0 && i < resp->n_composited_frames; i++) {
         char path[PATH_MAX];
-        int n = snprintf(path, sizeof path, "%s/frame_%06lld.png", a->out_dir,
-                         (long long)a->start + (long long)i);
+        const char *ext = !strcmp(resp->output_format, "jpeg") ? "jpg" : !strcmp(resp->output_format, "raw") ? "rgb" : "png";
+        int n = snprintf(path, sizeof path, "%s/frame_%06lld.%s", a->out_dir,
+                         (long long)a->start + (long long)i, ext);
         if (n < 0 || (size_t)n >= sizeof path) {
             fprintf(stderr, "error: output path too long under %s\n", a->out_dir);
             rc = EXIT_RPC;
@@ -779,9 +791,11 @@ static int cmd_infer(const client *c) {
         rc = EXIT_RPC;
     }
     if (rc == 0) {
-        printf("wrote %zu frames: %s/frame_%06d.png .. frame_%06lld.png\n",
-               resp->n_composited_frames, a->out_dir, a->start,
-               (long long)a->start + (long long)resp->n_composited_frames - 1);
+        const char *ext = !strcmp(resp->output_format, "jpeg") ? "jpg" : !strcmp(resp->output_format, "raw") ? "rgb" : "png";
+        printf("wrote %zu frames: %s/frame_%06d.%s .. frame_%06lld.%s (%s, %dx%d)\n",
+               resp->n_composited_frames, a->out_dir, a->start, ext,
+               (long long)a->start + (long long)resp->n_composited_frames - 1, ext,
+               *resp->output_format ? resp->output_format : "png", resp->frame_width, resp->frame_height);
         printf("inference_time_ms: %.3f\n", resp->inference_time_ms);
         printf("composite_time_ms: %.3f\n", resp->composite_time_ms);
         printf("total_time_ms: %.3f\n", resp->total_time_ms);

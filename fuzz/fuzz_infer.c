@@ -131,7 +131,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         want = LS_OK;
 
     ls_buf resp = {0};
-    ls_code code = fz_call(M_INFER, wire, l1 + l2, &resp);
+    ls_code code = fz_call(M_INFER, wire, l1 + l2, fz_hash(data, size), &resp);
     if (code != want) {
         fprintf(stderr, "fuzz_infer: model '%s' batch %d start %d visual %zu audio %zu: got %s, expected %s\n", id,
                 batch, (int)start, nv, na, ls_code_name(code), ls_code_name(want));

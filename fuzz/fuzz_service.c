@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     int m = data[0] % M_COUNT;
     ls_buf resp = {0};
-    ls_code code = fz_call(m, data + 1, size - 1, &resp);
+    ls_code code = fz_call(m, data + 1, size - 1, fz_hash(data, size), &resp);
     if (m == M_LIST && code == LS_OK) {
         Multitenant__ListModelsResponse *r = multitenant__list_models_response__unpack(NULL, resp.len, resp.data);
         fz_check(r && r->n_models == fz_cfg.n_models, "ListModels lists every configured model", code, "");

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "multitenant.pb-c.h"
 #include "service.h"
+#include "wire.h"
 
 #ifndef LS_FUZZ_DEMO_DIR
 #define LS_FUZZ_DEMO_DIR ""
@@ -139,14 +140,41 @@ static void fz_setup(void) {
             demo ? demo : "not found, set LS_DEMO_DIR");
 }
 
+/* FNV-1a of the fuzzer's input: where to cut requests into spans. */
+static unsigned fz_hash(const uint8_t *d, size_t n) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) h = (h ^ d[i]) * 16777619u;
+    return h;
+}
+
 /* Call method m with the request bytes; check what every handler promises:
  * a status the API documents, a message with every error, a response body
- * that is valid protobuf. Returns the code; *resp is the caller's to free. */
-static ls_code fz_call(int m, const uint8_t *req, size_t len, ls_buf *resp) {
+ * that is valid protobuf. A method with a span handler (the gRPC
+ * transport's zero-copy path) is called through it, the request cut into
+ * three spans at places split_seed picks, and its reply pieces joined.
+ * Returns the code; *resp is the caller's to free. */
+static ls_code fz_call(int m, const uint8_t *req, size_t len, unsigned split_seed, ls_buf *resp) {
     ls_call_info info = {.method = fz_methods[m]->path, .received_mono_ns = ls_mono_ns(),
                          .cancelled = &fz_cancelled};
     ls_err err = {.code = LS_OK, .msg = ""};
-    ls_code code = fz_methods[m]->fn(fz_svc, &info, req, len, resp, &err);
+    ls_code code;
+    if (fz_methods[m]->fn_spans) {
+        size_t a = (size_t)((uint64_t)len * (split_seed & 0xffff) / 0xffff);
+        size_t b = (size_t)((uint64_t)len * (split_seed >> 16) / 0xffff);
+        if (a > b) {
+            size_t t = a;
+            a = b;
+            b = t;
+        }
+        ls_span spans[3] = {{req, a}, {req + a, b - a}, {req + b, len - b}};
+        ls_reply reply = {0};
+        code = fz_methods[m]->fn_spans(fz_svc, &info, spans, 3, &reply, &err);
+        fz_check(ls_buf_reserve(resp, ls_reply_len(&reply) + 1) == 0, "memory", code, err.msg);
+        for (size_t i = 0; i < reply.n; i++) ls_buf_append(resp, reply.pieces[i].data, reply.pieces[i].len);
+        ls_reply_free(&reply);
+    } else {
+        code = fz_methods[m]->fn(fz_svc, &info, req, len, resp, &err);
+    }
     switch (code) {
     case LS_OK:
     case LS_INVALID_ARGUMENT:

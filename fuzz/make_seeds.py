@@ -306,6 +306,28 @@ def service_seeds():
     return s
 
 
+def wire_seeds():
+    # See fuzz_wire.c: number of cuts k, k cut positions, the message.
+    def seed(cuts, msg):
+        return bytes([len(cuts)] + list(cuts)) + msg
+    s = {}
+    s["one_span"] = seed([], infer_req("demo", 2, 5, [0.5, 1.5, -2.0], [0.25]))
+    s["three_spans"] = seed([3, 9], infer_req("demo_b1", 1, 0, [1.0] * 6, [2.0] * 3))
+    s["empty_spans"] = seed([0, 0, 7, 7], infer_req("x", 1, 1, [0.0], [0.0]))
+    s["unpacked_floats"] = seed([5], field_bytes(1, "demo") + (varint(2 << 3 | 5) + floats([1.0])) * 3 +
+                                (varint(3 << 3 | 5) + floats([float("nan")])) + field_varint(4, 1))
+    s["repeated_fields"] = seed([11], infer_req("a", 1, 0, [1.0], [2.0]) + infer_req("bb", 2, 3, [3.0], [4.0]))
+    s["unknown_fields"] = seed([2], field_varint(9, 300) + field_bytes(10, "zz") + varint(11 << 3 | 1) +
+                               b"\0" * 8 + varint(12 << 3 | 5) + b"\0" * 4 + infer_req("demo", 1, 0))
+    s["negative_ints"] = seed([], field_varint(4, -5) + field_varint(5, -(2 ** 31)))
+    s["odd_tensor_length"] = seed([], field_bytes(2, b"\0" * 7))
+    s["truncated"] = seed([1], infer_req("demo", 1, 0, [0.5] * 4)[:-3])
+    s["group"] = seed([], varint(6 << 3 | 3) + varint(6 << 3 | 4))
+    s["long_id"] = seed([64], field_bytes(1, "i" * 200))
+    s["nul_in_id"] = seed([], field_bytes(1, b"de\0mo"))
+    return s
+
+
 def infer_seeds():
     # See fuzz_infer.c: model, batch+1, start (4 bytes), flags, float pattern.
     def seed(model, batch, start, flags, pattern):
@@ -334,6 +356,8 @@ def main():
         put("image", name, data)
     for name, data in service_seeds().items():
         put("service", name, data)
+    for name, data in wire_seeds().items():
+        put("wire", name, data)
     for name, data in infer_seeds().items():
         put("infer", name, data)
     for t in sorted(os.listdir(OUT)):

@@ -18,6 +18,11 @@ typedef struct {
     ls_png_segment top, bottom;
     uint8_t *band;
     ls_err err;         /* SLOT_FAILED: why */
+    /* The whole decoded frame, only for JPEG/raw output (made on first such
+     * request; PNG output never needs it). */
+    slot_state full_state;
+    uint8_t *full;
+    ls_err full_err;
 } frame_slot;
 
 struct ls_avatar {
@@ -178,9 +183,17 @@ static void slot_clear(frame_slot *s) {
     s->band = NULL;
 }
 
+static void full_clear(frame_slot *s) {
+    free(s->full);
+    s->full = NULL;
+}
+
 void ls_avatar_free(ls_avatar *a) {
     if (!a) return;
-    for (int i = 0; i < a->n; i++) slot_clear(&a->slots[i]);
+    for (int i = 0; i < a->n; i++) {
+        slot_clear(&a->slots[i]);
+        full_clear(&a->slots[i]);
+    }
     free(a->slots);
     free(a->rects);
     free_names(a->names, (size_t)a->n);
@@ -269,6 +282,55 @@ int ls_avatar_frame_view(ls_avatar *a, int idx, ls_frame_view *view, ls_err *err
         view->bottom = &s->bottom;
         view->band = s->band;
         view->rect = a->rects[idx];
+    }
+    pthread_mutex_unlock(&a->lock);
+    return rc;
+}
+
+/* Decode frame idx whole and check its size. */
+static int decode_full(ls_avatar *a, int idx, uint8_t **out, ls_err *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", a->dir, a->names[idx]);
+    ls_image img;
+    if (ls_image_decode_file(path, &img, err) != 0) return -1;
+    if (img.w != a->w || img.h != a->h) {
+        ls_err_set(err, LS_FAILED_PRECONDITION, "%s decodes to %dx%d, expected %dx%d", path, img.w, img.h, a->w,
+                   a->h);
+        ls_image_free(&img);
+        return -1;
+    }
+    *out = img.rgb; /* packed RGB24, stride w*3: taken over */
+    return 0;
+}
+
+int ls_avatar_frame_full(ls_avatar *a, int idx, const uint8_t **rgb, ls_err *err) {
+    if (idx < 0 || idx >= a->n) return ls_err_set(err, LS_INTERNAL, "frame %d outside 0..%d", idx, a->n - 1);
+    frame_slot *s = &a->slots[idx];
+    pthread_mutex_lock(&a->lock);
+    while (s->full_state == SLOT_PREPARING) pthread_cond_wait(&a->prepared, &a->lock);
+    if (s->full_state == SLOT_EMPTY) {
+        s->full_state = SLOT_PREPARING;
+        pthread_mutex_unlock(&a->lock);
+        ls_err perr = {.code = LS_OK, .msg = ""};
+        uint8_t *full = NULL;
+        int rc = decode_full(a, idx, &full, &perr);
+        pthread_mutex_lock(&a->lock);
+        if (rc == 0) {
+            s->full = full;
+            s->full_state = SLOT_READY;
+            a->used += (uint64_t)a->w * (uint64_t)a->h * 3;
+        } else {
+            s->full_state = SLOT_FAILED;
+            s->full_err = perr;
+        }
+        pthread_cond_broadcast(&a->prepared);
+    }
+    int rc = 0;
+    if (s->full_state == SLOT_FAILED) {
+        if (err) *err = s->full_err;
+        rc = -1;
+    } else {
+        *rgb = s->full;
     }
     pthread_mutex_unlock(&a->lock);
     return rc;

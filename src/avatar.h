@@ -52,6 +52,11 @@ typedef struct {
  * (FAILED_PRECONDITION naming the file); other frames keep serving. */
 int ls_avatar_frame_view(ls_avatar *a, int idx, ls_frame_view *view, ls_err *err);
 
+/* The whole background frame idx as RGB24 (stride w*3), for JPEG and raw
+ * output: decoded on the first such request and kept while the avatar
+ * lives. Same failure rules as ls_avatar_frame_view. */
+int ls_avatar_frame_full(ls_avatar *a, int idx, const uint8_t **rgb, ls_err *err);
+
 /* Upper bound of the bytes the avatar holds once every frame is prepared:
  * the raw RGB size of its frames (prepared frames take less). */
 uint64_t ls_avatar_memory(const ls_avatar *a);

@@ -50,6 +50,9 @@ typedef struct {
 
 typedef enum { LS_POLICY_LRU = 0, LS_POLICY_LFU = 1 } ls_policy;
 
+/* Encoding of the returned frames. */
+typedef enum { LS_FORMAT_PNG = 0, LS_FORMAT_JPEG = 1, LS_FORMAT_RAW = 2 } ls_format;
+
 /* Growable byte buffer; owner frees data with free(). */
 typedef struct {
     uint8_t *data;

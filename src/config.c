@@ -70,6 +70,8 @@ static void model_defaults(ls_model_config *m) {
     m->frame_order = LS_ORDER_LOOP;
     m->channel_bgr = 1;
     m->paste_margin = 4;
+    m->output_format = LS_FORMAT_PNG;
+    m->jpeg_quality = 90;
 }
 
 /* The strings are heap copies so that ls_config_free can treat every config
@@ -505,7 +507,7 @@ static const char *const CAPACITY_KEYS[] = {
 static const char *const MODEL_KEYS[] = {
     "model_path", "background_dir", "crop_rects_path", "num_frames",    "preload",
     "pinned",     "memory_estimate_mb", "frame_order", "channel_order", "paste_margin",
-    "max_concurrent_requests", NULL};
+    "max_concurrent_requests", "output_format", "jpeg_quality", NULL};
 
 static const char *const HTTP_KEYS[] = {"enabled", "listen", "cors_origins", "web_root", NULL};
 
@@ -513,6 +515,7 @@ static const char *const HTTP_KEYS[] = {"enabled", "listen", "cors_origins", "we
 static const char *const POLICY_WORDS[] = {"lru", "lfu", NULL};
 static const char *const ORDER_WORDS[] = {"loop", "pingpong", NULL};
 static const char *const CHANNEL_WORDS[] = {"bgr", "rgb", NULL};
+static const char *const FORMAT_WORDS[] = {"png", "jpeg", "raw", NULL}; /* order of ls_format */
 
 #define FOR_EACH_PAIR(map, pair)                                                    \
     for (yaml_node_pair_t *pair = (map)->data.mapping.pairs.start;                 \
@@ -668,6 +671,11 @@ static int parse_model(cfg_parser *p, const yaml_node_t *key, const yaml_node_t 
                 r = get_int(p, k, v, path, 0, 64, &m->paste_margin);
             } else if (!strcmp(name, "max_concurrent_requests")) {
                 r = get_int(p, k, v, path, 0, 100000, &m->max_concurrent_requests);
+            } else if (!strcmp(name, "output_format")) {
+                r = get_choice(p, k, v, path, FORMAT_WORDS, &choice);
+                m->output_format = (ls_format)choice;
+            } else if (!strcmp(name, "jpeg_quality")) {
+                r = get_int(p, k, v, path, 1, 100, &m->jpeg_quality);
             } else {
                 r = unknown_key(p, k, where, MODEL_KEYS);
             }

@@ -31,6 +31,8 @@
  *       channel_order: bgr           # bgr | rgb (model output planes)
  *       paste_margin: 4              # canvas margin of 328; 0 = stretch
  *       max_concurrent_requests: 0   # > 0: more at once get RESOURCE_EXHAUSTED
+ *       output_format: png           # png | jpeg | raw (a request may ask for another)
+ *       jpeg_quality: 90             # 1..100
  *   http:
  *     enabled: true                  # HTTP/1.1 listener: /metrics, /healthz, /readyz, gRPC-Web, demo page
  *     listen: "0.0.0.0:8053"
@@ -74,6 +76,8 @@ typedef struct {
     int channel_bgr;       /* default 1 */
     int paste_margin;      /* default 4; range 0..64 */
     int max_concurrent_requests; /* default 0 = no limit */
+    ls_format output_format; /* default PNG */
+    int jpeg_quality;      /* default 90; 1..100 */
 } ls_model_config;
 
 typedef struct {

@@ -31,6 +31,14 @@ static int check(OrtStatus *st, ls_err *err, ls_code code, const char *what) {
     if (!st) return 0;
     ls_err_set(err, code, "%s: %s", what, ort->GetErrorMessage(st));
     ort->ReleaseStatus(st);
+    /* ONNX Runtime's messages may end in (or hold) line breaks; the message
+     * becomes one log line and a gRPC status. */
+    if (err) {
+        size_t n = strlen(err->msg);
+        while (n && (unsigned char)err->msg[n - 1] <= ' ') err->msg[--n] = 0;
+        for (char *c = err->msg; *c; c++)
+            if ((unsigned char)*c < ' ' || *c == 0x7f) *c = ' ';
+    }
     return -1;
 }
 
@@ -257,6 +265,7 @@ static int run_chunk(ls_engine *e, const float *visual, const float *audio, int 
     if (!rc) {
         rc = check(ort->Run(e->session, NULL, e->in_names, (const OrtValue *const *)in, 2, e->out_names, 1, &o),
                    err, LS_INTERNAL, "inference failed");
+        if (rc) ls_err_prefix(err, "%s", e->path); /* which file's graph failed */
     }
     for (int i = 0; i < 2; i++)
         if (in[i]) ort->ReleaseValue(in[i]);

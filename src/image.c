@@ -262,6 +262,29 @@ int ls_image_probe_file(const char *path, int *w, int *h, ls_err *err) {
     return rc;
 }
 
+int ls_jpeg_encode_rgb(const uint8_t *rgb, int w, int h, int quality, ls_buf *out, ls_err *err) {
+    if (!rgb || w <= 0 || h <= 0 || quality < 1 || quality > 100)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "jpeg encode: bad image %dx%d or quality %d", w, h, quality);
+    tjhandle tj = tjInitCompress();
+    if (!tj) return ls_err_set(err, LS_INTERNAL, "jpeg encode: %s", tjGetErrorStr2(NULL));
+    /* Compress straight into our buffer: tjBufSize is the worst case, so
+     * TurboJPEG never reallocates it (TJFLAG_NOREALLOC). */
+    unsigned long cap = tjBufSize(w, h, TJSAMP_420);
+    int rc = 0;
+    if (ls_buf_reserve(out, cap) != 0) {
+        rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "jpeg encode: out of memory");
+    } else {
+        unsigned char *dst = out->data + out->len;
+        unsigned long len = cap;
+        if (tjCompress2(tj, rgb, w, 0, h, TJPF_RGB, &dst, &len, TJSAMP_420, quality, TJFLAG_NOREALLOC) != 0)
+            rc = ls_err_set(err, LS_INTERNAL, "jpeg encode: %s", tjGetErrorStr2(tj));
+        else
+            out->len += len;
+    }
+    tjDestroy(tj);
+    return rc;
+}
+
 void ls_image_free(ls_image *img) {
     if (!img) return;
     free(img->rgb);

@@ -25,4 +25,8 @@ int ls_image_probe_file(const char *path, int *w, int *h, ls_err *err);
 
 void ls_image_free(ls_image *img);
 
+/* Encode w x h RGB24 (stride w*3) as baseline JPEG, 4:2:0, quality 1..100
+ * (libjpeg-turbo), appending to *out. */
+int ls_jpeg_encode_rgb(const uint8_t *rgb, int w, int h, int quality, ls_buf *out, ls_err *err);
+
 #endif

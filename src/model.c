@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "compositor.h"
+#include "image.h"
 #include "log.h"
 #include "pngenc.h"
 #include "pool.h"
@@ -219,35 +220,59 @@ typedef struct {
     int *rcs;
 } frame_job;
 
-static void frame_work(void *arg, int i) {
-    frame_job *j = arg;
+/* PNG: copy the rows crossing the rectangle, paste the prediction into
+ * them, and splice them between the frame's precompressed rows. */
+static int frame_png(frame_job *j, int i, int idx, ls_err *err) {
     ls_model *m = j->m;
-    ls_err *err = &j->errs[i];
     int w = ls_avatar_width(m->avatar), h = ls_avatar_height(m->avatar);
-    int idx = ls_avatar_frame_index(m->avatar, j->req->start_frame + i);
     ls_frame_view v;
-    if (ls_avatar_frame_view(m->avatar, idx, &v, err) != 0) {
-        j->rcs[i] = -1;
-        return;
-    }
+    if (ls_avatar_frame_view(m->avatar, idx, &v, err) != 0) return -1;
     int rows = v.rect.y2 - v.rect.y1;
     size_t stride = (size_t)w * 3;
     uint8_t *band = malloc(stride * (size_t)rows);
+    if (!band) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for frame %d", idx);
+    memcpy(band, v.band, stride * (size_t)rows);
+    ls_rect local = {v.rect.x1, 0, v.rect.x2, rows}; /* the rectangle in band coordinates */
     ls_buf scratch = {0};
-    int rc = 0;
-    if (!band) {
-        rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for frame %d", idx);
-    } else {
-        memcpy(band, v.band, stride * (size_t)rows);
-        ls_rect local = {v.rect.x1, 0, v.rect.x2, rows}; /* the rectangle in band coordinates */
-        rc = ls_composite(band, w, rows, local, j->pred + (size_t)i * j->opf, &m->opts, &scratch, err);
-        if (!rc)
-            rc = ls_png_encode_spliced(w, h, v.top, band, rows, stride, v.bottom, j->req->png_level,
-                                       &j->res->frames[i], err);
-    }
+    int rc = ls_composite(band, w, rows, local, j->pred + (size_t)i * j->opf, &m->opts, &scratch, err);
+    if (!rc)
+        rc = ls_png_encode_spliced(w, h, v.top, band, rows, stride, v.bottom, j->req->png_level, &j->res->frames[i],
+                                   err);
     ls_buf_free(&scratch);
     free(band);
-    j->rcs[i] = rc;
+    return rc;
+}
+
+/* JPEG and raw: the whole frame is needed, so composite into a copy of the
+ * decoded background; raw hands that copy over as the result. */
+static int frame_whole(frame_job *j, int i, int idx, ls_err *err) {
+    ls_model *m = j->m;
+    int w = ls_avatar_width(m->avatar), h = ls_avatar_height(m->avatar);
+    const uint8_t *bg;
+    if (ls_avatar_frame_full(m->avatar, idx, &bg, err) != 0) return -1;
+    size_t bytes = (size_t)w * (size_t)h * 3;
+    ls_buf frame = {0};
+    if (ls_buf_reserve(&frame, bytes) != 0) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for frame %d", idx);
+    memcpy(frame.data, bg, bytes);
+    frame.len = bytes;
+    ls_buf scratch = {0};
+    int rc = ls_composite(frame.data, w, h, ls_avatar_rect(m->avatar, idx), j->pred + (size_t)i * j->opf, &m->opts,
+                          &scratch, err);
+    ls_buf_free(&scratch);
+    if (!rc && j->req->format == LS_FORMAT_RAW) {
+        j->res->frames[i] = frame; /* taken over */
+        return 0;
+    }
+    if (!rc) rc = ls_jpeg_encode_rgb(frame.data, w, h, j->req->jpeg_quality, &j->res->frames[i], err);
+    ls_buf_free(&frame);
+    return rc;
+}
+
+static void frame_work(void *arg, int i) {
+    frame_job *j = arg;
+    int idx = ls_avatar_frame_index(j->m->avatar, j->req->start_frame + i);
+    ls_err *err = &j->errs[i];
+    j->rcs[i] = j->req->format == LS_FORMAT_PNG ? frame_png(j, i, idx, err) : frame_whole(j, i, idx, err);
 }
 
 int ls_model_infer(ls_model *m, const ls_infer_req *req, ls_infer_result *res, ls_err *err) {

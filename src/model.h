@@ -36,6 +36,8 @@ typedef struct {
     int batch;
     int64_t start_frame;   /* >= 0 */
     int png_level;
+    ls_format format;      /* encoding of the returned frames */
+    int jpeg_quality;      /* 1..100, for LS_FORMAT_JPEG */
     /* The caller already scanned the inputs for NaN/Inf (wire.h does it
      * while copying): the first bad index of each, or -1. Else 0 and the
      * model scans them. */
@@ -44,7 +46,7 @@ typedef struct {
 } ls_infer_req;
 
 typedef struct {
-    ls_buf *frames;        /* batch encoded PNGs; free with ls_infer_result_free */
+    ls_buf *frames;        /* batch encoded frames; free with ls_infer_result_free */
     int n_frames;
     double inference_ms;
     double composite_ms;   /* composite + encode */

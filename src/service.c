@@ -352,8 +352,34 @@ static ls_code h_infer_spans(void *ctx, const ls_call_info *call, const ls_span 
         ls_err_set(err, LS_INVALID_ARGUMENT, "start_frame_idx: expected >= 0, got %d", q.start_frame_idx);
         goto fail;
     }
+    /* Output format: the request's, else the model's configured one. */
+    const ls_model_config *mc = ls_config_find(cfg, id);
+    ls_format format = mc ? mc->output_format : LS_FORMAT_PNG;
+    int quality = mc ? mc->jpeg_quality : 90;
+    if (q.output_format_len) {
+        static const char *const names[] = {"png", "jpeg", "raw"};
+        int found = -1;
+        for (int k = 0; k < 3; k++)
+            if (q.output_format_len == strlen(names[k]) && !strcmp(q.output_format, names[k])) found = k;
+        if (found < 0) {
+            ls_err_set(err, LS_INVALID_ARGUMENT, "output_format: expected png, jpeg or raw, got %zu bytes '%.8s'",
+                       q.output_format_len, check_model_id(q.output_format, NULL) == 0 ? q.output_format : "?");
+            goto fail;
+        }
+        format = (ls_format)found;
+    }
+    if (q.jpeg_quality) {
+        if (q.jpeg_quality < 1 || q.jpeg_quality > 100) {
+            ls_err_set(err, LS_INVALID_ARGUMENT, "jpeg_quality: expected 1..100 (0 = the model's default), got %d",
+                       q.jpeg_quality);
+            goto fail;
+        }
+        quality = q.jpeg_quality;
+    }
     if (ls_registry_acquire(s->reg, id, &lease, err) != 0) goto fail;
     leased = 1;
+    const ls_avatar *av = ls_model_avatar(lease.handle);
+    int frame_w = ls_avatar_width(av), frame_h = ls_avatar_height(av);
 
     ls_infer_req ir = {.visual = q.visual,
                        .n_visual = q.n_visual,
@@ -362,6 +388,8 @@ static ls_code h_infer_spans(void *ctx, const ls_call_info *call, const ls_span 
                        .batch = q.batch_size,
                        .start_frame = q.start_frame_idx,
                        .png_level = cfg->png_level,
+                       .format = format,
+                       .jpeg_quality = quality,
                        .finite_checked = 1,
                        .visual_bad = q.visual_bad,
                        .audio_bad = q.audio_bad};
@@ -391,6 +419,9 @@ static ls_code h_infer_spans(void *ctx, const ls_call_info *call, const ls_span 
     r.model_load_time_ms = load_ms;
     r.success = 1;
     r.error = "";
+    r.output_format = format == LS_FORMAT_JPEG ? "jpeg" : format == LS_FORMAT_RAW ? "raw" : "png";
+    r.frame_width = frame_w;
+    r.frame_height = frame_h;
     r.total_time_ms = ms_since(t0);
     ls_buf tail = {0};
     code = pack(&r.base, &tail, err);

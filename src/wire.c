@@ -142,6 +142,8 @@ int ls_infer_request_decode(const ls_span *spans, size_t n_spans, ls_infer_reque
                 out->batch_size = (int32_t)(uint32_t)v; /* int32: negatives arrive sign-extended */
             } else if (field == 5) {
                 out->start_frame_idx = (int32_t)(uint32_t)v;
+            } else if (field == 7) {
+                out->jpeg_quality = (int32_t)(uint32_t)v;
             }
         } else if (type == 2) { /* length-delimited */
             if (rd_varint(&r, &v) || v > r.total - r.pos) {
@@ -152,6 +154,11 @@ int ls_infer_request_decode(const ls_span *spans, size_t n_spans, ls_infer_reque
                 out->model_id[keep] = 0;
                 out->model_id_len = (size_t)v;
                 out->model_id_has_nul = memchr(out->model_id, 0, keep) != NULL;
+            } else if (field == 6) {
+                size_t keep = v < sizeof out->output_format - 1 ? (size_t)v : sizeof out->output_format - 1;
+                rc = rd_copy(&r, out->output_format, keep) || rd_copy(&r, NULL, (size_t)v - keep);
+                out->output_format[keep] = 0;
+                out->output_format_len = (size_t)v;
             } else if (field == 2 || field == 3) {
                 if (v % 4) {
                     rc = ls_err_set(err, LS_INVALID_ARGUMENT,

@@ -34,6 +34,9 @@ typedef struct {
     size_t n_audio;
     int32_t batch_size;
     int32_t start_frame_idx;
+    char output_format[16];  /* NUL-terminated, truncated; "" when absent */
+    size_t output_format_len;
+    int32_t jpeg_quality;
     ptrdiff_t visual_bad;   /* index of the first NaN/Inf, or -1 */
     ptrdiff_t audio_bad;
 } ls_infer_request;
