@@ -19,6 +19,10 @@
  *   pack     the response with the batch's real PNGs (get_packed_size, a fresh
  *            buffer, pack), as service.c pack() does,
  *   memcpy   a plain memcpy of the request's size, for scale.
+ * and, where the build has src/wire.h (the zero-copy request path):
+ *   wire_decode  ls_infer_request_decode over the same 16 KiB slices (each
+ *            tensor copied once, NaN/Inf checked during the copy),
+ *   nan_scan     ls_first_non_finite over the request's floats alone.
  * Engine threads as in the server: ls_engine_global_init(intra, inter) and
  * ls_pool_start(0).
  *
@@ -43,10 +47,24 @@
 #include "model.h"
 #include "multitenant.pb-c.h"
 #include "pool.h"
+/* The zero-copy request decoder (src/wire.h), where the build has it: the
+ * server then decodes from gRPC's slices (one copy + NaN/Inf scan) instead
+ * of flatten + protobuf-c unpack. */
+#if defined(__has_include)
+#if __has_include("wire.h")
+#include "wire.h"
+#define HAVE_WIRE 1
+#endif
+#endif
+#ifndef HAVE_WIRE
+#define HAVE_WIRE 0
+#endif
 
-enum { Q_RAW, Q_INFER, Q_INFER_INF, Q_INFER_COMP, Q_INFER_REST, Q_FLATTEN, Q_UNPACK, Q_PACK, Q_MEMCPY, NQ };
+enum { Q_RAW, Q_INFER, Q_INFER_INF, Q_INFER_COMP, Q_INFER_REST, Q_FLATTEN, Q_UNPACK, Q_PACK, Q_MEMCPY, Q_DECODE,
+       Q_SCAN, NQ };
 static const char *qname[NQ] = {"raw_run", "infer_wall", "infer_inference", "infer_composite",
-                                "infer_validation_setup", "flatten", "unpack", "pack_response", "memcpy"};
+                                "infer_validation_setup", "flatten", "unpack", "pack_response", "memcpy",
+                                "wire_decode", "nan_scan"};
 
 static void die(const char *what, const ls_err *err) {
     fprintf(stderr, "bench_engine: %s: %s\n", what, err ? err->msg : "failed");
@@ -101,7 +119,8 @@ static int switch_bench(const char *config, const char *ida, const char *idb, in
     double *diff = calloc((size_t)blocks, sizeof(double));
     double tmp[10];
     for (int w = 0; w < 2 * block; w++) { /* warm both, every frame used later prepared on first use */
-        ls_infer_req ir = {visual, nv, audio, na, batch, 0, level};
+        ls_infer_req ir = {.visual = visual, .n_visual = nv, .audio = audio, .n_audio = na, .batch = batch,
+                           .start_frame = 0, .png_level = level};
         ls_infer_result res;
         if (ls_model_infer(m[w % 2], &ir, &res, &err)) die("ls_model_infer", &err);
         ls_infer_result_free(&res);
@@ -112,7 +131,8 @@ static int switch_bench(const char *config, const char *ida, const char *idb, in
             int alternate = (b % 2) ^ half; /* order of the two patterns alternates per block */
             for (int i = 0; i < block; i++) {
                 int k = alternate ? i % 2 : 0;
-                ls_infer_req ir = {visual, nv, audio, na, batch, next[k] % nf[k], level};
+                ls_infer_req ir = {.visual = visual, .n_visual = nv, .audio = audio, .n_audio = na, .batch = batch,
+                                   .start_frame = next[k] % nf[k], .png_level = level};
                 next[k] += batch;
                 ls_infer_result res;
                 uint64_t t0 = ls_mono_ns();
@@ -247,7 +267,8 @@ int main(int argc, char **argv) {
         if (ls_engine_run(raw, visual, audio, 0, batch, out, &err)) die("ls_engine_run", &err);
         q_ms[Q_RAW][r] = ms_since(t0);
 
-        ls_infer_req ir = {visual, nv, audio, na, batch, ((int64_t)r * batch) % nframes, level};
+        ls_infer_req ir = {.visual = visual, .n_visual = nv, .audio = audio, .n_audio = na, .batch = batch,
+                           .start_frame = ((int64_t)r * batch) % nframes, .png_level = level};
         ls_infer_result res;
         t0 = ls_mono_ns();
         if (ls_model_infer(m, &ir, &res, &err)) die("ls_model_infer", &err);
@@ -295,6 +316,25 @@ int main(int argc, char **argv) {
         t0 = ls_mono_ns();
         memcpy(copy, req, req_len);
         q_ms[Q_MEMCPY][r] = ms_since(t0);
+#if HAVE_WIRE
+        {
+            ls_span *spans = malloc(nslices * sizeof *spans);
+            for (size_t k = 0; k < nslices; k++)
+                spans[k] = (ls_span){GRPC_SLICE_START_PTR(slices[k]), GRPC_SLICE_LENGTH(slices[k])};
+            ls_infer_request wr;
+            t0 = ls_mono_ns();
+            if (ls_infer_request_decode(spans, nslices, &wr, &err)) die("ls_infer_request_decode", &err);
+            q_ms[Q_DECODE][r] = ms_since(t0);
+            if (wr.n_visual != nv || wr.visual_bad >= 0) die("wire decode", NULL);
+            ls_infer_request_free(&wr);
+            free(spans);
+            t0 = ls_mono_ns();
+            ptrdiff_t bad = ls_first_non_finite(visual, nv);
+            if (bad < 0) bad = ls_first_non_finite(audio, na);
+            q_ms[Q_SCAN][r] = ms_since(t0);
+            if (bad >= 0) die("nan scan", NULL);
+        }
+#endif
         if (copy[req_len / 2] != req[req_len / 2]) die("memcpy", NULL);
     }
 
@@ -312,6 +352,7 @@ int main(int argc, char **argv) {
     char line[4096];
     size_t ll = 0;
     for (int k = 0; k < NQ; k++) {
+        if (!HAVE_WIRE && (k == Q_DECODE || k == Q_SCAN)) continue;
         double sum = 0;
         for (int r = 0; r < runs; r++) sum += q_ms[k][r];
         qsort(q_ms[k], (size_t)runs, sizeof(double), cmp_double);

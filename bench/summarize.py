@@ -80,14 +80,19 @@ def main():
             ("server inference p50 vs raw ORT Run, ms", f"{r['inference_p50_ms']:.2f}", f"{e['raw_run']['p50']:.2f}",
              f"{r['inference_p50_ms'] / e['raw_run']['p50']:.2f}", "(info)", ""),
         ]))
+        dec = (f"zero-copy decode incl. NaN scan {e['wire_decode']['p50']:.2f} (NaN scan alone {e['nan_scan']['p50']:.2f})"
+               if "wire_decode" in e else
+               f"validation incl. NaN scan {e['infer_validation_setup']['p50']:.2f}")
         print(f"\nBreakdown (p50, ms): latency {r['latency_p50_ms']:.2f} = inference {r['inference_p50_ms']:.2f} + "
               f"composite {r['composite_p50_ms']:.2f} + inside the server {r['inside_server_p50_ms']:.2f} + outside "
-              f"(transfer, gRPC) {r['outside_server_p50_ms']:.2f}. In-process: flatten {e['flatten']['p50']:.2f}, "
-              f"unpack {e['unpack']['p50']:.2f}, validation incl. NaN scan {e['infer_validation_setup']['p50']:.2f}, "
-              f"response pack {e['pack_response']['p50']:.2f}, memcpy of the request {e['memcpy']['p50']:.2f}. "
-              f"Probes: Health {r['health_p50_ms']:.2f}, rejected-after-unpack {r['reject_after_unpack_p50_ms']:.2f}. "
-              f"C CLI latency p50 {r['cli']['p50_ms']:.2f}. Server CPU per request "
-              f"{r['server_cpu_ms_per_request']:.1f} ms, {r['server_minor_faults_per_request']:.0f} page faults.")
+              f"(transfer, gRPC) {r['outside_server_p50_ms']:.2f}. In-process: {dec}; for comparison the "
+              f"protobuf-c path: flatten {e['flatten']['p50']:.2f} + unpack {e['unpack']['p50']:.2f}; memcpy of the "
+              f"request {e['memcpy']['p50']:.2f}; response pack {e['pack_response']['p50']:.2f}. Transfer estimate: "
+              f"upload {r.get('upload_estimate_ms', float('nan')):.2f}, response + rest "
+              f"{r.get('download_and_rest_estimate_ms', float('nan')):.2f}. Probes: Health {r['health_p50_ms']:.2f}, "
+              f"rejected-after-decode {r['reject_after_unpack_p50_ms']:.2f}. C CLI latency p50 "
+              f"{r['cli']['p50_ms']:.2f}. Server CPU per request {r['server_cpu_ms_per_request']:.1f} ms, "
+              f"{r['server_minor_faults_per_request']:.0f} page faults.")
     q = load(d, "concurrency")
     if q:
         print("\n### 4. Concurrency (demo model, batch 5)\n")
