@@ -6,9 +6,11 @@
  * than a fuzzer input, so the input describes a request instead:
  *   byte 0     model: demo, demo_pp, demo_b1, missing, huge, no_rects, an
  *              unknown id, an empty id, a 129-character id (fuzz_svc.h)
- *   byte 1     batch_size - 1 .. (0..6 -> -1..5; the config's max is 4)
+ *   byte 1     batch_size: mod 7, 0..6 -> -1..5 (the config's max is 4);
+ *              divided by 7, mod 5: output_format "", png, jpeg, raw or an
+ *              unknown name
  *   bytes 2-5  start_frame_idx (int32 LE), used raw when flags bit 0 is set,
- *              else byte 2 mod 64
+ *              else byte 2 mod 64, and byte 5 as a signed jpeg_quality
  *   byte 6     flags: bits 1-3 visual length (exact, one float short, one
  *              too many, empty, one frame), bits 4-6 audio length (per frame,
  *              one window, one short, empty, one window too many), bit 7
@@ -19,7 +21,8 @@
  * The request is packed with protobuf-c and handed to the handler. The
  * expected status is computed independently from the description, in the
  * order the service validates, and must match exactly; a success must
- * return batch_size PNGs of 1280x720 (the first is decoded). */
+ * return batch_size frames of 1280x720 in the format asked for (the first
+ * is decoded, or its length checked for raw). */
 #include "fuzz_svc.h"
 
 #include <math.h>
@@ -57,12 +60,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *id = ids[data[0] % n_ids];
     int batch = (int)(data[1] % 7) - 1;
     uint8_t flags = data[6];
-    int32_t start;
+    static const char *const formats[] = {"", "png", "jpeg", "raw", "gif"};
+    const char *format = formats[(data[1] / 7) % 5];
+    int32_t start, quality = 0;
     if (flags & 1) {
         uint32_t u = (uint32_t)data[2] | (uint32_t)data[3] << 8 | (uint32_t)data[4] << 16 | (uint32_t)data[5] << 24;
         memcpy(&start, &u, sizeof start);
     } else {
         start = data[2] % 64;
+        quality = (int8_t)data[5];
     }
     size_t b = batch >= 1 ? (size_t)batch : 1; /* tensors are sized for at least one frame */
     size_t nv, na;
@@ -99,6 +105,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     q.model_id = (char *)id;
     q.batch_size = batch;
     q.start_frame_idx = start;
+    q.output_format = (char *)format;
+    q.jpeg_quality = quality;
     q.audio_features = audio;
     q.n_audio_features = na;
     q.visual_frames = visual;
@@ -117,7 +125,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* What the service must answer, in its order of validation. */
     ls_code want;
     int known = !strcmp(id, "demo") || !strcmp(id, "demo_pp") || !strcmp(id, "demo_b1");
-    if (!*id || strlen(id) > 128 || batch < 1 || batch > 4 || start < 0)
+    if (!*id || strlen(id) > 128 || batch < 1 || batch > 4 || start < 0 || !strcmp(format, "gif") ||
+        quality < 0 || quality > 100)
         want = LS_INVALID_ARGUMENT;
     else if (!strcmp(id, "nope"))
         want = LS_NOT_FOUND;
@@ -141,12 +150,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         Multitenant__CompositeBatchResponse *r =
             multitenant__composite_batch_response__unpack(NULL, resp.len, resp.data);
         fz_check(r && r->success && r->n_composited_frames == (size_t)batch, "one PNG per batch item", code, "");
-        ls_image img;
-        ls_err err = {.code = LS_OK, .msg = ""};
-        fz_check(ls_image_decode_mem(r->composited_frames[0].data, r->composited_frames[0].len, &img, &err) == 0,
-                 "the first frame decodes", code, err.msg);
-        fz_check(img.w == 1280 && img.h == 720, "frames of 1280x720", code, "");
-        ls_image_free(&img);
+        const ProtobufCBinaryData *f0 = &r->composited_frames[0];
+        if (!strcmp(format, "raw")) {
+            fz_check(f0->len == 1280u * 720u * 3u, "a raw frame of 1280x720x3 bytes", code, "");
+        } else {
+            ls_image img;
+            ls_err err = {.code = LS_OK, .msg = ""};
+            fz_check(ls_image_decode_mem(f0->data, f0->len, &img, &err) == 0, "the first frame decodes", code,
+                     err.msg);
+            fz_check(img.w == 1280 && img.h == 720, "frames of 1280x720", code, "");
+            fz_check(!strcmp(format, "jpeg") == (f0->data[0] == 0xff), "the format asked for", code, format);
+            ls_image_free(&img);
+        }
         multitenant__composite_batch_response__free_unpacked(r, NULL);
     }
     ls_buf_free(&resp);

@@ -330,8 +330,13 @@ def wire_seeds():
 
 def infer_seeds():
     # See fuzz_infer.c: model, batch+1, start (4 bytes), flags, float pattern.
-    def seed(model, batch, start, flags, pattern):
-        return bytes([model, batch + 1]) + struct.pack("<i", start) + bytes([flags]) + floats(pattern)
+    def seed(model, batch, start, flags, pattern, fmt=0, quality=0):
+        # fmt: 0 "", 1 png, 2 jpeg, 3 raw, 4 unknown; quality goes in byte 5
+        # (start then uses byte 2 only, see fuzz_infer.c).
+        start_bytes = bytearray(struct.pack("<i", start))
+        if not flags & 1:
+            start_bytes[3] = quality & 0xFF
+        return bytes([model, batch + 1 + 7 * fmt]) + bytes(start_bytes) + bytes([flags]) + floats(pattern)
     s = {}
     s["demo_b1"] = seed(0, 1, 0, 0, [0.5, 0.25])
     s["demo_b3_shared_audio"] = seed(0, 3, 7, 3 << 4, [0.1, 0.9, 0.4])
@@ -342,6 +347,9 @@ def infer_seeds():
     s["short_visual"] = seed(0, 2, 0, 4 << 1, [0.5])
     s["missing"] = seed(3, 1, 0, 0, [0.5])
     s["raw_start"] = seed(1, 1, 2**31 - 1, 1, [0.5])
+    s["jpeg_q40"] = seed(0, 2, 3, 0, [0.5, 0.6], fmt=2, quality=40)
+    s["raw_format"] = seed(2, 1, 1, 0, [0.2], fmt=3)
+    s["bad_format"] = seed(0, 1, 0, 0, [0.5], fmt=4)
     return s
 
 
