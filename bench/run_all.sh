@@ -5,6 +5,8 @@
 #   LS_BUILD_DIR=/abs/dir bench/run_all.sh      another build folder
 #   bench/run_all.sh composite request          only some (composite request
 #                                    concurrency coldload unet)
+#   LS_BENCH_WAIT_IDLE=600 bench/run_all.sh     wait (up to 600 s) for an idle
+#                                    machine before each bench
 #
 # Steps: installs what the benchmarks need (Debian packages: the project's via
 # scripts/setup.sh, plus python3-opencv for the reference pipeline and
@@ -24,7 +26,7 @@ results=$build/bench/results
 "$here/scripts/setup.sh"
 need=()
 for p in python3-opencv mate-backgrounds python3-grpc-tools python3-grpcio python3-numpy python3-onnx \
-         python3-protobuf util-linux; do
+         python3-protobuf util-linux time; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -59,6 +61,15 @@ busy_pct() {
   b=$(awk '/^cpu /{print $5+$6, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
   printf '%s\n%s\n' "$a" "$b" | awk 'NR==1{i0=$1;t0=$2} NR==2{printf "%.0f", 100*(1-($1-i0)/($2-t0))}'
 }
+nonidle_jiffies() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+# LS_BENCH_WAIT_IDLE=S: before each bench wait (up to S seconds) until the
+# other processes leave the machine idle for 3 s.
+wait_idle() {
+  local limit=${LS_BENCH_WAIT_IDLE:-0} waited=0
+  while [ "$waited" -lt "$limit" ] && [ "$(busy_pct 3)" -gt 5 ]; do waited=$((waited + 3)); done
+  [ "$waited" -gt 0 ] && echo "(waited ${waited} s for the machine to be idle)"
+  return 0
+}
 check_idle() {
   local busy
   busy=$(busy_pct "${1:-2}")
@@ -87,17 +98,26 @@ for b in "${sel[@]}"; do
   [ -n "${cmd[$b]:-}" ] || { echo "run_all: unknown bench $b (one of ${all[*]})"; exit 2; }
   echo
   echo "==== $b: ${cmd[$b]}" | tee -a "$log"
+  wait_idle | tee -a "$log"
   check_idle 1 | tee -a "$log"
-  start=$(date +%s)
-  if ! ${cmd[$b]} 2>&1 | tee -a "$log"; then
+  start=$(date +%s.%N)
+  j0=$(nonidle_jiffies)
+  if ! /usr/bin/time -f "%U %S" -o "$results/.cpu" ${cmd[$b]} 2>&1 | tee -a "$log"; then
     echo "run_all: $b FAILED" | tee -a "$log"
     failed=1
   fi
-  echo "($b took $(( $(date +%s) - start )) s)" | tee -a "$log"
+  j1=$(nonidle_jiffies)
+  # CPU the other processes used while this bench ran, as a share of the machine
+  others=$(awk -v j0="$j0" -v j1="$j1" -v hz="$(getconf CLK_TCK)" -v s="$start" -v e="$(date +%s.%N)" \
+               -v n="$(nproc)" '{own=$1+$2} END{o=(j1-j0)/hz-own; if(o<0)o=0; printf "%.0f", 100*o/((e-s)*n)}' \
+               "$results/.cpu")
+  echo "($b took $(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN{printf "%.0f", e-s}') s; other processes used" \
+       "${others}% of the machine meanwhile$([ "$others" -gt 5 ] && echo ' - NOISY, rerun this bench'))" | tee -a "$log"
 done
 
 echo
 echo "==== ratios"
 grep '^RATIO ' "$log" | sed 's/^RATIO /  /' || true
+grep 'NOISY' "$log" || true
 $py "$here/bench/summarize.py" "$results" >"$results/summary.md" && echo "(tables: $results/summary.md)"
 exit $failed
