@@ -186,6 +186,11 @@ class TestWire(lstest.ServerTestCase):
         v, a = lstest.make_visual(1), lstest.make_audio([0.4])
         resp = self.infer_bytes("demo", v, a, 1, start=2)
         self.assertEqual(len(resp.composited_frames), 1)
+        if lstest.SLOW:
+            # Under ASan freed memory sits in its quarantine instead of going
+            # back: RSS says nothing about leaks there (LeakSanitizer at exit
+            # does). The normal build runs this check.
+            return
         rss = rss_kib(self.server.proc.pid)
         self.assertLess(rss - self.rss_before, grew_kib,
                         "server RSS grew from %d to %d KiB" % (self.rss_before, rss))
