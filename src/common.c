@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "common.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,4 +94,28 @@ int64_t ls_wall_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int ls_read_file(const char *path, ls_buf *buf, size_t limit) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return errno;
+    int rc = 0;
+    for (;;) {
+        if (ls_buf_reserve(buf, 64 * 1024) != 0) {
+            rc = ENOMEM;
+            break;
+        }
+        size_t got = fread(buf->data + buf->len, 1, buf->cap - buf->len, f);
+        buf->len += got;
+        if (buf->len > limit) {
+            rc = EFBIG;
+            break;
+        }
+        if (got == 0) {
+            if (ferror(f)) rc = errno ? errno : EIO;
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
 }

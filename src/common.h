@@ -63,6 +63,10 @@ int ls_buf_reserve(ls_buf *b, size_t extra); /* 0 ok, -1 out of memory */
 int ls_buf_append(ls_buf *b, const void *p, size_t n);
 void ls_buf_free(ls_buf *b);
 
+/* Append a whole file to buf. Returns 0, or an errno value (EFBIG when it
+ * is longer than limit bytes). */
+int ls_read_file(const char *path, ls_buf *buf, size_t limit);
+
 /* Clocks: monotonic nanoseconds for intervals, wall milliseconds for display. */
 uint64_t ls_mono_ns(void);
 int64_t ls_wall_ms(void);

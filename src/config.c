@@ -1032,35 +1032,11 @@ int ls_config_parse(const char *yaml, size_t len, const char *source, const char
     return rc;
 }
 
-/* Reads a whole file into buf. Returns 0 or an errno value. */
-static int read_file(const char *path, ls_buf *buf, size_t limit) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return errno;
-    int rc = 0;
-    for (;;) {
-        if (ls_buf_reserve(buf, 64 * 1024) != 0) {
-            rc = ENOMEM;
-            break;
-        }
-        size_t got = fread(buf->data + buf->len, 1, buf->cap - buf->len, f);
-        buf->len += got;
-        if (buf->len > limit) {
-            rc = EFBIG;
-            break;
-        }
-        if (got == 0) {
-            if (ferror(f)) rc = errno ? errno : EIO;
-            break;
-        }
-    }
-    fclose(f);
-    return rc;
-}
 
 int ls_config_load_file(const char *path, ls_config *cfg, ls_err *err) {
     memset(cfg, 0, sizeof *cfg);
     ls_buf buf = {0};
-    int e = read_file(path, &buf, CONFIG_MAX_BYTES);
+    int e = ls_read_file(path, &buf, CONFIG_MAX_BYTES);
     if (e != 0) {
         ls_buf_free(&buf);
         return ls_err_set(err, LS_INVALID_ARGUMENT, "%s: cannot read config: %s", path,

@@ -231,36 +231,12 @@ int ls_croprects_parse(const char *json, size_t len, ls_rect **out, size_t *n, l
     return 0;
 }
 
-/* Reads a whole file into buf. Returns 0 or an errno value. */
-static int read_file(const char *path, ls_buf *buf, size_t limit) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return errno;
-    int rc = 0;
-    for (;;) {
-        if (ls_buf_reserve(buf, 64 * 1024) != 0) {
-            rc = ENOMEM;
-            break;
-        }
-        size_t got = fread(buf->data + buf->len, 1, buf->cap - buf->len, f);
-        buf->len += got;
-        if (buf->len > limit) {
-            rc = EFBIG;
-            break;
-        }
-        if (got == 0) {
-            if (ferror(f)) rc = errno ? errno : EIO;
-            break;
-        }
-    }
-    fclose(f);
-    return rc;
-}
 
 int ls_croprects_load_file(const char *path, ls_rect **out, size_t *n, ls_err *err) {
     *out = NULL;
     *n = 0;
     ls_buf buf = {0};
-    int e = read_file(path, &buf, CROPRECTS_MAX_BYTES);
+    int e = ls_read_file(path, &buf, CROPRECTS_MAX_BYTES);
     if (e != 0) {
         ls_buf_free(&buf);
         ls_err_set(err, LS_FAILED_PRECONDITION, "crop rects: cannot read: %s", strerror(e));

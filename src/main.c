@@ -43,33 +43,15 @@ static void usage(FILE *f) {
 
 /* Whole file as a NUL-terminated string (PEM), or NULL with a message. */
 static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        LOG_ERROR("cannot open %s: %s", path, strerror(errno));
+    ls_buf b = {0};
+    int rc = ls_read_file(path, &b, 16u << 20);
+    if (rc == 0 && ls_buf_append(&b, "", 1) != 0) rc = ENOMEM;
+    if (rc != 0) {
+        LOG_ERROR("cannot read %s: %s", path, strerror(rc));
+        ls_buf_free(&b);
         return NULL;
     }
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (cap - len < 4096) {
-            size_t nc = cap ? cap * 2 : 8192;
-            char *p = realloc(buf, nc);
-            if (!p || nc > (16u << 20)) {
-                free(p ? p : buf);
-                fclose(f);
-                LOG_ERROR("%s: too large or out of memory", path);
-                return NULL;
-            }
-            buf = p;
-            cap = nc;
-        }
-        size_t n = fread(buf + len, 1, cap - len - 1, f);
-        len += n;
-        if (n == 0) break;
-    }
-    fclose(f);
-    buf[len] = 0;
-    return buf;
+    return (char *)b.data;
 }
 
 /* What the HTTP endpoints read. The transports are stopped while the HTTP
