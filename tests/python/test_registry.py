@@ -603,8 +603,9 @@ class TestUnloadWhileInFlight(RegistryCase):
         # The last lease's release unloaded it. A held request that reached
         # the server only after that loaded it again (model_loaded): then it
         # must be loaded once more, and idle.
-        reloads = sum(1 for r in ok if r.model_loaded)
-        self.assertLessEqual(reloads, 1)
+        # Held requests that arrived together wait on one single-flight load
+        # and all say model_loaded: that is one reload, however many say so.
+        reloads = 1 if any(r.model_loaded for r in ok) else 0
         slow = self.stats("slow").models[0]
         loads_before = slow.stats.load_count - reloads
         self.assertEqual((slow.state, slow.stats.in_flight, slow.stats.eviction_count),
