@@ -229,7 +229,6 @@ int ls_engine_pred_size(const ls_engine *e) { return e->pred_size; }
 size_t ls_engine_visual_per_frame(const ls_engine *e) { return e->visual_per_frame; }
 size_t ls_engine_audio_per_frame(const ls_engine *e) { return e->audio_per_frame; }
 size_t ls_engine_output_per_frame(const ls_engine *e) { return e->output_per_frame; }
-int ls_engine_fixed_batch(const ls_engine *e) { return e->fixed_batch; }
 
 const ls_tensor_info *ls_engine_inputs(const ls_engine *e, int *n) {
     *n = 2;

@@ -40,7 +40,6 @@ int ls_engine_pred_size(const ls_engine *e);        /* P, e.g. 320 */
 size_t ls_engine_visual_per_frame(const ls_engine *e); /* 6*P*P floats */
 size_t ls_engine_audio_per_frame(const ls_engine *e);  /* e.g. 32*16*16 floats */
 size_t ls_engine_output_per_frame(const ls_engine *e); /* 3*P*P floats */
-int ls_engine_fixed_batch(const ls_engine *e);      /* 0 = dynamic batch */
 const ls_tensor_info *ls_engine_inputs(const ls_engine *e, int *n);  /* [visual, audio] */
 const ls_tensor_info *ls_engine_outputs(const ls_engine *e, int *n);
 

@@ -199,8 +199,6 @@ int ls_service_metrics(ls_service *s, int queue_depth, ls_buf *out, ls_err *err)
     return 0;
 }
 
-ls_registry *ls_service_registry(ls_service *s) { return s->reg; }
-
 void ls_service_preload(ls_service *s) {
     for (size_t i = 0; i < s->cfg->n_models; i++) {
         const ls_model_config *m = &s->cfg->models[i];

@@ -52,8 +52,6 @@ void ls_service_tick(ls_service *s, uint64_t now_mono_ns);
 /* Log the statistics report now. */
 void ls_service_report(ls_service *s);
 
-ls_registry *ls_service_registry(ls_service *s);
-
 /* Apply a new config (SIGHUP): models added, removed (unloaded once their
  * requests end) or changed (unloaded, reloaded on next use); auth, max_batch
  * and png_level take effect for new requests. Settings fixed at start-up
