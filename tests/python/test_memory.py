@@ -75,9 +75,14 @@ class TestLoadUnloadTwentyModels(lstest.ServerTestCase):
             self.assertEqual((m.state, m.stats.load_count, m.stats.usage_count),
                              ("unloaded", 1, N_FRAMES // BATCH), m.model_id)
         trace = "RSS KiB after each unload: %s; while loaded: %s" % (unloaded_rss, loaded_rss)
-        first, last = unloaded_rss[0], unloaded_rss[-1]
+        # After an unload RSS still wobbles by a few MB (one request's freed
+        # buffers left in a thread's heap: 39.6-46 MB over 20 cycles with no
+        # trend), which at a 40 MB baseline is itself ~15%. The end state is
+        # the median of the last three unloads, so one such wobble does not
+        # decide; a real retention raises all three.
+        first, last = unloaded_rss[0], sorted(unloaded_rss[-3:])[1]
         self.assertLessEqual(last, first * 1.15,
-                             "RSS after the last unload %d KiB is more than 15%% above the %d "
+                             "RSS after the last unloads (median of 3) %d KiB is more than 15%% above the %d "
                              "KiB after the first; %s" % (last, first, trace))
         # And unloading does give memory back (it is not merely flat).
         self.assertLess(last, loaded_rss[0], trace)
