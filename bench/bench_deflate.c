@@ -15,9 +15,9 @@
  *                                   histogram time included)
  *   zlib-l1, zlib-l1-rle, zlib-huff zlib level 1: default, Z_RLE (what OpenCV's
  *                                   PNG writer uses), Z_HUFFMAN_ONLY
- *   proto-huffonly                  a minimal Huffman-only deflate written here
- *                                   (one dynamic block, no LZ77), to show what
- *                                   an encoder without match search costs
+ *   ls-huffman                      src/huffman.c, the server's Huffman-only
+ *                                   coder (a dynamic block per 128 KiB chunk,
+ *                                   no LZ77)
  * Every output is inflated again with zlib and compared with its input.
  * Output: a table and "RESULT {json}". */
 #define _GNU_SOURCE
@@ -29,6 +29,7 @@
 #include <zlib.h>
 
 #include "common.h"
+#include "huffman.h"
 #include "image.h"
 
 static int cmp_double(const void *a, const void *b) {
@@ -94,188 +95,31 @@ static size_t zlib_once(uint8_t *in, size_t n, int level, int strategy, uint8_t 
 }
 
 
-/* ---- prototype: Huffman-only deflate (one dynamic block, no LZ77) --------
- * On photographs LZ77 finds almost nothing worth its cost (zlib's
- * Z_HUFFMAN_ONLY is as small as Z_RLE and smaller than level 1): the bytes
- * are in the entropy coding of the filtered residuals. This is a minimal
- * encoder written for this measurement: histogram, Huffman code lengths
- * (limited to 15 by flattening the counts), canonical codes, a dynamic block
- * header, then one table lookup and a 64-bit bit buffer per byte. The output
- * is a complete zlib stream (inflated again by the caller to check it). */
-
-typedef struct {
-    uint8_t *p;
-    uint64_t acc;
-    int n;
-} bitw;
-
-static inline void put_bits(bitw *w, uint64_t v, int len) {
-    w->acc |= v << w->n;
-    w->n += len;
-    if (w->n >= 32) {
-        memcpy(w->p, &w->acc, 4); /* little endian */
-        w->p += 4;
-        w->acc >>= 32;
-        w->n -= 32;
+/* src/huffman.c's coder as the server uses it: one unit per 128 KiB chunk
+ * (pngenc.c's chunk size), wrapped into a zlib stream here. */
+static size_t huff_zlib(const uint8_t *in, size_t n, uint8_t *out) {
+    const size_t chunk = 128 * 1024;
+    uint8_t *o = out;
+    *o++ = 0x78;
+    *o++ = 0x01;
+    for (size_t at = 0; at < n; at += chunk) {
+        size_t k = n - at < chunk ? n - at : chunk;
+        ls_huff_plan plan;
+        ls_huff_plan_build(&plan, in + at, k);
+        o += ls_huff_emit(&plan, in + at, k, o);
     }
+    static const uint8_t last[5] = {0x01, 0x00, 0x00, 0xff, 0xff};
+    memcpy(o, last, 5);
+    o += 5;
+    uint32_t ad = isal_adler32(1, in, n);
+    o[0] = (uint8_t)(ad >> 24);
+    o[1] = (uint8_t)(ad >> 16);
+    o[2] = (uint8_t)(ad >> 8);
+    o[3] = (uint8_t)ad;
+    return (size_t)(o + 4 - out);
 }
 
-static void flush_bits(bitw *w) {
-    while (w->n > 0) {
-        *w->p++ = (uint8_t)w->acc;
-        w->acc >>= 8;
-        w->n -= 8;
-    }
-    w->n = 0;
-    w->acc = 0;
-}
-
-/* Huffman code lengths for n symbols (counts may be 0), max length maxlen. */
-static void huff_lengths(const uint64_t *count_in, int n, int maxlen, uint8_t *len) {
-    uint64_t count[320];
-    for (int i = 0; i < n; i++) count[i] = count_in[i];
-    for (;;) {
-        /* simple O(n^2) Huffman: fine for <= 288 symbols */
-        int parent[640], nodes = 0, used = 0;
-        uint64_t w[640];
-        int alive[640], sym_node[320];
-        for (int i = 0; i < n; i++) {
-            sym_node[i] = -1;
-            if (count[i]) {
-                sym_node[i] = nodes;
-                w[nodes] = count[i];
-                alive[nodes] = 1;
-                parent[nodes] = -1;
-                nodes++;
-                used++;
-            }
-        }
-        memset(len, 0, (size_t)n);
-        if (used == 0) return;
-        if (used == 1) {
-            for (int i = 0; i < n; i++)
-                if (count[i]) len[i] = 1;
-            return;
-        }
-        int live = used;
-        while (live > 1) {
-            int a = -1, b = -1;
-            for (int k = 0; k < nodes; k++) {
-                if (!alive[k]) continue;
-                if (a < 0 || w[k] < w[a]) {
-                    b = a;
-                    a = k;
-                } else if (b < 0 || w[k] < w[b]) {
-                    b = k;
-                }
-            }
-            alive[a] = alive[b] = 0;
-            w[nodes] = w[a] + w[b];
-            alive[nodes] = 1;
-            parent[nodes] = -1;
-            parent[a] = parent[b] = nodes;
-            nodes++;
-            live--;
-        }
-        int maxl = 0;
-        for (int i = 0; i < n; i++) {
-            if (sym_node[i] < 0) continue;
-            int d = 0;
-            for (int k = sym_node[i]; parent[k] >= 0; k = parent[k]) d++;
-            len[i] = (uint8_t)d;
-            if (d > maxl) maxl = d;
-        }
-        if (maxl <= maxlen) return;
-        for (int i = 0; i < n; i++)
-            if (count[i]) count[i] = (count[i] >> 1) | 1; /* flatten and retry */
-    }
-}
-
-/* Canonical codes, bit-reversed for LSB-first output. */
-static void huff_codes(const uint8_t *len, int n, uint32_t *code) {
-    int bl_count[16] = {0}, next[16] = {0};
-    for (int i = 0; i < n; i++) bl_count[len[i]]++;
-    bl_count[0] = 0;
-    int c = 0;
-    for (int b = 1; b < 16; b++) {
-        c = (c + bl_count[b - 1]) << 1;
-        next[b] = c;
-    }
-    for (int i = 0; i < n; i++) {
-        if (!len[i]) continue;
-        uint32_t v = (uint32_t)next[len[i]]++, r = 0;
-        for (int k = 0; k < len[i]; k++) r |= ((v >> k) & 1u) << (len[i] - 1 - k);
-        code[i] = r;
-    }
-}
-
-static size_t huffonly_zlib(const uint8_t *in, size_t n, uint8_t *out) {
-    uint64_t cnt[4][257];
-    memset(cnt, 0, sizeof cnt);
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4) { /* four tables: no store-to-load stalls on runs */
-        cnt[0][in[i]]++;
-        cnt[1][in[i + 1]]++;
-        cnt[2][in[i + 2]]++;
-        cnt[3][in[i + 3]]++;
-    }
-    for (; i < n; i++) cnt[0][in[i]]++;
-    uint64_t lit[257];
-    for (int s = 0; s < 256; s++) lit[s] = cnt[0][s] + cnt[1][s] + cnt[2][s] + cnt[3][s];
-    lit[256] = 1; /* end of block */
-    uint8_t len[257];
-    uint32_t code[257];
-    huff_lengths(lit, 257, 15, len);
-    huff_codes(len, 257, code);
-
-    /* code-length code over the 257 literal/length lengths + 1 distance length */
-    uint8_t all[258];
-    memcpy(all, len, 257);
-    all[257] = 1; /* one distance code of length 1 (never used) */
-    uint64_t clc[19] = {0};
-    for (int k = 0; k < 258; k++) clc[all[k]]++;
-    uint8_t cl_len[19];
-    uint32_t cl_code[19];
-    huff_lengths(clc, 19, 7, cl_len);
-    huff_codes(cl_len, 19, cl_code);
-    static const int order[19] = {16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15};
-    int hclen = 19;
-    while (hclen > 4 && cl_len[order[hclen - 1]] == 0) hclen--;
-
-    out[0] = 0x78;
-    out[1] = 0x01;
-    bitw w = {out + 2, 0, 0};
-    put_bits(&w, 1, 1);           /* BFINAL */
-    put_bits(&w, 2, 2);           /* BTYPE = dynamic */
-    put_bits(&w, 257 - 257, 5);   /* HLIT */
-    put_bits(&w, 1 - 1, 5);       /* HDIST */
-    put_bits(&w, (uint64_t)(hclen - 4), 4);
-    for (int k = 0; k < hclen; k++) put_bits(&w, cl_len[order[k]], 3);
-    for (int k = 0; k < 258; k++) put_bits(&w, cl_code[all[k]], cl_len[all[k]]);
-    /* the data: per byte one lookup; pairs of codes (<= 30 bits) per put */
-    uint32_t pair_code[256];
-    uint8_t pair_len[256];
-    for (int s = 0; s < 256; s++) {
-        pair_code[s] = code[s];
-        pair_len[s] = len[s];
-    }
-    for (i = 0; i + 2 <= n; i += 2) {
-        uint8_t a = in[i], b = in[i + 1];
-        put_bits(&w, pair_code[a] | ((uint64_t)pair_code[b] << pair_len[a]), pair_len[a] + pair_len[b]);
-    }
-    for (; i < n; i++) put_bits(&w, pair_code[in[i]], pair_len[in[i]]);
-    put_bits(&w, code[256], len[256]);
-    flush_bits(&w);
-    uint32_t ad = (uint32_t)adler32(1, in, (uInt)n);
-    uint8_t *p = w.p;
-    p[0] = (uint8_t)(ad >> 24);
-    p[1] = (uint8_t)(ad >> 16);
-    p[2] = (uint8_t)(ad >> 8);
-    p[3] = (uint8_t)ad;
-    return (size_t)(p + 4 - out);
-}
-
-/* Inflate and compare (the prototype's output must be valid deflate). */
+/* Inflate and compare (every output must be valid deflate of its input). */
 static int check_zlib(const uint8_t *z, size_t zn, const uint8_t *expect, size_t n) {
     uint8_t *buf = malloc(n + 16);
     uLongf got = n + 16;
@@ -316,7 +160,7 @@ int main(int argc, char **argv) {
     } cfgs[] = {
         {"isal-l0", 0, 0, 0}, {"isal-l1", 0, 1, 0}, {"isal-l3", 0, 3, 0}, {"isal-l0-custom", 0, 0, 1},
         {"zlib-l1", 1, 1, Z_DEFAULT_STRATEGY}, {"zlib-l1-rle", 1, 1, Z_RLE}, {"zlib-huff", 1, 1, Z_HUFFMAN_ONLY},
-        {"proto-huffonly", 2, 0, 0},
+        {"ls-huffman", 2, 0, 0},
     };
     int ncfg = (int)(sizeof cfgs / sizeof cfgs[0]);
     printf("rows %d..%d of %s (%dx%d), one core, median of %d\n", y1, y2, bg, img.w, img.h, reps);
@@ -336,7 +180,7 @@ int main(int argc, char **argv) {
                 else if (cfgs[c].kind == 1)
                     got = zlib_once(filt, n, cfgs[c].level, cfgs[c].arg, out, cap);
                 else
-                    got = huffonly_zlib(filt, n, out);
+                    got = huff_zlib(filt, n, out);
                 t[r] = (double)(ls_mono_ns() - t0) / 1e6;
             }
             qsort(t, (size_t)reps, sizeof *t, cmp_double);

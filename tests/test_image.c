@@ -4,7 +4,7 @@
  * Independent oracles wherever possible: libpng's simplified API decodes what
  * our encoder writes (it checks chunk CRCs and the zlib Adler-32), libpng and
  * TurboJPEG produce the inputs the decoder must read, a bitwise CRC-32 checks
- * the chunk CRCs, and a naive double-precision compositor written here is the
+ * the chunk CRCs, zlib's inflate checks the Huffman-only coder, and a naive double-precision compositor written here is the
  * reference for ls_composite.
  *
  * Prints one line per check and a summary; exits non-zero on any failure. */
@@ -19,8 +19,11 @@
 #include <png.h>
 #include <turbojpeg.h>
 
+#include <zlib.h>
+
 #include "common.h"
 #include "compositor.h"
+#include "huffman.h"
 #include "image.h"
 #include "pngenc.h"
 
@@ -256,6 +259,24 @@ static void test_png_encode(void) {
         free(px);
     }
 
+    /* Flat rows go to ISA-L (runs), not the Huffman-only coder, whose floor
+     * is 1 bit per byte (1/8 of raw). Half flat, half photo: both coders
+     * in one stream. */
+    {
+        int w = 1280, h = 720;
+        size_t raw = (size_t)w * h * 3;
+        uint8_t *px = make_photo(w, h, (size_t)w * 3, 2.0);
+        memset(px, 77, raw / 2);
+        roundtrip("half flat, half photo", px, w, h, (size_t)w * 3, 1);
+        memset(px, 77, raw);
+        ls_buf out = {0};
+        ls_err err = {0};
+        int rc = ls_png_encode_rgb(px, w, h, (size_t)w * 3, 1, &out, &err);
+        check(rc == 0 && out.len < raw / 100, "flat 1280x720 compresses below 1%% of raw: %zu bytes", out.len);
+        ls_buf_free(&out);
+        free(px);
+    }
+
     /* Photo-like 1280x720 compresses below its raw size at every level. */
     {
         int w = 1280, h = 720;
@@ -310,6 +331,119 @@ static void test_png_encode(void) {
             ls_buf_free(&out);
         }
     }
+}
+
+
+/* ------------------------------------------------------ Huffman-only coder */
+
+/* Inflate raw deflate units (closed here with an empty final stored block)
+ * with zlib and compare with what went in. */
+static int inflates_to(const uint8_t *units, size_t len, const uint8_t *want, size_t n) {
+    uint8_t *in = xmalloc(len + 5);
+    memcpy(in, units, len);
+    static const uint8_t last[5] = {0x01, 0x00, 0x00, 0xff, 0xff};
+    memcpy(in + len, last, 5);
+    uint8_t *got = xmalloc(n + 16);
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    int ok = inflateInit2(&z, -15) == Z_OK;
+    if (ok) {
+        z.next_in = in;
+        z.avail_in = (uInt)(len + 5);
+        z.next_out = got;
+        z.avail_out = (uInt)(n + 16);
+        ok = inflate(&z, Z_FINISH) == Z_STREAM_END && z.total_out == n && z.avail_in == 0 &&
+             memcmp(got, want, n) == 0;
+        inflateEnd(&z);
+    }
+    free(in);
+    free(got);
+    return ok;
+}
+
+/* Code one buffer; check the plan's lengths (<= 15, a prefix code by
+ * Kraft), the output size against the bound and the plan, and the inflate. */
+static size_t huff_unit(const char *what, const uint8_t *in, size_t n, int expect_stored) {
+    ls_huff_plan plan;
+    ls_huff_plan_build(&plan, in, n);
+    double kraft = 0;
+    int maxlen = 0;
+    for (int s = 0; s < 257; s++) {
+        if (plan.len[s]) kraft += 1.0 / (double)(1u << plan.len[s]);
+        if (plan.len[s] > maxlen) maxlen = plan.len[s];
+    }
+    size_t bound = ls_huff_bound(n);
+    uint8_t *out = xmalloc(bound);
+    size_t len = ls_huff_emit(&plan, in, n, out);
+    size_t stored = n + 5 * ((n + 65534) / 65535);
+    size_t dynamic = (size_t)((plan.bits + 3 + 7) / 8) + 4;
+    int is_stored = n > 0 && len == stored;
+    check(maxlen <= 15 && kraft <= 1.0 + 1e-12 && len + 8 <= bound && inflates_to(out, len, in, n) &&
+              (n == 0 ? len == 0 : len == (stored <= dynamic ? stored : dynamic)) &&
+              (expect_stored < 0 || is_stored == expect_stored),
+          "huffman %s: %zu bytes -> %zu (%s), longest code %d, Kraft sum %.6f", what, n, len,
+          is_stored ? "stored" : "dynamic", maxlen, kraft);
+    free(out);
+    return len;
+}
+
+static void test_huffman(void) {
+    /* Tiny inputs: stored wins over a ~130-byte header; the 3-at-a-time loop's tail. */
+    uint8_t small[4] = {9, 200, 9, 7};
+    for (size_t n = 0; n <= 4; n++) huff_unit("tiny", small, n, n ? 1 : 0);
+
+    /* Random bytes: a Huffman code cannot beat 8 bits, so stored blocks
+     * (more than one: 65535 bytes each). */
+    size_t n = 200000;
+    uint8_t *noise = make_noise(n);
+    huff_unit("random bytes", noise, n, 1);
+
+    /* One value: a two-symbol code (the value and end-of-block). */
+    uint8_t *buf = xmalloc(n);
+    memset(buf, 42, n);
+    size_t len = huff_unit("one value", buf, n, 0);
+    check(len < n / 7, "huffman one value: about 1 bit per byte (%zu bytes for %zu)", len, n);
+
+    /* Fibonacci counts make the optimal code ~24 levels deep: the 15-bit
+     * limit must kick in and the code must still be a valid prefix code. */
+    size_t k = 0;
+    uint32_t f0 = 1, f1 = 1;
+    for (int s = 0; s < 26 && k < n; s++) {
+        for (uint32_t j = 0; j < f0 && k < n; j++) buf[k++] = (uint8_t)(s * 7);
+        uint32_t t = f0 + f1;
+        f0 = f1;
+        f1 = t;
+    }
+    huff_unit("fibonacci counts (length limit)", buf, k, 0);
+
+    /* Residual-like bytes (two-sided geometric around 0): well under 8 bits. */
+    for (size_t i = 0; i < n; i++) {
+        uint32_t r = rnd();
+        int mag = 0;
+        while (mag < 40 && (r & 1u) != 0) {
+            mag++;
+            r = (r >> 1) | (rnd() << 31);
+        }
+        buf[i] = (uint8_t)(rnd() & 1 ? mag : -mag);
+    }
+    len = huff_unit("residuals", buf, n, 0);
+    check(len < n / 2, "huffman residuals: under 4 bits per byte (%zu for %zu)", len, n);
+
+    /* Units concatenate: residuals then noise then residuals, one stream. */
+    uint8_t *cat = xmalloc(3 * n), *all = xmalloc(3 * ls_huff_bound(n));
+    size_t at = 0;
+    const uint8_t *parts[3] = {buf, noise, buf};
+    for (int p = 0; p < 3; p++) {
+        ls_huff_plan plan;
+        ls_huff_plan_build(&plan, parts[p], n);
+        at += ls_huff_emit(&plan, parts[p], n, all + at);
+        memcpy(cat + (size_t)p * n, parts[p], n);
+    }
+    check(inflates_to(all, at, cat, 3 * n), "huffman units concatenate into one stream (%zu bytes)", at);
+    free(cat);
+    free(all);
+    free(buf);
+    free(noise);
 }
 
 /* ---------------------------------------------------------------- decode */
@@ -1017,6 +1151,7 @@ static void test_png_spliced(void) {
 
 int main(void) {
     test_crc();
+    test_huffman();
     test_png_spliced();
     test_png_encode();
     test_png_decode_formats();
