@@ -353,6 +353,19 @@ def infer_seeds():
     return s
 
 
+def pngenc_seeds():
+    # See fuzz_pngenc.c: w-1, h-1, level, band start, band rows, mode; pixels.
+    import math
+    import random
+    r = random.Random(1)
+    s = {}
+    s["photo"] = bytes([40, 30, 1, 5, 12, 0]) + bytes(
+        (128 + int(20 * math.sin(i * 0.05)) + r.randint(-3, 3)) & 255 for i in range(600))
+    s["runs"] = bytes([95, 63, 2, 10, 40, 1]) + bytes([200, 7, 3, 9, 100, 250, 1, 1])
+    s["noise"] = bytes([17, 9, 0, 0, 9, 0]) + bytes(r.randrange(256) for _ in range(2000))
+    return s
+
+
 def main():
     for name, text in CONFIGS.items():
         put("config", name, text)
@@ -368,6 +381,8 @@ def main():
         put("wire", name, data)
     for name, data in infer_seeds().items():
         put("infer", name, data)
+    for name, data in pngenc_seeds().items():
+        put("pngenc", name, data)
     for t in sorted(os.listdir(OUT)):
         d = os.path.join(OUT, t)
         sizes = [os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)]
