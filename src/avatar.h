@@ -23,7 +23,7 @@ typedef struct ls_avatar ls_avatar;
  * (FAILED_PRECONDITION) name the directory or file and the counts: no frames,
  * fewer frames or rectangles than num_frames, frames of different sizes, a
  * rectangle outside its frame, a frame whose header cannot be read.
- * png_level is the deflate level of the precompressed rows. */
+ * png_level is the ISA-L level for flat rows (see pngenc.h). */
 ls_avatar *ls_avatar_load(const char *background_dir, const char *crop_rects_path, int num_frames,
                           ls_frame_order order, int png_level, ls_err *err);
 void ls_avatar_free(ls_avatar *a);

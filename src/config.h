@@ -7,7 +7,7 @@
  *     ort_intra_threads: 0           # ONNX Runtime intra-op threads (0 = ORT default)
  *     ort_inter_threads: 1
  *     max_batch: 32                  # largest accepted batch_size
- *     png_level: 1                   # ISA-L deflate level 0..3
+ *     png_level: 1                   # ISA-L level 0..3 for flat rows
  *     max_queue: 256                 # requests waiting for a worker; beyond: RESOURCE_EXHAUSTED
  *     drain_seconds: 10              # on SIGTERM, how long in-flight requests may finish
  *   capacity:
