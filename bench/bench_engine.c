@@ -158,8 +158,10 @@ static int switch_bench(const char *config, const char *ida, const char *idb, in
            "difference %+.3f ms; per-block difference %+.3f +- %.3f ms\n",
            batch, blocks, block, ms, ma, ma - ms, mean, se);
     printf("RESULT {\"batch\":%d,\"blocks\":%d,\"block\":%d,\"median_same_ms\":%.4f,\"median_alt_ms\":%.4f,"
-           "\"diff_ms\":%.4f,\"block_diff_mean_ms\":%.4f,\"block_diff_se_ms\":%.4f}\n",
+           "\"diff_ms\":%.4f,\"block_diff_mean_ms\":%.4f,\"block_diff_se_ms\":%.4f,\"block_diffs_ms\":[",
            batch, blocks, block, ms, ma, ma - ms, mean, se);
+    for (int b = 0; b < blocks; b++) printf("%s%.4f", b ? "," : "", diff[b]);
+    printf("]}\n");
     free(same);
     free(alt);
     free(diff);

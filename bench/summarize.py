@@ -122,9 +122,10 @@ def main():
              f"{s['client_diff_ms']:+.3f} ms", "(info: jitter)", ""),
             ("A,B,A,B vs A,A,A,A, server total_time median ms", f"{s['server_total_median_ABAB_ms']:.2f}",
              f"{s['server_total_median_AAAA_ms']:.2f}", f"{s['server_diff_ms']:+.3f} ms", "(info: jitter)", ""),
-        ] + ([("A,B,A,B vs A,A,A,A, in-process ls_model_infer median ms",
+        ] + ([(f"A,B,A,B vs A,A,A,A, in-process ls_model_infer batch {s['in_process']['batch']}, median ms",
                 f"{s['in_process']['median_alt_ms']:.3f}", f"{s['in_process']['median_same_ms']:.3f}",
-                f"{s['in_process']['diff_ms']:+.3f} ms (2 SE {2 * s['in_process']['block_diff_se_ms']:.3f})", "< 0.1 ms",
+                f"{s['in_process']['trimmed_mean_ms']:+.4f} ms (95% {s['in_process']['ci95_ms'][0]:+.3f}.."
+                f"{s['in_process']['ci95_ms'][1]:+.3f})", "< 0.1 ms",
                 f"**{s.get('verdict', '?')}**")]
               if s.get("in_process") else [])))
         print("\nCold loads: " + "; ".join(f"{c['latency_ms']:.0f} ms (load {c['model_load_time_ms']:.0f}, "
