@@ -159,6 +159,20 @@ void ls_huff_plan_build(ls_huff_plan *p, const uint8_t *in, size_t n) {
     p->bits = bits;
 }
 
+uint64_t ls_huff_estimate_bits(const uint8_t *in, size_t n, size_t step) {
+    if (step < 1) step = 1;
+    uint32_t lit[257] = {0};
+    size_t taken = 0;
+    for (size_t i = 0; i < n; i += step, taken++) lit[in[i]]++;
+    if (taken == 0) return 0;
+    lit[256] = 1;
+    uint8_t len[257];
+    build_lengths(lit, 257, MAX_BITS, len);
+    uint64_t bits = 0;
+    for (int s = 0; s < 256; s++) bits += (uint64_t)lit[s] * len[s];
+    return bits * n / taken;
+}
+
 static size_t stored_size(size_t n) {
     size_t blocks = (n + STORED_MAX - 1) / STORED_MAX;
     return n + 5 * blocks;

@@ -32,6 +32,12 @@ typedef struct {
 /* Build the code for n bytes (histogram, length-limited Huffman code). */
 void ls_huff_plan_build(ls_huff_plan *p, const uint8_t *in, size_t n);
 
+/* Estimate of the Huffman-only size in bits of n bytes from every step-th
+ * byte (step >= 1): the code built for the sample, its cost scaled up.
+ * For deciding which coder gets the bytes at a fraction of a full
+ * histogram's cost. */
+uint64_t ls_huff_estimate_bits(const uint8_t *in, size_t n, size_t step);
+
 /* Largest unit ls_huff_emit writes for n input bytes. */
 size_t ls_huff_bound(size_t n);
 

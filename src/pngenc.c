@@ -210,12 +210,14 @@ static int deflate_rows(const uint8_t *rgb, size_t stride, size_t rowlen, int ro
         filter_band(rgb, stride, rowlen, y, y1, w.chunk);
         size_t n = (size_t)(y1 - y) * filtered_row;
         a = isal_adler32(a, w.chunk, n);
-        ls_huff_plan_build(&plan, w.chunk, n);
-        int low = plan.bits < (uint64_t)n * LOW_ENTROPY_BITS;
-        if (mode == CODER_CHOOSE && low) {
+        /* Per request, the coder is chosen from a sample (every 7th byte:
+         * coprime with the 3 bytes of a pixel), so chunks that go to ISA-L
+         * do not pay for a full histogram. */
+        if (mode == CODER_CHOOSE && ls_huff_estimate_bits(w.chunk, n, 7) < (uint64_t)n * LOW_ENTROPY_BITS) {
             rc = isal_piece(&w, w.chunk, n, out, err);
             continue;
         }
+        ls_huff_plan_build(&plan, w.chunk, n);
         if (ls_buf_reserve(out, ls_huff_bound(n)) != 0) {
             rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "png encode: out of memory");
             break;

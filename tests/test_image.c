@@ -428,6 +428,22 @@ static void test_huffman(void) {
     }
     len = huff_unit("residuals", buf, n, 0);
     check(len < n / 2, "huffman residuals: under 4 bits per byte (%zu for %zu)", len, n);
+    /* The sampled estimate that picks the coder is close to the exact size. */
+    {
+        ls_huff_plan plan;
+        ls_huff_plan_build(&plan, buf, n);
+        uint64_t est = ls_huff_estimate_bits(buf, n, 7);
+        check(est > plan.bits * 9 / 10 && est < plan.bits * 11 / 10,
+              "huffman estimate from every 7th byte within 10%%: %llu vs exact %llu bits",
+              (unsigned long long)est, (unsigned long long)plan.bits);
+        memset(noise + n / 2, 0, n / 2); /* half noise, half one value: ~4.5 bits per byte */
+        ls_huff_plan_build(&plan, noise, n);
+        est = ls_huff_estimate_bits(noise, n, 7);
+        check(est > plan.bits * 9 / 10 && est < plan.bits * 11 / 10,
+              "huffman estimate, half noise: %llu vs exact %llu bits", (unsigned long long)est,
+              (unsigned long long)plan.bits);
+        check(ls_huff_estimate_bits(buf, 0, 7) == 0, "huffman estimate of nothing is 0");
+    }
 
     /* Units concatenate: residuals then noise then residuals, one stream. */
     uint8_t *cat = xmalloc(3 * n), *all = xmalloc(3 * ls_huff_bound(n));
