@@ -177,25 +177,29 @@ static int check_request(const ls_model *m, const ls_infer_req *req, int *audio_
     size_t apf = ls_engine_audio_per_frame(m->engine);
     size_t b = (size_t)req->batch;
     int P = m->opts.pred_size;
+    /* Sizes in the unit of the field that carried the tensor: floats for the
+     * float32 fields, bytes for the compact ones (what the client counts). */
+    const char *vname = ls_tensor_field(1, req->visual_enc), *aname = ls_tensor_field(0, req->audio_enc);
+    size_t ves = req->visual_enc == LS_ENC_F32 ? 1 : ls_tensor_enc_size(req->visual_enc);
+    size_t aes = req->audio_enc == LS_ENC_F32 ? 1 : ls_tensor_enc_size(req->audio_enc);
+    const char *vunit = req->visual_enc == LS_ENC_F32 ? "floats" : "bytes";
+    const char *aunit = req->audio_enc == LS_ENC_F32 ? "floats" : "bytes";
     if (req->n_visual != b * vpf)
-        return ls_err_set(err, LS_INVALID_ARGUMENT,
-                          "visual_frames: expected batch_size %d x 6x%dx%d = %zu floats, got %zu", req->batch, P,
-                          P, b * vpf, req->n_visual);
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "%s: expected batch_size %d x 6x%dx%d = %zu %s, got %zu", vname,
+                          req->batch, P, P, b * vpf * ves, vunit, req->n_visual * ves);
     if (req->n_audio == b * apf)
         *audio_shared = 0;
     else if (req->n_audio == apf)
         *audio_shared = 1;
     else
         return ls_err_set(err, LS_INVALID_ARGUMENT,
-                          "audio_features: expected batch_size %d x %zu = %zu floats (one window per frame) "
+                          "%s: expected batch_size %d x %zu = %zu %s (one window per frame) "
                           "or %zu (one window for all), got %zu",
-                          req->batch, apf, b * apf, apf, req->n_audio);
+                          aname, req->batch, apf, b * apf * aes, aunit, apf * aes, req->n_audio * aes);
     ptrdiff_t bad = req->finite_checked ? req->visual_bad : ls_first_non_finite(req->visual, req->n_visual);
-    if (bad >= 0)
-        return ls_err_set(err, LS_INVALID_ARGUMENT, "visual_frames[%td] is not finite (NaN or Inf)", bad);
+    if (bad >= 0) return ls_err_set(err, LS_INVALID_ARGUMENT, "%s[%td] is not finite (NaN or Inf)", vname, bad);
     bad = req->finite_checked ? req->audio_bad : ls_first_non_finite(req->audio, req->n_audio);
-    if (bad >= 0)
-        return ls_err_set(err, LS_INVALID_ARGUMENT, "audio_features[%td] is not finite (NaN or Inf)", bad);
+    if (bad >= 0) return ls_err_set(err, LS_INVALID_ARGUMENT, "%s[%td] is not finite (NaN or Inf)", aname, bad);
     return 0;
 }
 
@@ -282,7 +286,10 @@ int ls_model_infer(ls_model *m, const ls_infer_req *req, ls_infer_result *res, l
 
     size_t opf = ls_engine_output_per_frame(m->engine);
     size_t b = (size_t)req->batch;
-    float *pred = malloc(b * opf * sizeof(float));
+    /* From the worker's tensor cache (wire.h): ~6 MB at batch 5 that would
+     * otherwise be fresh pages every request. */
+    size_t pred_cap = 0;
+    float *pred = ls_tensor_alloc(b * opf * sizeof(float), &pred_cap);
     ls_err *errs = calloc(b, sizeof *errs);
     int *rcs = calloc(b, sizeof *rcs);
     res->frames = calloc(b, sizeof *res->frames);
@@ -312,6 +319,6 @@ out:
     if (rc) ls_infer_result_free(res);
     free(rcs);
     free(errs);
-    free(pred);
+    ls_tensor_release(pred, pred_cap);
     return rc;
 }

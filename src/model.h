@@ -12,6 +12,7 @@
 #include "avatar.h"
 #include "config.h"
 #include "engine.h"
+#include "wire.h"
 
 typedef struct ls_model ls_model;
 
@@ -43,6 +44,9 @@ typedef struct {
      * model scans them. */
     int finite_checked;
     ptrdiff_t visual_bad, audio_bad;
+    /* The wire field each tensor came in (wire.h), for messages that name
+     * it and count its bytes; LS_ENC_F32 (0) for callers holding floats. */
+    ls_tensor_enc visual_enc, audio_enc;
 } ls_infer_req;
 
 typedef struct {

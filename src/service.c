@@ -390,7 +390,9 @@ static ls_code h_infer_spans(void *ctx, const ls_call_info *call, const ls_span 
                        .jpeg_quality = quality,
                        .finite_checked = 1,
                        .visual_bad = q.visual_bad,
-                       .audio_bad = q.audio_bad};
+                       .audio_bad = q.audio_bad,
+                       .visual_enc = q.visual_enc,
+                       .audio_enc = q.audio_enc};
     int rc = ls_model_infer(lease.handle, &ir, &res, err);
     int loaded_now = lease.loaded_now; /* release clears the lease */
     double load_ms = lease.load_ms;
