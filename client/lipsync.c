@@ -242,6 +242,7 @@ typedef struct {
     const char *visual_path;
     const char *audio_path;
     const char *format;     /* "", "png", "jpeg" or "raw" */
+    const char *dtype;      /* tensor encoding on the wire: "f32", "f16" or "u8" */
     int requests;
     int concurrency;
     int warmup;
@@ -263,14 +264,17 @@ static const char USAGE[] =
     "  unload ID                 unload a model; prints the resulting state\n"
     "  health                    server health; exit 0 only if healthy\n"
     "  infer ID [--batch N] [--start K] [--out DIR] [--visual FILE.f32] [--audio FILE.f32]\n"
-    "           [--format png|jpeg|raw]\n"
+    "           [--format png|jpeg|raw] [--tensor-dtype f32|f16|u8]\n"
     "                            one InferBatchComposite call; writes DIR/frame_NNNNNN.png\n"
     "                            (.jpg for jpeg, .rgb for raw RGB24).\n"
     "                            Inputs are synthetic unless given as raw little-endian\n"
     "                            float32 files: visual N*6*320*320, audio N*32*16*16 or\n"
     "                            32*16*16 values (defaults: N=1, K=0, DIR=.)\n"
+    "                            --tensor-dtype: how the tensors travel: f32 (default),\n"
+    "                            f16 (both as IEEE binary16, 1/2 the bytes) or u8 (visual\n"
+    "                            as uint8 = round(v*255), audio as binary16, ~1/4 the bytes)\n"
     "  bench ID [--batch N] [--requests M] [--concurrency C] [--warmup W] [--format F]\n"
-    "           [--channel-per-thread]\n"
+    "           [--tensor-dtype f32|f16|u8] [--channel-per-thread]\n"
     "                            M requests over C threads (defaults 5, 50, 1, 2); W warmup\n"
     "                            calls per thread first. Threads share one channel unless\n"
     "                            --channel-per-thread gives each its own connection.\n"
@@ -307,7 +311,7 @@ static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
 
 enum {
     OPT_SERVER = 256, OPT_TIMEOUT, OPT_HELP, OPT_FORCE, OPT_BATCH, OPT_START, OPT_OUT,
-    OPT_VISUAL, OPT_AUDIO, OPT_REQUESTS, OPT_CONCURRENCY, OPT_WARMUP, OPT_PER_THREAD, OPT_FORMAT,
+    OPT_VISUAL, OPT_AUDIO, OPT_REQUESTS, OPT_CONCURRENCY, OPT_WARMUP, OPT_PER_THREAD, OPT_FORMAT, OPT_DTYPE,
 };
 
 /* --server/--timeout are accepted after the command too. */
@@ -326,6 +330,7 @@ static const struct option OPTS_INFER[] = {
     {"visual", required_argument, NULL, OPT_VISUAL},
     {"audio", required_argument, NULL, OPT_AUDIO},
     {"format", required_argument, NULL, OPT_FORMAT},
+    {"tensor-dtype", required_argument, NULL, OPT_DTYPE},
     {0}};
 static const struct option OPTS_BENCH[] = {
     COMMON_OPTS,
@@ -335,6 +340,7 @@ static const struct option OPTS_BENCH[] = {
     {"concurrency", required_argument, NULL, OPT_CONCURRENCY},
     {"warmup", required_argument, NULL, OPT_WARMUP},
     {"channel-per-thread", no_argument, NULL, OPT_PER_THREAD},
+    {"tensor-dtype", required_argument, NULL, OPT_DTYPE},
     {0}};
 
 /* Apply one option shared by the global and per-command parsers. Returns 0,
@@ -367,6 +373,11 @@ static int apply_option(cli_args *a, int opt, const char *optname, const char *v
         if (strcmp(val, "png") && strcmp(val, "jpeg") && strcmp(val, "raw"))
             return usage_error("--format: expected png, jpeg or raw, got '%s'", val), -1;
         a->format = val;
+        return 0;
+    case OPT_DTYPE:
+        if (strcmp(val, "f32") && strcmp(val, "f16") && strcmp(val, "u8"))
+            return usage_error("--tensor-dtype: expected f32, f16 or u8, got '%s'", val), -1;
+        a->dtype = val;
         return 0;
     case OPT_REQUESTS: return parse_int(optname, val, 1, 10000000, &a->requests);
     case OPT_CONCURRENCY: return parse_int(optname, val, 1, 1024, &a->concurrency);
@@ -654,6 +665,46 @@ static int read_f32_file(const char *path, const size_t *counts, int n_ok, const
     return 0;
 }
 
+/* float32 -> IEEE binary16 bits, round to nearest even (what numpy's
+ * astype(float16) does), subnormals included; beyond 65504 rounds to Inf,
+ * which the server refuses like any Inf. */
+static uint16_t f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);       /* NaN */
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);      /* Inf, or rounds to it */
+    if (ax < 0x38800000u) {                                        /* below 2^-14: subnormal half */
+        float v;
+        memcpy(&v, &ax, 4);
+        /* v * 2^24 is exact; lrintf rounds half to even. 0x400 = 2^-14 is the
+         * smallest normal, encoded by the same bits. */
+        return (uint16_t)(sign | (uint32_t)lrintf(v * 0x1p24f));
+    }
+    uint32_t h = (ax >> 13) - (112u << 10), rem = ax & 0x1fffu; /* rebias 127 -> 15 */
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;    /* a carry into the exponent is right */
+    return (uint16_t)(sign | h);
+}
+
+/* Encode n floats as the wire field of `dtype` wants them: little-endian
+ * binary16 (2 bytes each) or uint8 = round(clamp(v, 0, 1) * 255). */
+static uint8_t *encode_tensor(const float *v, size_t n, bool u8, size_t *len) {
+    *len = n * (u8 ? 1 : 2);
+    uint8_t *out = malloc(*len ? *len : 1);
+    if (!out) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (u8) {
+            float c = v[i] < 0.0f ? 0.0f : v[i] > 1.0f ? 1.0f : v[i];
+            out[i] = (uint8_t)lrintf(c * 255.0f);
+        } else {
+            uint16_t h = f32_to_f16(v[i]);
+            out[2 * i] = (uint8_t)(h & 0xff);
+            out[2 * i + 1] = (uint8_t)(h >> 8);
+        }
+    }
+    return out;
+}
+
 /* Build the serialized CompositeBatchRequest for `batch` frames from `start`
  * (start 0 is omitted on the wire, as proto3 does for defaults). Tensors come
  * from files or the synthetic generators; they are freed once packed, so the
@@ -685,18 +736,38 @@ static int build_request(const cli_args *a, int batch, int start, grpc_slice *ou
             rc = EXIT_RPC;
         }
     }
+    const char *dtype = a->dtype ? a->dtype : "f32";
+    uint8_t *vbytes = NULL, *abytes = NULL;
+    size_t vlen = 0, alen = 0;
+    if (rc == 0 && strcmp(dtype, "f32")) {
+        /* u8 exists for the visual input only (image data); audio goes as f16. */
+        vbytes = encode_tensor(visual, n_visual, !strcmp(dtype, "u8"), &vlen);
+        abytes = encode_tensor(audio, n_audio, false, &alen);
+        if (!vbytes || !abytes) {
+            fprintf(stderr, "error: out of memory encoding the tensors as %s\n", dtype);
+            rc = EXIT_RPC;
+        }
+    }
     if (rc == 0) {
         Multitenant__CompositeBatchRequest req = MULTITENANT__COMPOSITE_BATCH_REQUEST__INIT;
         req.model_id = (char *)a->id;
-        req.n_visual_frames = n_visual;
-        req.visual_frames = visual;
-        req.n_audio_features = n_audio;
-        req.audio_features = audio;
+        if (!strcmp(dtype, "f32")) {
+            req.n_visual_frames = n_visual;
+            req.visual_frames = visual;
+            req.n_audio_features = n_audio;
+            req.audio_features = audio;
+        } else {
+            ProtobufCBinaryData *vf = !strcmp(dtype, "u8") ? &req.visual_frames_u8 : &req.visual_frames_f16;
+            *vf = (ProtobufCBinaryData){.len = vlen, .data = vbytes};
+            req.audio_features_f16 = (ProtobufCBinaryData){.len = alen, .data = abytes};
+        }
         req.batch_size = batch;
         req.start_frame_idx = start;
         req.output_format = (char *)(a->format ? a->format : "");
         *out = pack_to_slice(&req.base);
     }
+    free(vbytes);
+    free(abytes);
     free(visual);
     free(audio);
     return rc;
@@ -829,6 +900,7 @@ typedef struct {
     rpc_status first_error[N_STATUS_CODES + 1];
 
     double *latency_ms;   /* per request index; NAN for a failed request */
+    double *server_ms;    /* inference_time_ms + composite_time_ms the response reported */
 } bench_ctx;
 
 typedef struct {
@@ -841,7 +913,7 @@ typedef struct {
  * start_frame_idx: protobuf merges concatenated messages, so every request
  * composites different background frames without repacking 25 MB. Returns
  * the bucket (GRPC_STATUS_OK on success). */
-static int bench_one(bench_ctx *ctx, grpc_channel *ch, int64_t start, rpc_status *st) {
+static int bench_one(bench_ctx *ctx, grpc_channel *ch, int64_t start, rpc_status *st, double *server_ms) {
     Multitenant__CompositeBatchRequest tail = MULTITENANT__COMPOSITE_BATCH_REQUEST__INIT;
     tail.start_frame_idx = (int32_t)(start % INT32_MAX);
     uint8_t tail_buf[16]; /* tag + varint: at most 11 bytes */
@@ -864,6 +936,8 @@ static int bench_one(bench_ctx *ctx, grpc_channel *ch, int64_t start, rpc_status
         status_set(st, GRPC_STATUS_OK, "success=%d, %zu frames for batch %d: %s", resp->success,
                    resp->n_composited_frames, ctx->args->batch, resp->error);
         bucket = BAD_RESPONSE;
+    } else {
+        *server_ms = resp->inference_time_ms + resp->composite_time_ms;
     }
     if (resp) multitenant__composite_batch_response__free_unpacked(resp, NULL);
     return bucket;
@@ -883,7 +957,8 @@ static void *bench_thread(void *arg) {
 
     /* Warmup opens the connection and lets the server reach steady state
      * (model load, allocator); its results are not counted. */
-    for (int i = 0; i < ctx->args->warmup; i++) bench_one(ctx, w->channel, 0, &st);
+    double server_ms;
+    for (int i = 0; i < ctx->args->warmup; i++) bench_one(ctx, w->channel, 0, &st, &server_ms);
 
     pthread_mutex_lock(&ctx->mu);
     ctx->ready++;
@@ -897,10 +972,11 @@ static void *bench_thread(void *arg) {
         pthread_mutex_unlock(&ctx->mu);
         if (i < 0) break;
         uint64_t t0 = ls_mono_ns();
-        int bucket = bench_one(ctx, w->channel, (int64_t)i * ctx->args->batch, &st);
+        int bucket = bench_one(ctx, w->channel, (int64_t)i * ctx->args->batch, &st, &server_ms);
         double ms = (double)(ls_mono_ns() - t0) / 1e6;
         /* Each index is written by exactly one thread; join publishes it. */
         ctx->latency_ms[i] = bucket == GRPC_STATUS_OK ? ms : NAN;
+        ctx->server_ms[i] = bucket == GRPC_STATUS_OK ? server_ms : NAN;
         if (bucket != GRPC_STATUS_OK) bench_record_error(ctx, bucket, &st);
     }
     return NULL;
@@ -922,13 +998,20 @@ static void bench_report(const bench_ctx *ctx, double wall_s) {
     const cli_args *a = ctx->args;
     size_t n = (size_t)a->requests, ok = 0;
     double *sorted = malloc(n * sizeof *sorted);
-    if (sorted)
+    /* Per request: latency minus the inference and composite times the
+     * server reported = what the transport and request handling cost. */
+    double *over = malloc(n * sizeof *over), *share = malloc(n * sizeof *share);
+    if (sorted && over && share)
         for (size_t i = 0; i < n; i++)
-            if (!isnan(ctx->latency_ms[i])) sorted[ok++] = ctx->latency_ms[i];
+            if (!isnan(ctx->latency_ms[i])) {
+                over[ok] = ctx->latency_ms[i] - ctx->server_ms[i];
+                share[ok] = over[ok] / ctx->latency_ms[i];
+                sorted[ok++] = ctx->latency_ms[i];
+            }
 
-    printf("bench %s: batch %d, %d requests, concurrency %d, warmup %d/thread, %s\n", a->id,
+    printf("bench %s: batch %d, %d requests, concurrency %d, warmup %d/thread, %s, tensors %s\n", a->id,
            a->batch, a->requests, a->concurrency, a->warmup,
-           a->channel_per_thread ? "one channel per thread" : "one shared channel");
+           a->channel_per_thread ? "one channel per thread" : "one shared channel", a->dtype ? a->dtype : "f32");
     printf("  wall       %.3f s, %zu ok\n", wall_s, ok);
     printf("  throughput %.2f requests/s, %.2f frames/s\n", (double)ok / wall_s,
            (double)ok * a->batch / wall_s);
@@ -939,8 +1022,14 @@ static void bench_report(const bench_ctx *ctx, double wall_s) {
         printf("  latency ms p50 %.1f, p90 %.1f, p99 %.1f, max %.1f (mean %.1f)\n",
                percentile(sorted, ok, 50), percentile(sorted, ok, 90),
                percentile(sorted, ok, 99), sorted[ok - 1], sum / (double)ok);
+        qsort(over, ok, sizeof *over, cmp_double);
+        qsort(share, ok, sizeof *share, cmp_double);
+        printf("  overhead   latency - inference - composite: p50 %.2f ms, %.1f%% of latency\n",
+               percentile(over, ok, 50), 100.0 * percentile(share, ok, 50));
     }
     free(sorted);
+    free(over);
+    free(share);
 
     long total = 0;
     for (int b = 0; b <= BAD_RESPONSE; b++) total += ctx->errors[b];
@@ -963,10 +1052,12 @@ static int cmd_bench(const client *c) {
     if (rc != 0) return rc;
 
     ctx.latency_ms = calloc((size_t)a->requests, sizeof *ctx.latency_ms);
+    ctx.server_ms = calloc((size_t)a->requests, sizeof *ctx.server_ms);
     bench_worker *workers = calloc((size_t)a->concurrency, sizeof *workers);
-    if (!ctx.latency_ms || !workers) {
+    if (!ctx.latency_ms || !ctx.server_ms || !workers) {
         fprintf(stderr, "error: out of memory\n");
         free(ctx.latency_ms);
+        free(ctx.server_ms);
         free(workers);
         grpc_slice_unref(ctx.body);
         return EXIT_RPC;
@@ -1013,6 +1104,7 @@ static int cmd_bench(const client *c) {
     pthread_mutex_destroy(&ctx.mu);
     free(workers);
     free(ctx.latency_ms);
+    free(ctx.server_ms);
     grpc_slice_unref(ctx.body);
     return rc;
 }
