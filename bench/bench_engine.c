@@ -23,6 +23,11 @@
  *   wire_decode  ls_infer_request_decode over the same 16 KiB slices (each
  *            tensor copied once, NaN/Inf checked during the copy),
  *   nan_scan     ls_first_non_finite over the request's floats alone.
+ * and, where wire.h has the compact encodings (proto fields 8-10):
+ *   wire_decode_f16  the same request with visual and audio as binary16,
+ *   wire_decode_u8   visual as uint8 and audio as binary16,
+ *            both decoded (converted to float32 during the one copy) from
+ *            16 KiB slices like the float request.
  * Engine threads as in the server: ls_engine_global_init(intra, inter) and
  * ls_pool_start(0).
  *
@@ -59,12 +64,17 @@
 #ifndef HAVE_WIRE
 #define HAVE_WIRE 0
 #endif
+#if HAVE_WIRE && defined(LS_TENSOR_CACHE_MAX)
+#define HAVE_COMPACT 1
+#else
+#define HAVE_COMPACT 0
+#endif
 
 enum { Q_RAW, Q_INFER, Q_INFER_INF, Q_INFER_COMP, Q_INFER_REST, Q_FLATTEN, Q_UNPACK, Q_PACK, Q_MEMCPY, Q_DECODE,
-       Q_SCAN, NQ };
+       Q_SCAN, Q_DECODE_F16, Q_DECODE_U8, NQ };
 static const char *qname[NQ] = {"raw_run", "infer_wall", "infer_inference", "infer_composite",
                                 "infer_validation_setup", "flatten", "unpack", "pack_response", "memcpy",
-                                "wire_decode", "nan_scan"};
+                                "wire_decode", "nan_scan", "wire_decode_f16", "wire_decode_u8"};
 
 static void die(const char *what, const ls_err *err) {
     fprintf(stderr, "bench_engine: %s: %s\n", what, err ? err->msg : "failed");
@@ -88,6 +98,71 @@ static void fill(float *v, size_t n, uint32_t seed) {
         v[i] = (float)(x >> 8) / 16777216.0f;
     }
 }
+
+#if HAVE_COMPACT
+/* A request with the tensors in a compact encoding (u8: visual uint8 =
+ * round(v * 255), audio binary16; else both binary16), cut into 16 KiB
+ * slices as the transport hands them over. Truncating binary16 rounding is
+ * enough for timing; inputs in [0, 1) never make NaN/Inf. */
+static grpc_slice *compact_slices(const char *id, int batch, const float *v, size_t nv, const float *a, size_t na,
+                                  int u8, size_t *nslices) {
+    uint8_t *vb = malloc(nv * 2), *ab = malloc(na * 2);
+    if (!vb || !ab) die("malloc", NULL);
+    for (size_t i = 0; i < nv + na; i++) {
+        float f = i < nv ? v[i] : a[i - nv];
+        uint8_t *dst = i < nv ? vb + (u8 ? i : 2 * i) : ab + 2 * (i - nv);
+        if (u8 && i < nv) {
+            *dst = (uint8_t)lrintf(f * 255.0f);
+            continue;
+        }
+        uint32_t x;
+        memcpy(&x, &f, 4);
+        uint32_t ax = x & 0x7fffffffu, h = ax < 0x38800000u ? 0 : (ax >> 13) - (112u << 10);
+        h |= (x >> 16) & 0x8000u;
+        dst[0] = (uint8_t)(h & 0xff);
+        dst[1] = (uint8_t)(h >> 8);
+    }
+    Multitenant__CompositeBatchRequest q = MULTITENANT__COMPOSITE_BATCH_REQUEST__INIT;
+    q.model_id = (char *)id;
+    q.batch_size = batch;
+    if (u8)
+        q.visual_frames_u8 = (ProtobufCBinaryData){.len = nv, .data = vb};
+    else
+        q.visual_frames_f16 = (ProtobufCBinaryData){.len = nv * 2, .data = vb};
+    q.audio_features_f16 = (ProtobufCBinaryData){.len = na * 2, .data = ab};
+    size_t len = multitenant__composite_batch_request__get_packed_size(&q);
+    uint8_t *buf = malloc(len);
+    if (!buf) die("malloc", NULL);
+    multitenant__composite_batch_request__pack(&q, buf);
+    const size_t slice_bytes = 16 * 1024;
+    *nslices = (len + slice_bytes - 1) / slice_bytes;
+    grpc_slice *sl = malloc(*nslices * sizeof *sl);
+    for (size_t s = 0; s < *nslices; s++) {
+        size_t off = s * slice_bytes, n = len - off < slice_bytes ? len - off : slice_bytes;
+        sl[s] = grpc_slice_from_copied_buffer((const char *)buf + off, n);
+    }
+    free(buf);
+    free(vb);
+    free(ab);
+    return sl;
+}
+
+/* ls_infer_request_decode over slices; ms. */
+static double decode_ms(grpc_slice *sl, size_t n, size_t nv) {
+    ls_span *spans = malloc(n * sizeof *spans);
+    if (!spans) die("malloc", NULL);
+    for (size_t k = 0; k < n; k++) spans[k] = (ls_span){GRPC_SLICE_START_PTR(sl[k]), GRPC_SLICE_LENGTH(sl[k])};
+    ls_infer_request wr;
+    ls_err err;
+    uint64_t t0 = ls_mono_ns();
+    if (ls_infer_request_decode(spans, n, &wr, &err)) die("ls_infer_request_decode", &err);
+    double ms = ms_since(t0);
+    if (wr.n_visual != nv || wr.visual_bad >= 0 || wr.audio_bad >= 0) die("compact decode", NULL);
+    ls_infer_request_free(&wr);
+    free(spans);
+    return ms;
+}
+#endif
 
 /* --switch: ls_model_infer alternating two loaded models (A,B,A,B) vs one
  * (A,A,A,A), in interleaved blocks of 10, `runs` blocks of each; medians and
@@ -249,6 +324,11 @@ int main(int argc, char **argv) {
         slices[s] = grpc_slice_from_copied_buffer((const char *)req + off, n);
     }
     uint8_t *copy = malloc(req_len);
+#if HAVE_COMPACT
+    size_t n16, n8;
+    grpc_slice *sl16 = compact_slices(id, batch, visual, nv, audio, na, 0, &n16);
+    grpc_slice *sl8 = compact_slices(id, batch, visual, nv, audio, na, 1, &n8);
+#endif
 
     /* Prepare every frame once (first use decodes it), as a warm server has;
      * then `warmup` untimed passes of the loop below. */
@@ -337,6 +417,10 @@ int main(int argc, char **argv) {
             if (bad >= 0) die("nan scan", NULL);
         }
 #endif
+#if HAVE_COMPACT
+        q_ms[Q_DECODE_F16][r] = decode_ms(sl16, n16, nv);
+        q_ms[Q_DECODE_U8][r] = decode_ms(sl8, n8, nv);
+#endif
         if (copy[req_len / 2] != req[req_len / 2]) die("memcpy", NULL);
     }
 
@@ -355,6 +439,7 @@ int main(int argc, char **argv) {
     size_t ll = 0;
     for (int k = 0; k < NQ; k++) {
         if (!HAVE_WIRE && (k == Q_DECODE || k == Q_SCAN)) continue;
+        if (!HAVE_COMPACT && (k == Q_DECODE_F16 || k == Q_DECODE_U8)) continue;
         double sum = 0;
         for (int r = 0; r < runs; r++) sum += q_ms[k][r];
         qsort(q_ms[k], (size_t)runs, sizeof(double), cmp_double);
@@ -370,6 +455,13 @@ int main(int argc, char **argv) {
     for (int k = 0; k < NQ; k++) free(q_ms[k]);
     for (size_t s = 0; s < nslices; s++) grpc_slice_unref(slices[s]);
     free(slices);
+#if HAVE_COMPACT
+    for (size_t s = 0; s < n16; s++) grpc_slice_unref(sl16[s]);
+    for (size_t s = 0; s < n8; s++) grpc_slice_unref(sl8[s]);
+    free(sl16);
+    free(sl8);
+    ls_tensor_cache_flush();
+#endif
     free(copy);
     free(req);
     grpc_shutdown();

@@ -6,7 +6,9 @@
   the U-Net; reused between runs, never committed);
 - gRPC stubs generated at run time from proto/multitenant.proto with the two
   tensor fields declared `bytes` (same wire format as packed floats, and
-  filled from numpy without a per-float conversion);
+  filled from numpy without a per-float conversion); the compact encodings
+  (visual_frames_u8, visual_frames_f16, audio_features_f16) are `bytes`
+  already (tensor_fields builds any of the three);
 - Server: runs build/lipsyncd on a free loopback port with a config written
   into the work folder, waits for SERVING, stops it with SIGTERM;
 - raw unary calls (pre-serialized request bytes in, response bytes out) so
@@ -127,7 +129,7 @@ def stubs():
         return _stubs
     src = open(os.path.join(SOURCE_DIR, "proto", "multitenant.proto")).read()
     new = re.sub(r"repeated float (visual_frames|audio_features) = (\d+);", r"bytes \1 = \2;", src)
-    if new.count("bytes visual_frames") != 1 or new.count("bytes audio_features") != 1:
+    if new.count("bytes visual_frames =") != 1 or new.count("bytes audio_features =") != 1:
         raise SystemExit("proto/multitenant.proto: tensor fields not found")
     d = tempfile.mkdtemp(prefix="lsbench-proto-")
     with open(os.path.join(d, "multitenant.proto"), "w") as f:
@@ -155,6 +157,32 @@ def request_bytes(model_id, batch, start, visual, audio):
     pb2, _ = stubs()
     return pb2.CompositeBatchRequest(model_id=model_id, visual_frames=visual, audio_features=audio,
                                      batch_size=batch, start_frame_idx=start).SerializeToString()
+
+
+DTYPES = ("f32", "f16", "u8")
+
+
+def tensor_fields(batch, dtype, seed=0):
+    """The tensors of tensors(batch, seed) as request fields in one wire
+    encoding: f32 (fields 2, 3), f16 (9, 10: binary16, 1/2 the bytes) or u8
+    (visual as uint8 = round(v * 255) in field 8, audio binary16 in 10; what
+    `lipsync --tensor-dtype u8` sends)."""
+    v, a = tensors(batch, seed)
+    if dtype == "f32":
+        return {"visual_frames": v, "audio_features": a}
+    vf = np.frombuffer(v, np.float32)
+    a16 = np.frombuffer(a, np.float32).astype("<f2").tobytes()
+    if dtype == "f16":
+        return {"visual_frames_f16": vf.astype("<f2").tobytes(), "audio_features_f16": a16}
+    if dtype == "u8":
+        return {"visual_frames_u8": np.rint(vf * 255).astype(np.uint8).tobytes(), "audio_features_f16": a16}
+    raise ValueError(dtype)
+
+
+def request_bytes_fields(model_id, batch, start, fields):
+    pb2, _ = stubs()
+    return pb2.CompositeBatchRequest(model_id=model_id, batch_size=batch, start_frame_idx=start,
+                                     **fields).SerializeToString()
 
 
 # ---------------------------------------------------------------- server
@@ -287,10 +315,12 @@ class Server:
 
 # ---------------------------------------------------------------- CLI bench
 
-def cli_bench(addr, model_id, batch, requests, concurrency, warmup=2, per_thread=True):
-    """Run `lipsync bench` and parse its report."""
+def cli_bench(addr, model_id, batch, requests, concurrency, warmup=2, per_thread=True, dtype=None):
+    """Run `lipsync bench` and parse its report (dtype: --tensor-dtype)."""
     cmd = [LIPSYNC_CLI, "--server", addr, "bench", model_id, "--batch", str(batch), "--requests",
            str(requests), "--concurrency", str(concurrency), "--warmup", str(warmup)]
+    if dtype:
+        cmd += ["--tensor-dtype", dtype]
     if per_thread:
         cmd.append("--channel-per-thread")
     import resource
@@ -308,6 +338,10 @@ def cli_bench(addr, model_id, batch, requests, concurrency, warmup=2, per_thread
     r["p50_ms"], r["p90_ms"], r["p99_ms"], r["max_ms"], r["mean_ms"] = map(float, m.groups())
     m = re.search(r"errors\s+(\d+)", text)
     r["errors"] = int(m.group(1))
+    # per-request latency - inference - composite (clients that report it)
+    m = re.search(r"overhead .*p50 ([\d.]+) ms, ([\d.]+)% of latency", text)
+    if m:
+        r["overhead_p50_ms"], r["overhead_share_p50"] = float(m.group(1)), float(m.group(2)) / 100
     return r
 
 
