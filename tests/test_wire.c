@@ -6,6 +6,7 @@
  * with INVALID_ARGUMENT rather than crash. Prints one line per check. */
 #define _GNU_SOURCE
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -388,6 +389,46 @@ static void test_tensor_cache(void) {
     check(ls_tensor_cache_held(&bytes) == 0 && bytes == 0, "flush empties the calling thread's cache");
 }
 
+/* A worker thread fills its cache and exits: the exit hook must free what
+ * it held (LeakSanitizer reports it otherwise), and a buffer allocated on
+ * one thread may be released on another (it joins that thread's cache). */
+static void *cache_reuse_worker(void *arg) {
+    size_t cap;
+    void **handoff = arg;
+    void *mine = ls_tensor_alloc(3u << 20, &cap);
+    memset(mine, 2, 3u << 20);
+    ls_tensor_release(mine, cap);
+    *handoff = ls_tensor_alloc(2u << 20, &cap); /* served by the cached 3 MiB buffer */
+    return (void *)(uintptr_t)(ls_tensor_cache_held(NULL) == 0 && cap == (3u << 20) && *handoff == mine);
+}
+
+static void *cache_exit_worker(void *arg) {
+    (void)arg;
+    size_t cap;
+    void *a = ls_tensor_alloc(3u << 20, &cap);
+    ls_tensor_release(a, cap);
+    void *b = ls_tensor_alloc(5u << 20, &cap);
+    ls_tensor_release(b, cap);
+    return (void *)(uintptr_t)(ls_tensor_cache_held(NULL) == 2); /* 3 MiB could not serve 5 MiB: both kept */
+}
+
+static void test_tensor_cache_threads(void) {
+    ls_tensor_cache_flush();
+    void *handoff = NULL, *ok = NULL;
+    pthread_t t;
+    int rc = pthread_create(&t, NULL, cache_reuse_worker, &handoff);
+    if (!rc) rc = pthread_join(t, &ok);
+    check(rc == 0 && ok && handoff, "a worker thread reuses its own cached buffer");
+    ls_tensor_release(handoff, 3u << 20);
+    check(ls_tensor_cache_held(NULL) == 1, "a buffer from another thread joins the releasing thread's cache");
+    ok = NULL;
+    rc = pthread_create(&t, NULL, cache_exit_worker, NULL);
+    if (!rc) rc = pthread_join(t, &ok);
+    check(rc == 0 && ok, "a worker thread exits holding cached buffers (its exit hook frees them; LeakSanitizer "
+                         "checks under ASan)");
+    ls_tensor_cache_flush();
+}
+
 static void test_reply(void) {
     ls_reply rep = {0};
     ls_buf png = {0};
@@ -409,6 +450,7 @@ int main(void) {
     test_compact_bad_values();
     test_compact_mixing();
     test_tensor_cache();
+    test_tensor_cache_threads();
     test_reply();
     ls_tensor_cache_flush();
     printf("%d passed, %d failed\n", g_pass, g_fail);
