@@ -182,11 +182,11 @@ int main(int argc, char **argv) {
      * memory did not come back (test_memory.py).
      *
      * Measured again with the compact tensor encodings (demo model, batch 5,
-     * `lipsync bench`, 100 requests): M_TRIM_THRESHOLD 64 MiB takes the
+     * `lipsync bench`, 100 requests): M_TRIM_THRESHOLD 64 or 256 MiB takes the
      * remaining page faults (gRPC's receive buffers: 66-75% of them are in
      * the kernel's copy into those) from ~2000 to 0-11 per f32 request and
      * from ~850 to 0 per u8 request, overhead 9.7-10.5 -> 7.8-8.2 ms (f32)
-     * and 4.3-4.4 -> 3.6-4.0 ms (u8). Still not kept: malloc_trim(0) does
+     * and 4.3-4.4 -> 3.6-4.1 ms (u8). Still not kept: malloc_trim(0) does
      * not shrink the top of the per-thread arenas, so each keeps up to the
      * threshold after an unload, and test_memory.py failed 2 runs of 5. */
     mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
