@@ -35,7 +35,14 @@ def main():
         for _ in range(args.rounds):
             for c in (1, 4):
                 c0 = srv.cpu_seconds()
-                r = L.cli_bench(srv.addr, MODEL, BATCH, requests=args.requests, concurrency=c, warmup=2)
+                try:
+                    r = L.cli_bench(srv.addr, MODEL, BATCH, requests=args.requests, concurrency=c, warmup=2)
+                except SystemExit as e:
+                    # Say whether the server is still there: a client-side
+                    # failure and a dead server read alike from the client.
+                    rc = srv.proc.poll()
+                    raise SystemExit(f"{e}\nserver: {'running' if rc is None else f'exited with {rc}'}; log tail:\n"
+                                     + open(srv.log_path).read()[-2000:])
                 total = args.requests + 2 * c  # timed + warm-up requests
                 r["server_cpu_ms_per_request"] = (srv.cpu_seconds() - c0) / total * 1000
                 r["client_cpu_ms_per_request"] = r["client_cpu_s"] / total * 1000
