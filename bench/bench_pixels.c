@@ -16,6 +16,9 @@
  *                as src/avatar.c prepare does; their build time is reported
  *                separately), free.
  *       whole:   copy the whole background, ls_composite, ls_png_encode_rgb.
+ *       jpeg, raw: the other output formats (copy the whole background,
+ *                ls_composite, then ls_jpeg_encode_rgb at quality 90 or the
+ *                RGB24 buffer itself), as src/model.c frame_whole.
  *     Every PNG of the first round is decoded again (libspng, via
  *     ls_image_decode_mem) and compared byte for byte with the expected
  *     composited frame (background copy + ls_composite on the full frame):
@@ -171,6 +174,29 @@ static int frame_whole(const bench_in *in, int k, ls_buf *out, ls_err *err) {
     free(frame);
     return rc;
 }
+
+/* The other output formats, as src/model.c frame_whole does them: the
+ * background copied whole, the prediction composited in, then JPEG
+ * (libjpeg-turbo, the server's default quality 90) or the RGB24 copy as is. */
+static int frame_other(const bench_in *in, int k, ls_buf *out, int jpeg, ls_err *err) {
+    size_t bytes = (size_t)in->bg.w * 3 * (size_t)in->bg.h;
+    ls_buf frame = {0};
+    ls_buf scratch = {0};
+    if (ls_buf_reserve(&frame, bytes) != 0) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory");
+    memcpy(frame.data, in->bg.rgb, bytes);
+    frame.len = bytes;
+    int rc = ls_composite(frame.data, in->bg.w, in->bg.h, in->rects[k], in->pred, &in->opts, &scratch, err);
+    ls_buf_free(&scratch);
+    if (!rc && !jpeg) {
+        *out = frame; /* taken over, as the server does */
+        return 0;
+    }
+    if (!rc) rc = ls_jpeg_encode_rgb(frame.data, in->bg.w, in->bg.h, 90, out, err);
+    ls_buf_free(&frame);
+    return rc;
+}
+static int frame_jpeg(const bench_in *in, int k, ls_buf *out, ls_err *err) { return frame_other(in, k, out, 1, err); }
+static int frame_raw(const bench_in *in, int k, ls_buf *out, ls_err *err) { return frame_other(in, k, out, 0, err); }
 
 /* The spliced path without the encode: malloc + band copy + ls_composite
  * (the breakdown of where a frame's time goes). */
@@ -394,6 +420,18 @@ int main(int argc, char **argv) {
         path_result sp = run_path(&in, frame_spliced, "spliced", seconds, trials, outdir, 1);
         path_result wh = run_path(&in, frame_whole, "whole", seconds, trials, outdir, 1);
         path_result co = run_path(&in, frame_composite_only, "composite", seconds / 2, trials, NULL, 0);
+        path_result jp = run_path(&in, frame_jpeg, "jpeg", seconds, trials, NULL, 0);
+        path_result rw_ = run_path(&in, frame_raw, "raw", seconds, trials, NULL, 0);
+        /* raw must be exactly the composited frame */
+        {
+            ls_buf raw = {0};
+            if (frame_raw(&in, 0, &raw, &err)) die("raw", &err);
+            uint8_t *expect = expected_frame(&in, 0);
+            if (raw.len != (size_t)in.bg.w * 3 * (size_t)in.bg.h || memcmp(raw.data, expect, raw.len) != 0)
+                rw_.mismatched_bytes = 1;
+            free(expect);
+            ls_buf_free(&raw);
+        }
         printf("spliced (server path): %.1f frames/s per core (%.1f wall), %.2f ms/frame, %.0f bytes/frame, "
                "cpu %.2f, decode check: %s\n",
                sp.fps_cpu, sp.fps, sp.ms_per_frame, sp.mean_bytes, sp.cpu_fraction,
@@ -404,14 +442,21 @@ int main(int argc, char **argv) {
                wh.mismatched_bytes ? "MISMATCH" : "exact");
         printf("of which band copy + ls_composite: %.2f ms/frame; encode (filter + deflate + splice): %.2f ms/frame\n",
                co.ms_per_frame, sp.ms_per_frame - co.ms_per_frame);
+        printf("jpeg (quality 90)    : %.1f frames/s per core (%.1f wall), %.2f ms/frame, %.0f bytes/frame\n",
+               jp.fps_cpu, jp.fps, jp.ms_per_frame, jp.mean_bytes);
+        printf("raw RGB24            : %.1f frames/s per core (%.1f wall), %.2f ms/frame, %.0f bytes/frame, check: %s\n",
+               rw_.fps_cpu, rw_.fps, rw_.ms_per_frame, rw_.mean_bytes, rw_.mismatched_bytes ? "MISMATCH" : "exact");
         printf("RESULT {\"mode\":\"single\",\"composite_ms\":%.4f,\"w\":%d,\"h\":%d,\"pred\":%d,\"rect_w\":%d,\"rect_h\":%d,"
                "\"margin\":%d,\"level\":%d,\"segment_build_ms\":%.3f,"
                "\"spliced\":{\"fps\":%.3f,\"fps_wall\":%.3f,\"ms\":%.4f,\"bytes\":%.1f,\"cpu\":%.3f,\"mismatch\":%ld},"
-               "\"whole\":{\"fps\":%.3f,\"fps_wall\":%.3f,\"ms\":%.4f,\"bytes\":%.1f,\"cpu\":%.3f,\"mismatch\":%ld}}\n",
+               "\"whole\":{\"fps\":%.3f,\"fps_wall\":%.3f,\"ms\":%.4f,\"bytes\":%.1f,\"cpu\":%.3f,\"mismatch\":%ld},"
+               "\"jpeg\":{\"fps\":%.3f,\"fps_wall\":%.3f,\"ms\":%.4f,\"bytes\":%.1f,\"quality\":90},"
+               "\"raw\":{\"fps\":%.3f,\"fps_wall\":%.3f,\"ms\":%.4f,\"bytes\":%.1f,\"mismatch\":%ld}}\n",
                co.ms_per_frame, in.bg.w, in.bg.h, in.P, rw, rh, margin, level, in.segment_build_ms / in.n_rects, sp.fps_cpu,
                sp.fps, sp.ms_per_frame, sp.mean_bytes, sp.cpu_fraction, sp.mismatched_bytes, wh.fps_cpu, wh.fps, wh.ms_per_frame,
-               wh.mean_bytes, wh.cpu_fraction, wh.mismatched_bytes);
-        return sp.mismatched_bytes || wh.mismatched_bytes ? 1 : 0;
+               wh.mean_bytes, wh.cpu_fraction, wh.mismatched_bytes, jp.fps_cpu, jp.fps, jp.ms_per_frame, jp.mean_bytes,
+               rw_.fps_cpu, rw_.fps, rw_.ms_per_frame, rw_.mean_bytes, rw_.mismatched_bytes);
+        return sp.mismatched_bytes || wh.mismatched_bytes || rw_.mismatched_bytes ? 1 : 0;
     }
     if (!strcmp(mode, "batch")) {
         if (ls_pool_start(0) != 0) die("ls_pool_start", NULL);

@@ -65,6 +65,15 @@ def main():
             print("| deflate | filter | bytes | ms |\n|---|---|---|---|")
             for x in rd["runs"]:
                 print(f"| {x['deflate']} | {x['filter']} | {x['bytes']} | {x['ms']:.2f} |")
+        if "jpeg" in m4:
+            print("\nOutput formats (issue target 3), same frames, same core, against the reference PNG pipeline:\n")
+            print("| format | frames/s per core | ms/frame | bytes/frame | vs OpenCV PNG frames/s | vs its bytes |\n"
+                  "|---|---|---|---|---|---|")
+            for name, key in (("png (spliced, server path)", "spliced"), ("jpeg, quality 90", "jpeg"),
+                              ("raw RGB24", "raw")):
+                x = m4[key]
+                print(f"| {name} | {x['fps']:.1f} | {x['ms']:.2f} | {x['bytes']:.0f} | {x['fps'] / ref['fps']:.2f}x | "
+                      f"{x['bytes'] / ref['bytes']:.3f} |")
         b = c["batch"]
         print("\n### 2. Batch of 10 over both cores\n")
         print(table([("wall ms, batch of 10 (ls_parallel_for vs one by one)", f"{b['parallel_ms']:.2f}",
