@@ -168,8 +168,8 @@ def run_photo(photo, seconds, trials, primary):
           f"({res['bytes_ratio_jpeg']:.3f}x); raw {r4['raw']['fps']:.1f} frames/s ({res['fps_ratio_raw']:.2f}x), "
           f"{r4['raw']['bytes']:.0f} bytes", flush=True)
     if primary:
-        L.ratio_line("t3_jpeg_fps_per_core_vs_opencv_png", res["fps_ratio_jpeg"], "(report)", True)
-        L.ratio_line("t3_raw_fps_per_core_vs_opencv_png", res["fps_ratio_raw"], "(report)", True)
+        L.ratio_line("formats_jpeg_fps_per_core_vs_opencv_png", res["fps_ratio_jpeg"], "(report)", True)
+        L.ratio_line("formats_raw_fps_per_core_vs_opencv_png", res["fps_ratio_raw"], "(report)", True)
         L.ratio_line("t1_fps_per_core_spliced_vs_opencv", res["fps_ratio_spliced"], ">=5", res["fps_ratio_spliced"] >= 5)
         L.ratio_line("t1_fps_per_core_whole_vs_opencv", res["fps_ratio_whole"], "(info)", True)
         L.ratio_line("t1_bytes_spliced_vs_opencv", res["bytes_ratio_spliced"], "<=1.10",
