@@ -93,14 +93,14 @@ def main():
              f"{r.get('cli_overhead_p50_ms', float('nan')):.2f}", f"latency {r['cli']['p50_ms']:.2f}",
              f"{100 * r.get('cli_overhead_share', float('nan')):.0f}%", "<= 3 ms and <= 10%",
              yes(r.get("cli_overhead_p50_ms", 99) <= 3 and r.get("cli_overhead_share", 1) <= 0.10)),
-        ] + [row for d in ("f16", "u8") if d in r.get("dtypes", {}) for row in (
-            (f"same, tensors as {d} ({r['dtypes'][d]['request_bytes'] / 1e6:.2f} MB), ms",
-             f"{r['dtypes'][d]['overhead_p50_ms']:.2f}", f"latency {r['dtypes'][d]['latency_p50_ms']:.2f}",
-             f"{100 * r['dtypes'][d]['overhead_share_p50']:.0f}%", "<= 3 ms and <= 10%",
-             yes(r["dtypes"][d]["target_met"])),
-            (f"same, {d}, C client, ms", f"{r['dtypes'][d]['cli_overhead_p50_ms']:.2f}",
-             f"latency {r['dtypes'][d]['cli']['p50_ms']:.2f}", f"{100 * r['dtypes'][d]['cli_overhead_share']:.0f}%",
-             "<= 3 ms and <= 10%", yes(r["dtypes"][d]["target_met_c_client"])),
+        ] + [row for enc in ("f16", "u8") if enc in r.get("dtypes", {}) for row in (
+            (f"same, tensors as {enc} ({r['dtypes'][enc]['request_bytes'] / 1e6:.2f} MB), ms",
+             f"{r['dtypes'][enc]['overhead_p50_ms']:.2f}", f"latency {r['dtypes'][enc]['latency_p50_ms']:.2f}",
+             f"{100 * r['dtypes'][enc]['overhead_share_p50']:.0f}%", "<= 3 ms and <= 10%",
+             yes(r["dtypes"][enc]["target_met"])),
+            (f"same, {enc}, C client, ms", f"{r['dtypes'][enc]['cli_overhead_p50_ms']:.2f}",
+             f"latency {r['dtypes'][enc]['cli']['p50_ms']:.2f}", f"{100 * r['dtypes'][enc]['cli_overhead_share']:.0f}%",
+             "<= 3 ms and <= 10%", yes(r["dtypes"][enc]["target_met_c_client"])),
         )] + [
             ("server inference p50 vs raw ORT Run, ms", f"{r['inference_p50_ms']:.2f}", f"{e['raw_run']['p50']:.2f}",
              f"{r['inference_p50_ms'] / e['raw_run']['p50']:.2f}", "(info)", ""),
@@ -118,10 +118,10 @@ def main():
               f"rejected-after-decode {r['reject_after_unpack_p50_ms']:.2f}. C CLI latency p50 "
               f"{r['cli']['p50_ms']:.2f}. Server CPU per request {r['server_cpu_ms_per_request']:.1f} ms, "
               f"{r['server_minor_faults_per_request']:.0f} page faults.")
-        for d in ("f16", "u8"):
-            x = r.get("dtypes", {}).get(d)
+        for enc in ("f16", "u8"):
+            x = r.get("dtypes", {}).get(enc)
             if x:
-                print(f"\n{d}: latency {x['latency_p50_ms']:.2f} = inference {x['inference_p50_ms']:.2f} + composite "
+                print(f"\n{enc}: latency {x['latency_p50_ms']:.2f} = inference {x['inference_p50_ms']:.2f} + composite "
                       f"{x['composite_p50_ms']:.2f} + inside the server {x['inside_server_p50_ms']:.2f} + outside "
                       f"{x['outside_server_p50_ms']:.2f}; in-process decode (convert to float32) "
                       f"{x.get('decode_in_process_ms', float('nan')):.2f}; upload estimate "
