@@ -441,6 +441,15 @@ static int malformed(ls_err *err, const reader *r, const char *what) {
                       "malformed CompositeBatchRequest at byte %zu of %zu: %s", r->pos, r->total, what);
 }
 
+/* What a tensor reader's result means for the request: -2 out of memory,
+ * any other failure a payload cut short. */
+static int tensor_read_status(int fr, uint64_t bytes, const reader *r, ls_err *err) {
+    if (fr == -2)
+        return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for a %llu-byte tensor",
+                          (unsigned long long)bytes);
+    return fr ? malformed(err, r, "truncated tensor") : 0;
+}
+
 /* At most one encoding per tensor: a request carrying both visual_frames
  * and visual_frames_u8 is ambiguous, so it is refused naming both. */
 static int one_encoding(ls_infer_request *out, int visual, ls_tensor_enc enc, ls_err *err) {
@@ -505,11 +514,7 @@ int ls_infer_request_decode(const ls_span *spans, size_t n_spans, ls_infer_reque
                                                     &out->visual_bad)
                                         : rd_floats(&r, &out->audio, &out->audio_cap, &out->n_audio, (size_t)v,
                                                     &out->audio_bad);
-                    if (fr == -2)
-                        rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for a %llu-byte tensor",
-                                        (unsigned long long)v);
-                    else if (fr)
-                        rc = malformed(err, &r, "truncated tensor");
+                    rc = tensor_read_status(fr, v, &r, err);
                 }
             } else if (field == 8 || field == 9 || field == 10) {
                 int visual = field != 10;
@@ -523,11 +528,7 @@ int ls_infer_request_decode(const ls_span *spans, size_t n_spans, ls_infer_reque
                                                  &out->visual_bad)
                                     : rd_compact(&r, &out->audio, &out->audio_cap, &out->n_audio, enc, (size_t)v,
                                                  &out->audio_bad);
-                    if (fr == -2)
-                        rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for a %llu-byte tensor",
-                                        (unsigned long long)v);
-                    else if (fr)
-                        rc = malformed(err, &r, "truncated tensor");
+                    rc = tensor_read_status(fr, v, &r, err);
                 }
             } else {
                 rc = rd_copy(&r, NULL, (size_t)v);
