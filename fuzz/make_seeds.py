@@ -325,6 +325,11 @@ def wire_seeds():
     s["group"] = seed([], varint(6 << 3 | 3) + varint(6 << 3 | 4))
     s["long_id"] = seed([64], field_bytes(1, "i" * 200))
     s["nul_in_id"] = seed([], field_bytes(1, b"de\0mo"))
+    # compact encodings: u8 visual + f16 audio (1.0, 1.0), then the same
+    # with a second visual encoding (f16 Inf) that must be refused
+    compact = field_bytes(1, "demo") + field_bytes(8, b"\x00\x80\xff") + field_bytes(10, b"\x00\x3c\x01\x00")
+    s["compact_ok"] = seed([14], compact + field_varint(4, 1))
+    s["compact_mixed"] = seed([9], compact + field_bytes(9, b"\x00\x7c") + field_varint(4, 1))
     return s
 
 
