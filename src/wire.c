@@ -266,13 +266,19 @@ static int rd_floats(reader *r, float **arr, size_t *cap, size_t *count, size_t 
  * half is the same sign/exponent/mantissa with the exponent rebased
  * (+112); a subnormal half is mantissa x 2^-24, computed in float from the
  * integer (exact: both normal floats, so denormals-are-zero modes of the
- * calling thread cannot touch it). Exponent 31 (Inf/NaN) is flagged, not
- * converted: the caller rejects the request. */
+ * calling thread cannot touch it). Exponent 31 is Inf or NaN, converted
+ * as VCVTPH2PS does (a NaN keeps its payload and becomes quiet), so every
+ * path gives the same bits for every input; it is also flagged, and the
+ * caller rejects the request. */
 typedef int32_t v4i32 __attribute__((vector_size(16)));
 typedef float v4f32 __attribute__((vector_size(16)));
 
 static inline uint32_t f16_bits(uint32_t h) {
     uint32_t em = h & 0x7fffu, sign = (h & 0x8000u) << 16;
+    if (em >= 0x7c00u) {
+        uint32_t mant = em & 0x3ffu;
+        return sign | 0x7f800000u | mant << 13 | (mant ? 0x00400000u : 0);
+    }
     if (em < 0x400u) {
         float f = (float)em * 0x1p-24f;
         uint32_t u;
@@ -289,6 +295,9 @@ static size_t f16_body_portable(float *dst, const uint8_t *src, size_t n, int *f
     const v4u32 sub_lim = {0x400u, 0x400u, 0x400u, 0x400u}, inf = {0x7c00u, 0x7c00u, 0x7c00u, 0x7c00u};
     const v4u32 rebase = {112u << 23, 112u << 23, 112u << 23, 112u << 23};
     const v4f32 scale = {0x1p-24f, 0x1p-24f, 0x1p-24f, 0x1p-24f};
+    const v4u32 m_mant = {0x3ffu, 0x3ffu, 0x3ffu, 0x3ffu}, zero = {0, 0, 0, 0};
+    const v4u32 f_inf = {0x7f800000u, 0x7f800000u, 0x7f800000u, 0x7f800000u};
+    const v4u32 quiet = {0x00400000u, 0x00400000u, 0x00400000u, 0x00400000u};
     v4u32 acc = {0, 0, 0, 0};
     size_t i = 0;
     for (; i + 4 <= n; i += 4) {
@@ -300,8 +309,10 @@ static size_t f16_body_portable(float *dst, const uint8_t *src, size_t n, int *f
         v4u32 normal = (em << 13) + rebase;
         v4f32 subf = __builtin_convertvector((v4i32)em, v4f32) * scale;
         v4u32 is_sub = (v4u32)(em < sub_lim);
-        v4u32 bits = ((normal & ~is_sub) | ((v4u32)subf & is_sub)) | sign;
-        acc |= (v4u32)(em >= inf);
+        v4u32 is_inf = (v4u32)(em >= inf), mant = em & m_mant;
+        v4u32 special = f_inf | mant << 13 | (quiet & (v4u32)(mant != zero)); /* Inf, or NaN made quiet */
+        v4u32 bits = ((normal & ~is_sub & ~is_inf) | ((v4u32)subf & is_sub) | (special & is_inf)) | sign;
+        acc |= is_inf;
         memcpy(dst + i, &bits, sizeof bits);
     }
     *flagged = (acc[0] | acc[1] | acc[2] | acc[3]) != 0;

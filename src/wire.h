@@ -78,7 +78,8 @@ ptrdiff_t ls_first_non_finite(const float *v, size_t n);
 
 /* Conversions of the compact encodings (exact; see the proto). f16 returns
  * the index of the first NaN/Inf half (exponent all ones), or -1; all n
- * values are written either way (a NaN/Inf half to an unspecified value).
+ * values are written either way (Inf as Inf, NaN as a quiet NaN with the
+ * half's payload, bit for bit what x86's VCVTPH2PS gives).
  * ls_f16_to_f32 uses the CPU's conversion instruction where there is one
  * (x86 F16C); the _portable variant never does (tests compare the two). */
 ptrdiff_t ls_f16_to_f32(float *dst, const uint8_t *src_le, size_t n);
