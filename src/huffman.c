@@ -113,17 +113,16 @@ static void header_lengths(const ls_huff_plan *p, uint8_t all[258]) {
     all[257] = 1;
 }
 
-/* The code-length code for a plan's header; returns HCLEN + 4. */
-static int header_code(const ls_huff_plan *p, uint8_t cl_len[19], uint16_t cl_code[19]) {
+/* The code-length code for a plan's header (p->cl_len, cl_code, hclen). */
+static void header_code(ls_huff_plan *p) {
     uint8_t all[258];
     header_lengths(p, all);
     uint32_t clc[19] = {0};
     for (int k = 0; k < 258; k++) clc[all[k]]++;
-    build_lengths(clc, 19, MAX_CL_BITS, cl_len);
-    build_codes(cl_len, 19, cl_code);
-    int hclen = 19;
-    while (hclen > 4 && cl_len[cl_order[hclen - 1]] == 0) hclen--;
-    return hclen;
+    build_lengths(clc, 19, MAX_CL_BITS, p->cl_len);
+    build_codes(p->cl_len, 19, p->cl_code);
+    p->hclen = 19;
+    while (p->hclen > 4 && p->cl_len[cl_order[p->hclen - 1]] == 0) p->hclen--;
 }
 
 void ls_huff_plan_build(ls_huff_plan *p, const uint8_t *in, size_t n) {
@@ -150,12 +149,11 @@ void ls_huff_plan_build(ls_huff_plan *p, const uint8_t *in, size_t n) {
         p->entry[s] = (uint32_t)code[s] | (uint32_t)p->len[s] << 16;
         bits += (uint64_t)lit[s] * p->len[s];
     }
-    uint8_t cl_len[19], all[258];
-    uint16_t cl_code[19];
-    int hclen = header_code(p, cl_len, cl_code);
+    uint8_t all[258];
+    header_code(p);
     header_lengths(p, all);
-    bits += 3 + 5 + 5 + 4 + 3 * (uint64_t)hclen;
-    for (int k = 0; k < 258; k++) bits += cl_len[all[k]];
+    bits += 3 + 5 + 5 + 4 + 3 * (uint64_t)p->hclen;
+    for (int k = 0; k < 258; k++) bits += p->cl_len[all[k]];
     p->bits = bits;
 }
 
@@ -234,17 +232,15 @@ size_t ls_huff_emit(const ls_huff_plan *p, const uint8_t *in, size_t n, uint8_t 
     if (n == 0) return 0;
     if (stored_size(n) <= dynamic_size(p)) return emit_stored(in, n, out);
 
-    uint8_t cl_len[19], all[258];
-    uint16_t cl_code[19];
-    int hclen = header_code(p, cl_len, cl_code);
+    uint8_t all[258];
     header_lengths(p, all);
     bitw w = {out, 0, 0};
     put_bits(&w, 0 | 2u << 1, 3); /* BFINAL 0, BTYPE 10 (dynamic) */
     put_bits(&w, 257 - 257, 5);  /* HLIT */
     put_bits(&w, 1 - 1, 5);      /* HDIST */
-    put_bits(&w, (uint64_t)(hclen - 4), 4);
-    for (int k = 0; k < hclen; k++) put_bits(&w, cl_len[cl_order[k]], 3);
-    for (int k = 0; k < 258; k++) put_bits(&w, cl_code[all[k]], cl_len[all[k]]);
+    put_bits(&w, (uint64_t)(p->hclen - 4), 4);
+    for (int k = 0; k < p->hclen; k++) put_bits(&w, p->cl_len[cl_order[k]], 3);
+    for (int k = 0; k < 258; k++) put_bits(&w, p->cl_code[all[k]], p->cl_len[all[k]]);
 
     const uint32_t *e = p->entry;
     uint64_t acc = w.acc;

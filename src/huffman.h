@@ -27,6 +27,10 @@ typedef struct {
     uint32_t entry[257]; /* bit-reversed code | length << 16; [256] = end of block */
     uint8_t len[257];
     uint64_t bits;       /* exact size of the dynamic block for this input, header included */
+    /* The block header's code-length code (RFC 1951 3.2.7). */
+    uint8_t cl_len[19];
+    uint16_t cl_code[19];
+    int hclen;           /* code lengths sent, 4..19 */
 } ls_huff_plan;
 
 /* Build the code for n bytes (histogram, length-limited Huffman code). */
