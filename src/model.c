@@ -16,7 +16,7 @@
 #include "log.h"
 #include "pngenc.h"
 #include "pool.h"
-#include "wire.h"
+#include "tensorbuf.h"
 
 /* ---- shared engine cache ----------------------------------------------
  * Keyed by model path. An entry being opened is marked `opening`; others
@@ -179,11 +179,12 @@ static int check_request(const ls_model *m, const ls_infer_req *req, int *audio_
     int P = m->opts.pred_size;
     /* Sizes in the unit of the field that carried the tensor: floats for the
      * float32 fields, bytes for the compact ones (what the client counts). */
-    const char *vname = ls_tensor_field(1, req->visual_enc), *aname = ls_tensor_field(0, req->audio_enc);
-    size_t ves = req->visual_enc == LS_ENC_F32 ? 1 : ls_tensor_enc_size(req->visual_enc);
-    size_t aes = req->audio_enc == LS_ENC_F32 ? 1 : ls_tensor_enc_size(req->audio_enc);
-    const char *vunit = req->visual_enc == LS_ENC_F32 ? "floats" : "bytes";
-    const char *aunit = req->audio_enc == LS_ENC_F32 ? "floats" : "bytes";
+    const char *vname = req->visual_field ? req->visual_field : "visual_frames";
+    const char *aname = req->audio_field ? req->audio_field : "audio_features";
+    size_t ves = req->visual_value_bytes ? req->visual_value_bytes : 1;
+    size_t aes = req->audio_value_bytes ? req->audio_value_bytes : 1;
+    const char *vunit = req->visual_value_bytes ? "bytes" : "floats";
+    const char *aunit = req->audio_value_bytes ? "bytes" : "floats";
     if (req->n_visual != b * vpf)
         return ls_err_set(err, LS_INVALID_ARGUMENT, "%s: expected batch_size %d x 6x%dx%d = %zu %s, got %zu", vname,
                           req->batch, P, P, b * vpf * ves, vunit, req->n_visual * ves);
@@ -286,7 +287,7 @@ int ls_model_infer(ls_model *m, const ls_infer_req *req, ls_infer_result *res, l
 
     size_t opf = ls_engine_output_per_frame(m->engine);
     size_t b = (size_t)req->batch;
-    /* From the worker's tensor cache (wire.h): ~6 MB at batch 5 that would
+    /* From the worker's tensor cache (tensorbuf.h): ~6 MB at batch 5 that would
      * otherwise be fresh pages every request. */
     size_t pred_cap = 0;
     float *pred = ls_tensor_alloc(b * opf * sizeof(float), &pred_cap);

@@ -12,7 +12,6 @@
 #include "avatar.h"
 #include "config.h"
 #include "engine.h"
-#include "wire.h"
 
 typedef struct ls_model ls_model;
 
@@ -44,9 +43,12 @@ typedef struct {
      * model scans them. */
     int finite_checked;
     ptrdiff_t visual_bad, audio_bad;
-    /* The wire field each tensor came in (wire.h), for messages that name
-     * it and count its bytes; LS_ENC_F32 (0) for callers holding floats. */
-    ls_tensor_enc visual_enc, audio_enc;
+    /* How the caller's client sent each tensor, for messages that name it
+     * and count it in the client's units: the field name (NULL =
+     * "visual_frames" / "audio_features") and its bytes per value (0 = the
+     * sizes are counted in floats). */
+    const char *visual_field, *audio_field;
+    size_t visual_value_bytes, audio_value_bytes;
 } ls_infer_req;
 
 typedef struct {

@@ -391,8 +391,10 @@ static ls_code h_infer_spans(void *ctx, const ls_call_info *call, const ls_span 
                        .finite_checked = 1,
                        .visual_bad = q.visual_bad,
                        .audio_bad = q.audio_bad,
-                       .visual_enc = q.visual_enc,
-                       .audio_enc = q.audio_enc};
+                       .visual_field = ls_tensor_field(1, q.visual_enc),
+                       .audio_field = ls_tensor_field(0, q.audio_enc),
+                       .visual_value_bytes = q.visual_enc == LS_ENC_F32 ? 0 : ls_tensor_enc_size(q.visual_enc),
+                       .audio_value_bytes = q.audio_enc == LS_ENC_F32 ? 0 : ls_tensor_enc_size(q.audio_enc)};
     int rc = ls_model_infer(lease.handle, &ir, &res, err);
     int loaded_now = lease.loaded_now; /* release clears the lease */
     double load_ms = lease.load_ms;

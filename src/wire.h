@@ -10,9 +10,9 @@
  * same single copy, so a 3 MB uint8 upload still reaches ONNX Runtime with
  * one pass over the data.
  *
- * Those buffers come from a small per-thread cache (ls_tensor_alloc): a
- * request's 12 MB of fresh pages cost ~1500 page faults, while the worker
- * that decoded the previous request still holds pages of the right size.
+ * Those buffers come from the worker's cache (tensorbuf.h): a request's
+ * 12 MB of fresh pages cost ~1500 page faults, while the worker that
+ * decoded the previous request still holds pages of the right size.
  *
  * The response goes the other way: each encoded PNG becomes its own piece
  * of the reply (a small protobuf field header, then the PNG buffer itself),
@@ -24,6 +24,7 @@
 #define LS_WIRE_H
 
 #include "common.h"
+#include "tensorbuf.h"
 
 /* A message as a list of byte ranges (gRPC's slices), in order. */
 typedef struct {
@@ -73,9 +74,6 @@ typedef struct {
 int ls_infer_request_decode(const ls_span *spans, size_t n_spans, ls_infer_request *out, ls_err *err);
 void ls_infer_request_free(ls_infer_request *r);
 
-/* Index of the first NaN/Inf among n floats, or -1. */
-ptrdiff_t ls_first_non_finite(const float *v, size_t n);
-
 /* Conversions of the compact encodings (exact; see the proto). f16 returns
  * the index of the first NaN/Inf half (exponent all ones), or -1; all n
  * values are written either way (Inf as Inf, NaN as a quiet NaN with the
@@ -85,22 +83,6 @@ ptrdiff_t ls_first_non_finite(const float *v, size_t n);
 ptrdiff_t ls_f16_to_f32(float *dst, const uint8_t *src_le, size_t n);
 ptrdiff_t ls_f16_to_f32_portable(float *dst, const uint8_t *src_le, size_t n);
 void ls_u8_to_f32(float *dst, const uint8_t *src, size_t n);
-
-/* Per-thread cache of large float buffers (tensors in and out of a model
- * run), so consecutive requests on a worker reuse pages already mapped.
- * ls_tensor_alloc returns at least `bytes` bytes (64-byte aligned) and sets
- * *cap to the usable size; give it back with ls_tensor_release(p, cap) on
- * the same or any other thread (it joins that thread's cache, which keeps
- * at most LS_TENSOR_CACHE_MAX buffers and LS_TENSOR_CACHE_BYTES bytes and
- * frees the rest). A thread's cache is freed when the thread exits;
- * ls_tensor_cache_flush frees the calling thread's now (tests, main). */
-#define LS_TENSOR_CACHE_MAX 3
-#define LS_TENSOR_CACHE_BYTES ((size_t)64 << 20)
-void *ls_tensor_alloc(size_t bytes, size_t *cap);
-void ls_tensor_release(void *p, size_t cap);
-void ls_tensor_cache_flush(void);
-/* Buffers and bytes the calling thread's cache holds (tests). */
-size_t ls_tensor_cache_held(size_t *bytes);
 
 /* A reply assembled from owned pieces, sent back to back. */
 typedef struct {
