@@ -130,6 +130,11 @@ typedef uint32_t v4u32 __attribute__((vector_size(16)));
 typedef int32_t v4i32 __attribute__((vector_size(16)));
 typedef float v4f32 __attribute__((vector_size(16)));
 
+/* Half i of a little-endian binary16 array, whatever the host. */
+static inline uint32_t half_at(const uint8_t *src, size_t i) {
+    return (uint32_t)src[2 * i] | (uint32_t)src[2 * i + 1] << 8;
+}
+
 static inline uint32_t f16_bits(uint32_t h) {
     uint32_t em = h & 0x7fffu, sign = (h & 0x8000u) << 16;
     if (em >= 0x7c00u) {
@@ -158,10 +163,7 @@ static size_t f16_body_portable(float *dst, const uint8_t *src, size_t n, int *f
     v4u32 acc = {0, 0, 0, 0};
     size_t i = 0;
     for (; i + 4 <= n; i += 4) {
-        const uint8_t *s = src + 2 * i;
-        /* Little-endian by definition, whatever the host. */
-        v4u32 h = {(uint32_t)s[0] | (uint32_t)s[1] << 8, (uint32_t)s[2] | (uint32_t)s[3] << 8,
-                   (uint32_t)s[4] | (uint32_t)s[5] << 8, (uint32_t)s[6] | (uint32_t)s[7] << 8};
+        v4u32 h = {half_at(src, i), half_at(src, i + 1), half_at(src, i + 2), half_at(src, i + 3)};
         v4u32 em = h & m_em, sign = (h & m_sign) << 16;
         v4u32 normal = (em << 13) + rebase;
         v4f32 subf = __builtin_convertvector((v4i32)em, v4f32) * scale;
@@ -218,7 +220,7 @@ static ptrdiff_t f16_convert(float *dst, const uint8_t *src, size_t n, int hardw
 #endif
     ptrdiff_t bad = -1;
     for (size_t i = body; i < n; i++) {
-        uint32_t h = (uint32_t)src[2 * i] | (uint32_t)src[2 * i + 1] << 8;
+        uint32_t h = half_at(src, i);
         if ((h & 0x7c00u) == 0x7c00u && bad < 0) bad = (ptrdiff_t)i;
         uint32_t u = f16_bits(h);
         memcpy(dst + i, &u, 4);
@@ -226,7 +228,7 @@ static ptrdiff_t f16_convert(float *dst, const uint8_t *src, size_t n, int hardw
     /* Only a body that saw exponent 31 is searched value by value. */
     if (flagged)
         for (size_t j = 0; j < body; j++)
-            if ((((uint32_t)src[2 * j] | (uint32_t)src[2 * j + 1] << 8) & 0x7c00u) == 0x7c00u) return (ptrdiff_t)j;
+            if ((half_at(src, j) & 0x7c00u) == 0x7c00u) return (ptrdiff_t)j;
     return bad;
 }
 
