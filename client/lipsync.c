@@ -89,11 +89,6 @@ static int report_status(const rpc_status *st) {
     return EXIT_RPC;
 }
 
-/* Message limits are lifted on the client (batch 10 requests are ~25 MB);
- * the server enforces its own. `private_connection` gives the channel its own
- * subchannel pool: without it, channels with equal target and arguments share
- * one TCP connection through gRPC's global pool, and "one channel per thread"
- * would measure nothing. */
 /* Set by `bench` before its threads start: calls wait through a channel's
  * (re)connection instead of failing at once with UNAVAILABLE. Seen on
  * loopback: 1 run in ~15 of bench_concurrency.py had all four fresh
@@ -104,6 +99,11 @@ static int report_status(const rpc_status *st) {
  * keep failing fast. */
 static bool g_wait_for_ready;
 
+/* Message limits are lifted on the client (batch 10 requests are ~25 MB);
+ * the server enforces its own. `private_connection` gives the channel its own
+ * subchannel pool: without it, channels with equal target and arguments share
+ * one TCP connection through gRPC's global pool, and "one channel per thread"
+ * would measure nothing. */
 static grpc_channel *channel_open(const char *target, bool private_connection) {
     grpc_arg args[5];
     size_t n = 0;
