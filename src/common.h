@@ -50,6 +50,10 @@ typedef struct {
 
 typedef enum { LS_POLICY_LRU = 0, LS_POLICY_LFU = 1 } ls_policy;
 
+/* 8-bit resampling kernel of a resize (resize.h): OpenCV's INTER_CUBIC
+ * (a = -0.75) or INTER_LINEAR. */
+typedef enum { LS_INTERP_CUBIC = 0, LS_INTERP_LINEAR = 1 } ls_interp;
+
 /* Encoding of the returned frames. */
 typedef enum { LS_FORMAT_PNG = 0, LS_FORMAT_JPEG = 1, LS_FORMAT_RAW = 2 } ls_format;
 

@@ -22,7 +22,10 @@
  * Prediction bytes are exact: a float times 255 is exact in double. */
 #include "compositor.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#include "resize.h"
 
 #define WBITS 11
 #define WONE (1 << WBITS)
@@ -99,6 +102,53 @@ static inline uint8_t pred_byte(float v) {
     return (uint8_t)((double)v * 255.0 + 0.5);
 }
 
+/* Prediction planes -> canvas centre (P x P at offset M), RGB interleaved. */
+static void pred_to_canvas(uint8_t *canvas, int C, int M, int P, const float *pred, int bgr) {
+    size_t plane = (size_t)P * P, cstride = (size_t)C * 3;
+    const float *pr = pred + (bgr ? 2 * plane : 0);
+    const float *pg = pred + plane;
+    const float *pb = pred + (bgr ? 0 : 2 * plane);
+    for (int y = 0; y < P; y++) {
+        uint8_t *dst = canvas + (size_t)(y + M) * cstride + (size_t)M * 3;
+        size_t o = (size_t)y * P;
+        for (int x = 0; x < P; x++, o++) {
+            dst[0] = pred_byte(pr[o]);
+            dst[1] = pred_byte(pg[o]);
+            dst[2] = pred_byte(pb[o]);
+            dst += 3;
+        }
+    }
+}
+
+/* The reference's paste, both resizes OpenCV INTER_CUBIC (resize.h): the
+ * canvas ring (top and bottom margin rows, then the side margins of the rows
+ * between) from the background crop, the prediction in the centre, the whole
+ * canvas back into the rectangle. */
+static int composite_cubic(uint8_t *frame, int w, ls_rect rect, const float *pred, const ls_composite_opts *opt,
+                           ls_buf *scratch, ls_err *err) {
+    int P = opt->pred_size, M = opt->margin, C = P + 2 * M;
+    int rw = rect.x2 - rect.x1, rh = rect.y2 - rect.y1;
+    size_t fstride = (size_t)w * 3, cstride = (size_t)C * 3;
+    scratch->len = 0;
+    if (ls_buf_reserve(scratch, (size_t)C * cstride) != 0)
+        return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "composite: out of memory (%zu bytes)", (size_t)C * cstride);
+    uint8_t *canvas = scratch->data;
+    uint8_t *crop = frame + (size_t)rect.y1 * fstride + (size_t)rect.x1 * 3;
+    ls_buf work = {0};
+    int rc = 0;
+    if (M > 0) {
+        const ls_rect ring[4] = {{0, 0, C, M}, {0, M + P, C, C}, {0, M, M, M + P}, {M + P, M, C, M + P}};
+        for (int k = 0; k < 4 && !rc; k++)
+            rc = ls_resize_rgb8(crop, rw, rh, fstride, canvas, C, C, cstride, LS_INTERP_CUBIC, &ring[k], &work, err);
+    }
+    if (!rc) {
+        pred_to_canvas(canvas, C, M, P, pred, opt->bgr);
+        rc = ls_resize_rgb8(canvas, C, C, cstride, crop, rw, rh, fstride, LS_INTERP_CUBIC, NULL, &work, err);
+    }
+    free(work.data);
+    return rc;
+}
+
 int ls_composite(uint8_t *frame, int w, int h, ls_rect rect, const float *pred,
                  const ls_composite_opts *opt, ls_buf *scratch, ls_err *err) {
     if (!frame || !pred || !opt || !scratch)
@@ -118,6 +168,8 @@ int ls_composite(uint8_t *frame, int w, int h, ls_rect rect, const float *pred,
     int rw = rect.x2 - rect.x1, rh = rect.y2 - rect.y1;
     if (rw > MAX_SIDE || rh > MAX_SIDE)
         return ls_err_set(err, LS_INVALID_ARGUMENT, "composite: rect %dx%d too large", rw, rh);
+
+    if (opt->interp == LS_INTERP_CUBIC) return composite_cubic(frame, w, rect, pred, opt, scratch, err);
 
     /* Scratch layout: the canvas (C*C*3 bytes, padded to 8), the ring's
      * fractions (double, C for x then C for y), then the int32 index tables
@@ -163,20 +215,7 @@ int ls_composite(uint8_t *frame, int w, int h, ls_rect rect, const float *pred,
     }
 
     /* 2. Prediction (planar CHW float) -> canvas centre, interleaving to RGB. */
-    size_t plane = (size_t)P * P;
-    const float *pr = pred + (opt->bgr ? 2 * plane : 0);
-    const float *pg = pred + plane;
-    const float *pb = pred + (opt->bgr ? 0 : 2 * plane);
-    for (int y = 0; y < P; y++) {
-        uint8_t *dst = canvas + (size_t)(y + M) * cstride + (size_t)M * 3;
-        size_t o = (size_t)y * P;
-        for (int x = 0; x < P; x++, o++) {
-            dst[0] = pred_byte(pr[o]);
-            dst[1] = pred_byte(pg[o]);
-            dst[2] = pred_byte(pb[o]);
-            dst += 3;
-        }
-    }
+    pred_to_canvas(canvas, C, M, P, pred, opt->bgr);
 
     /* 3. Canvas -> rectangle. Only the rectangle is written. */
     axis_init(&down_x, C, rw);

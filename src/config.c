@@ -72,6 +72,12 @@ static void model_defaults(ls_model_config *m) {
     m->paste_margin = 4;
     m->output_format = LS_FORMAT_PNG;
     m->jpeg_quality = 90;
+    m->paste_interp = LS_INTERP_CUBIC;
+    m->visual.margin = 4;
+    static const int ref_mask[4] = {5, 5, 310, 305}; /* reference: black over x 5..314, y 5..309 */
+    memcpy(m->visual.mask, ref_mask, sizeof ref_mask);
+    m->visual.interp = LS_INTERP_CUBIC;
+    m->visual.cache = LS_CACHE_AUTO;
 }
 
 /* The strings are heap copies so that ls_config_free can treat every config
@@ -507,7 +513,9 @@ static const char *const CAPACITY_KEYS[] = {
 static const char *const MODEL_KEYS[] = {
     "model_path", "background_dir", "crop_rects_path", "num_frames",    "preload",
     "pinned",     "memory_estimate_mb", "frame_order", "channel_order", "paste_margin",
-    "max_concurrent_requests", "output_format", "jpeg_quality", NULL};
+    "max_concurrent_requests", "output_format", "jpeg_quality", "paste_interpolation", "visual_input", NULL};
+
+static const char *const VISUAL_KEYS[] = {"margin", "mask", "interpolation", "cache", NULL};
 
 static const char *const HTTP_KEYS[] = {"enabled", "listen", "cors_origins", "web_root", NULL};
 
@@ -516,6 +524,8 @@ static const char *const POLICY_WORDS[] = {"lru", "lfu", NULL};
 static const char *const ORDER_WORDS[] = {"loop", "pingpong", NULL};
 static const char *const CHANNEL_WORDS[] = {"bgr", "rgb", NULL};
 static const char *const FORMAT_WORDS[] = {"png", "jpeg", "raw", NULL}; /* order of ls_format */
+static const char *const INTERP_WORDS[] = {"cubic", "linear", NULL};     /* order of ls_interp */
+static const char *const CACHE_WORDS[] = {"auto", "on", "off", NULL};    /* order of ls_cache_mode */
 
 #define FOR_EACH_PAIR(map, pair)                                                    \
     for (yaml_node_pair_t *pair = (map)->data.mapping.pairs.start;                 \
@@ -617,6 +627,62 @@ static int valid_model_id(const char *id, size_t len) {
     return 1;
 }
 
+/* visual_input.mask: [x, y, w, h] for a 320 x 320 input, as OpenCV's
+ * rectangle takes it; inside the image. */
+static int get_mask(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val, const char *path,
+                    int mask[4]) {
+    static const char expect[] = "a list of 4 integers [x, y, w, h] inside 320x320 (x + w <= 320, y + h <= 320)";
+    size_t n = val->type == YAML_SEQUENCE_NODE
+                   ? (size_t)(val->data.sequence.items.top - val->data.sequence.items.start)
+                   : 0;
+    if (val->type != YAML_SEQUENCE_NODE || n != 4)
+        return fail(p, key, "%s: expected %s, got %s", path, expect,
+                    val->type == YAML_SEQUENCE_NODE ? "a list of another length" : node_kind(val));
+    int v[4];
+    for (size_t i = 0; i < 4; i++) {
+        yaml_node_t *item = node_at(p, val->data.sequence.items.start[i]);
+        if (get_int(p, item, item, path, 0, 320, &v[i]) != 0) return -1;
+    }
+    if (v[0] + v[2] > 320 || v[1] + v[3] > 320)
+        return fail(p, key, "%s: expected %s, got [%d, %d, %d, %d]", path, expect, v[0], v[1], v[2], v[3]);
+    memcpy(mask, v, sizeof v);
+    return 0;
+}
+
+/* models.<id>.visual_input. *margin_set: whether margin was given. */
+static int parse_visual(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map, const char *mpath,
+                        ls_visual_config *vc, int *margin_set) {
+    char vpath[64 + MODEL_ID_MAX], where[80 + MODEL_ID_MAX];
+    snprintf(vpath, sizeof vpath, "%s.visual_input", mpath);
+    snprintf(where, sizeof where, "in %s", vpath);
+    int r = expect_mapping(p, key, map, vpath);
+    if (r <= 0) return r;
+    if (check_keys(p, map, where, "key") != 0) return -1;
+    FOR_EACH_PAIR(map, pair) {
+        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
+        const char *name = text(k);
+        char path[96 + MODEL_ID_MAX];
+        snprintf(path, sizeof path, "%s.%.20s", vpath, name);
+        int choice = 0;
+        if (!strcmp(name, "margin")) {
+            r = get_int(p, k, v, path, 0, 64, &vc->margin);
+            *margin_set = 1;
+        } else if (!strcmp(name, "mask")) {
+            r = get_mask(p, k, v, path, vc->mask);
+        } else if (!strcmp(name, "interpolation")) {
+            r = get_choice(p, k, v, path, INTERP_WORDS, &choice);
+            vc->interp = (ls_interp)choice;
+        } else if (!strcmp(name, "cache")) {
+            r = get_choice(p, k, v, path, CACHE_WORDS, &choice);
+            vc->cache = (ls_cache_mode)choice;
+        } else {
+            r = unknown_key(p, k, where, VISUAL_KEYS);
+        }
+        if (r != 0) return -1;
+    }
+    return 0;
+}
+
 static int parse_model(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *body) {
     ls_config *cfg = p->cfg;
     const char *id = text(key);
@@ -638,6 +704,7 @@ static int parse_model(cfg_parser *p, const yaml_node_t *key, const yaml_node_t 
 
     int r = expect_mapping(p, key, body, mpath);
     if (r < 0) return -1;
+    const yaml_node_t *paste_key = NULL, *visual_margin_key = NULL;
     if (r > 0) {
         if (check_keys(p, body, where, "key") != 0) return -1;
         FOR_EACH_PAIR(body, pair) {
@@ -669,6 +736,14 @@ static int parse_model(cfg_parser *p, const yaml_node_t *key, const yaml_node_t 
                 m->channel_bgr = choice == 0;
             } else if (!strcmp(name, "paste_margin")) {
                 r = get_int(p, k, v, path, 0, 64, &m->paste_margin);
+                paste_key = k;
+            } else if (!strcmp(name, "paste_interpolation")) {
+                r = get_choice(p, k, v, path, INTERP_WORDS, &choice);
+                m->paste_interp = (ls_interp)choice;
+            } else if (!strcmp(name, "visual_input")) {
+                int margin_set = 0;
+                r = parse_visual(p, k, v, mpath, &m->visual, &margin_set);
+                if (margin_set) visual_margin_key = k;
             } else if (!strcmp(name, "max_concurrent_requests")) {
                 r = get_int(p, k, v, path, 0, 100000, &m->max_concurrent_requests);
             } else if (!strcmp(name, "output_format")) {
@@ -689,6 +764,16 @@ static int parse_model(cfg_parser *p, const yaml_node_t *key, const yaml_node_t 
                           : !m->crop_rects_path ? "crop_rects_path"
                                                 : NULL;
     if (missing) return fail(p, key, "%s: missing required key '%s'", mpath, missing);
+    /* One canvas margin: the input is cut from it and the prediction pasted
+     * back into it. A margin given once applies to both. */
+    if (visual_margin_key && paste_key && m->visual.margin != m->paste_margin)
+        return fail(p, visual_margin_key,
+                    "%s.visual_input.margin: expected the same value as paste_margin (%d, line %zu), got %d", mpath,
+                    m->paste_margin, node_line(paste_key), m->visual.margin);
+    if (visual_margin_key)
+        m->paste_margin = m->visual.margin;
+    else
+        m->visual.margin = m->paste_margin;
     return 0;
 }
 

@@ -33,6 +33,14 @@
  *       max_concurrent_requests: 0   # > 0: more at once get RESOURCE_EXHAUSTED
  *       output_format: png           # png | jpeg | raw (a request may ask for another)
  *       jpeg_quality: 90             # 1..100
+ *       paste_interpolation: cubic   # cubic | linear: canvas resizes of the paste-back
+ *       visual_input:                # the server-built visual input (requests without one)
+ *         margin: 4                  # canvas margin; absent = paste_margin (they must agree)
+ *         mask: [5, 5, 310, 305]     # blacked-out part of the masked copy: OpenCV x, y, w, h
+ *                                    # for a 320 input, scaled by S/320 for other sides
+ *         interpolation: cubic       # cubic | linear (crop -> (S+2m)^2 resize)
+ *         cache: auto                # auto | on | off: keep each frame's 8-bit input;
+ *                                    # auto = on while it adds <= 25% to the frames' memory
  *   http:
  *     enabled: true                  # HTTP/1.1 listener: /metrics, /healthz, /readyz, gRPC-Web, demo page
  *     listen: "0.0.0.0:8053"
@@ -63,6 +71,17 @@
 
 typedef enum { LS_ORDER_LOOP = 0, LS_ORDER_PINGPONG = 1 } ls_frame_order;
 
+/* visual_input.cache */
+typedef enum { LS_CACHE_AUTO = 0, LS_CACHE_ON = 1, LS_CACHE_OFF = 2 } ls_cache_mode;
+
+/* visual_input: how the server builds a model's visual input (visual.h). */
+typedef struct {
+    int margin;            /* default = paste_margin (4) */
+    int mask[4];           /* x, y, w, h for S = 320; default 5, 5, 310, 305 */
+    ls_interp interp;      /* default cubic */
+    ls_cache_mode cache;   /* default auto */
+} ls_visual_config;
+
 typedef struct {
     char *id;
     char *model_path;      /* resolved against the config file's directory */
@@ -78,6 +97,8 @@ typedef struct {
     int max_concurrent_requests; /* default 0 = no limit */
     ls_format output_format; /* default PNG */
     int jpeg_quality;      /* default 90; 1..100 */
+    ls_interp paste_interp; /* default cubic */
+    ls_visual_config visual;
 } ls_model_config;
 
 typedef struct {

@@ -3,8 +3,10 @@
 #define _GNU_SOURCE
 #include "model.h"
 
+#include <assert.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,7 @@
 #include "pngenc.h"
 #include "pool.h"
 #include "tensorbuf.h"
+#include "visual.h"
 
 /* ---- shared engine cache ----------------------------------------------
  * Keyed by model path. An entry being opened is marked `opening`; others
@@ -130,10 +133,22 @@ int ls_model_open_engines(void) {
 
 /* ---- model ---------------------------------------------------------------- */
 
+/* visual_input.cache: auto keeps the 8-bit inputs when they add at most this
+ * share to the frames' own memory (for 1280x720 frames and S = 320: 614 KB
+ * against 2.76 MB, 22 %, so real avatars cache; measured in
+ * docs/PERFORMANCE.md: a cached frame costs a fifth of a built one). */
+#define VISUAL_CACHE_AUTO_SHARE 0.25
+
 struct ls_model {
     ls_engine *engine;
     ls_avatar *avatar;
     ls_composite_opts opts;
+    ls_visual_opts vopts;
+    /* One slot per avatar frame when caching: NULL until a request first
+     * builds that frame's input; set once (compare-and-swap), freed with the
+     * model. NULL array = no cache. */
+    uint8_t *_Atomic *vcache;
+    int n_vcache;
 };
 
 ls_model *ls_model_load(const ls_model_config *cfg, int png_level, uint64_t *mem_bytes, ls_err *err) {
@@ -151,10 +166,30 @@ ls_model *ls_model_load(const ls_model_config *cfg, int png_level, uint64_t *mem
     m->opts.pred_size = ls_engine_pred_size(m->engine);
     m->opts.margin = cfg->paste_margin;
     m->opts.bgr = cfg->channel_bgr;
-    /* Charge the avatar's upper bound (its frames as raw RGB), not the
-     * little it holds right after loading: frames are prepared on first use
-     * and capacity must hold once they are. */
-    *mem_bytes = engine_bytes + ls_avatar_memory(m->avatar);
+    m->opts.interp = cfg->paste_interp;
+    int S = m->opts.pred_size;
+    m->vopts = (ls_visual_opts){.size = S,
+                                .margin = cfg->visual.margin,
+                                .mask = ls_visual_mask_for(cfg->visual.mask, S),
+                                .interp = cfg->visual.interp,
+                                .bgr = cfg->channel_bgr};
+    uint64_t frames_bytes = ls_avatar_memory(m->avatar);
+    int n = ls_avatar_num_frames(m->avatar);
+    uint64_t cache_bytes = (uint64_t)n * ls_visual_u8_bytes(&m->vopts);
+    int cache = cfg->visual.cache == LS_CACHE_ON ||
+                (cfg->visual.cache == LS_CACHE_AUTO && (double)cache_bytes <= VISUAL_CACHE_AUTO_SHARE * (double)frames_bytes);
+    if (cache) {
+        m->vcache = calloc((size_t)n, sizeof *m->vcache);
+        if (!m->vcache) {
+            ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for the visual input cache");
+            goto fail;
+        }
+        m->n_vcache = n;
+    }
+    /* Charge the avatar's upper bound (its frames as raw RGB) and the full
+     * input cache, not the little they hold right after loading: both fill
+     * on first use and capacity must hold once they have. */
+    *mem_bytes = engine_bytes + frames_bytes + (cache ? cache_bytes : 0);
     return m;
 fail:
     ls_err_prefix(err, "model '%s'", cfg->id);
@@ -164,12 +199,18 @@ fail:
 
 void ls_model_free(ls_model *m) {
     if (!m) return;
+    for (int i = 0; i < m->n_vcache; i++) free(atomic_load(&m->vcache[i]));
+    free((void *)m->vcache);
     ls_avatar_free(m->avatar);
     if (m->engine) engine_release(m->engine);
     free(m);
 }
 
 const ls_engine *ls_model_engine(const ls_model *m) { return m->engine; }
+int ls_model_visual_cached(const ls_model *m) { return m->vcache != NULL; }
+uint64_t ls_model_visual_cache_bytes(const ls_model *m) {
+    return (uint64_t)m->n_vcache * ls_visual_u8_bytes(&m->vopts);
+}
 const ls_avatar *ls_model_avatar(const ls_model *m) { return m->avatar; }
 
 static int check_request(const ls_model *m, const ls_infer_req *req, int *audio_shared, ls_err *err) {
@@ -185,7 +226,7 @@ static int check_request(const ls_model *m, const ls_infer_req *req, int *audio_
     size_t aes = req->audio_value_bytes ? req->audio_value_bytes : 1;
     const char *vunit = req->visual_value_bytes ? "bytes" : "floats";
     const char *aunit = req->audio_value_bytes ? "bytes" : "floats";
-    if (req->n_visual != b * vpf)
+    if (!req->server_visual && req->n_visual != b * vpf)
         return ls_err_set(err, LS_INVALID_ARGUMENT, "%s: expected batch_size %d x 6x%dx%d = %zu %s, got %zu", vname,
                           req->batch, P, P, b * vpf * ves, vunit, req->n_visual * ves);
     if (req->n_audio == b * apf)
@@ -197,7 +238,9 @@ static int check_request(const ls_model *m, const ls_infer_req *req, int *audio_
                           "%s: expected batch_size %d x %zu = %zu %s (one window per frame) "
                           "or %zu (one window for all), got %zu",
                           aname, req->batch, apf, b * apf * aes, aunit, apf * aes, req->n_audio * aes);
-    ptrdiff_t bad = req->finite_checked ? req->visual_bad : ls_first_non_finite(req->visual, req->n_visual);
+    ptrdiff_t bad = req->server_visual    ? -1
+                    : req->finite_checked ? req->visual_bad
+                                          : ls_first_non_finite(req->visual, req->n_visual);
     if (bad >= 0) return ls_err_set(err, LS_INVALID_ARGUMENT, "%s[%td] is not finite (NaN or Inf)", vname, bad);
     bad = req->finite_checked ? req->audio_bad : ls_first_non_finite(req->audio, req->n_audio);
     if (bad >= 0) return ls_err_set(err, LS_INVALID_ARGUMENT, "%s[%td] is not finite (NaN or Inf)", aname, bad);
@@ -280,6 +323,92 @@ static void frame_work(void *arg, int i) {
     j->rcs[i] = j->req->format == LS_FORMAT_PNG ? frame_png(j, i, idx, err) : frame_whole(j, i, idx, err);
 }
 
+/* ---- the server-built visual input ---------------------------------------- */
+
+typedef struct {
+    ls_model *m;
+    const ls_infer_req *req;
+    float *visual;  /* batch * 6*S*S, written frame by frame */
+    ls_err *errs;
+    int *rcs;
+} input_job;
+
+/* Build frame idx's 8-bit planes into out: from the crop rows of the frame
+ * the request's encoder will read anyway (the PNG path's raw band, the whole
+ * decoded frame for JPEG/raw), so no frame is prepared twice. */
+static int build_frame_u8(ls_model *m, int idx, ls_format format, uint8_t *out, ls_err *err) {
+    const uint8_t *rows;
+    size_t stride = (size_t)ls_avatar_width(m->avatar) * 3;
+    ls_rect rect;
+    if (format == LS_FORMAT_PNG) {
+        ls_frame_view v;
+        if (ls_avatar_frame_view(m->avatar, idx, &v, err) != 0) return -1;
+        rows = v.band;
+        rect = (ls_rect){v.rect.x1, 0, v.rect.x2, v.rect.y2 - v.rect.y1};
+    } else {
+        if (ls_avatar_frame_full(m->avatar, idx, &rows, err) != 0) return -1;
+        rect = ls_avatar_rect(m->avatar, idx);
+    }
+    ls_buf scratch = {0};
+    int rc = ls_visual_build_u8(rows, stride, rect, &m->vopts, out, &scratch, err);
+    ls_buf_free(&scratch);
+    return rc;
+}
+
+/* The cached planes of frame idx, built on first use. Two requests racing
+ * for one frame may both build it; the first to publish wins. */
+static const uint8_t *cached_u8(ls_model *m, int idx, ls_format format, ls_err *err) {
+    uint8_t *have = atomic_load_explicit(&m->vcache[idx], memory_order_acquire);
+    if (have) return have;
+    uint8_t *mine = malloc(ls_visual_u8_bytes(&m->vopts));
+    if (!mine) {
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for frame %d's visual input", idx);
+        return NULL;
+    }
+    if (build_frame_u8(m, idx, format, mine, err) != 0) {
+        free(mine);
+        return NULL;
+    }
+    if (atomic_compare_exchange_strong_explicit(&m->vcache[idx], &have, mine, memory_order_acq_rel,
+                                                memory_order_acquire))
+        return mine;
+    free(mine); /* another request published first; `have` is its buffer */
+    return have;
+}
+
+static void input_work(void *arg, int i) {
+    input_job *j = arg;
+    ls_model *m = j->m;
+    int idx = ls_avatar_frame_index(m->avatar, j->req->start_frame + i);
+    size_t n = ls_visual_u8_bytes(&m->vopts);
+    float *dst = j->visual + (size_t)i * n;
+    ls_err *err = &j->errs[i];
+    if (m->vcache) {
+        const uint8_t *u8 = cached_u8(m, idx, j->req->format, err);
+        j->rcs[i] = u8 ? 0 : -1;
+        if (u8) ls_visual_to_float(u8, n, dst);
+        return;
+    }
+    uint8_t *u8 = malloc(n);
+    if (!u8) {
+        j->rcs[i] = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for frame %d's visual input", idx);
+        return;
+    }
+    j->rcs[i] = build_frame_u8(m, idx, j->req->format, u8, err);
+    if (!j->rcs[i]) ls_visual_to_float(u8, n, dst);
+    free(u8);
+}
+
+/* The first failed frame's error, or 0. */
+static int first_error(const int *rcs, const ls_err *errs, int n, ls_err *err) {
+    for (int i = 0; i < n; i++)
+        if (rcs[i]) {
+            *err = errs[i];
+            return -1;
+        }
+    return 0;
+}
+
 int ls_model_infer(ls_model *m, const ls_infer_req *req, ls_infer_result *res, ls_err *err) {
     memset(res, 0, sizeof *res);
     int audio_shared = 0;
@@ -289,20 +418,34 @@ int ls_model_infer(ls_model *m, const ls_infer_req *req, ls_infer_result *res, l
     size_t b = (size_t)req->batch;
     /* From the worker's tensor cache (tensorbuf.h): ~6 MB at batch 5 that would
      * otherwise be fresh pages every request. */
-    size_t pred_cap = 0;
+    size_t pred_cap = 0, visual_cap = 0;
     float *pred = ls_tensor_alloc(b * opf * sizeof(float), &pred_cap);
+    float *built = NULL;
+    if (req->server_visual)
+        built = ls_tensor_alloc(b * ls_engine_visual_per_frame(m->engine) * sizeof(float), &visual_cap);
     ls_err *errs = calloc(b, sizeof *errs);
     int *rcs = calloc(b, sizeof *rcs);
     res->frames = calloc(b, sizeof *res->frames);
     int rc = 0;
-    if (!pred || !errs || !rcs || !res->frames) {
+    if (!pred || !errs || !rcs || !res->frames || (req->server_visual && !built)) {
         rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for a batch of %d", req->batch);
         goto out;
     }
     res->n_frames = req->batch;
 
+    const float *visual = req->visual;
+    if (req->server_visual) {
+        assert(ls_visual_u8_bytes(&m->vopts) == ls_engine_visual_per_frame(m->engine));
+        uint64_t ti = ls_mono_ns();
+        input_job ij = {.m = m, .req = req, .visual = built, .errs = errs, .rcs = rcs};
+        ls_parallel_for(req->batch, input_work, &ij);
+        res->input_ms = (double)(ls_mono_ns() - ti) / 1e6;
+        if ((rc = first_error(rcs, errs, req->batch, err)) != 0) goto out;
+        visual = built;
+    }
+
     uint64_t t0 = ls_mono_ns();
-    rc = ls_engine_run(m->engine, req->visual, req->audio, audio_shared, req->batch, pred, err);
+    rc = ls_engine_run(m->engine, visual, req->audio, audio_shared, req->batch, pred, err);
     uint64_t t1 = ls_mono_ns();
     res->inference_ms = (double)(t1 - t0) / 1e6;
     if (rc) goto out;
@@ -310,16 +453,12 @@ int ls_model_infer(ls_model *m, const ls_infer_req *req, ls_infer_result *res, l
     frame_job job = {.m = m, .req = req, .pred = pred, .opf = opf, .res = res, .errs = errs, .rcs = rcs};
     ls_parallel_for(req->batch, frame_work, &job);
     res->composite_ms = (double)(ls_mono_ns() - t1) / 1e6;
-    for (int i = 0; i < req->batch; i++)
-        if (rcs[i]) {
-            *err = errs[i];
-            rc = -1;
-            break;
-        }
+    rc = first_error(rcs, errs, req->batch, err);
 out:
     if (rc) ls_infer_result_free(res);
     free(rcs);
     free(errs);
+    if (built) ls_tensor_release(built, visual_cap);
     ls_tensor_release(pred, pred_cap);
     return rc;
 }

@@ -25,10 +25,19 @@ void ls_model_free(ls_model *m);
 const ls_engine *ls_model_engine(const ls_model *m);
 const ls_avatar *ls_model_avatar(const ls_model *m);
 
+/* Whether the model keeps each frame's server-built visual input (the
+ * resolved visual_input.cache), and the bytes that cache holds once full
+ * (charged to the model in *mem_bytes at load). */
+int ls_model_visual_cached(const ls_model *m);
+uint64_t ls_model_visual_cache_bytes(const ls_model *m);
+
 /* Number of distinct engine sessions open in the process (for statistics). */
 int ls_model_open_engines(void);
 
 typedef struct {
+    /* server_visual: the request carries no visual tensor; the model builds
+     * it from the avatar's frames (visual.h), visual/n_visual unused. */
+    int server_visual;
     const float *visual;   /* batch * visual_per_frame */
     size_t n_visual;
     const float *audio;    /* batch * audio_per_frame, or one window */
@@ -54,12 +63,16 @@ typedef struct {
 typedef struct {
     ls_buf *frames;        /* batch encoded frames; free with ls_infer_result_free */
     int n_frames;
+    double input_ms;       /* building the visual input (server_visual), else 0 */
     double inference_ms;
     double composite_ms;   /* composite + encode */
 } ls_infer_result;
 
 /* Validate tensor sizes against the model (INVALID_ARGUMENT naming expected
- * and received counts) and finiteness of the inputs, run the model, then
+ * and received counts) and finiteness of the inputs, build the visual input
+ * if the request has none (frame (start + i) in frame order, cached per
+ * frame as 8-bit planes when the model's visual_input.cache says so; the
+ * float32 tensor is written once, by the pool), run the model, then
  * composite each predicted crop into frame (start + i) and encode it, the
  * frames spread over the thread pool (pool.h). */
 int ls_model_infer(ls_model *m, const ls_infer_req *req, ls_infer_result *res, ls_err *err);

@@ -374,12 +374,19 @@ static ls_code h_infer_spans(void *ctx, const ls_call_info *call, const ls_span 
         }
         quality = q.jpeg_quality;
     }
+    if (!q.visual_seen && !q.audio_seen) {
+        ls_err_set(err, LS_INVALID_ARGUMENT,
+                   "request carries no tensors: expected audio_features (or audio_features_f16); visual_frames "
+                   "may be left out for the server to build it from the avatar's frames");
+        goto fail;
+    }
     if (ls_registry_acquire(s->reg, id, &lease, err) != 0) goto fail;
     leased = 1;
     const ls_avatar *av = ls_model_avatar(lease.handle);
     int frame_w = ls_avatar_width(av), frame_h = ls_avatar_height(av);
 
-    ls_infer_req ir = {.visual = q.visual,
+    ls_infer_req ir = {.server_visual = !q.visual_seen,
+                       .visual = q.visual,
                        .n_visual = q.n_visual,
                        .audio = q.audio,
                        .n_audio = q.n_audio,
@@ -417,6 +424,7 @@ static ls_code h_infer_spans(void *ctx, const ls_call_info *call, const ls_span 
     Multitenant__CompositeBatchResponse r = MULTITENANT__COMPOSITE_BATCH_RESPONSE__INIT;
     r.inference_time_ms = res.inference_ms;
     r.composite_time_ms = res.composite_ms;
+    r.input_time_ms = res.input_ms;
     r.model_loaded = loaded_now;
     r.model_load_time_ms = load_ms;
     r.success = 1;

@@ -940,7 +940,7 @@ static void test_composite_reference(void) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int w = cases[i].w, h = cases[i].h;
         ls_rect r = cases[i].r;
-        ls_composite_opts o = {cases[i].P, cases[i].M, cases[i].bgr};
+        ls_composite_opts o = {cases[i].P, cases[i].M, cases[i].bgr, LS_INTERP_LINEAR};
         uint8_t *bg = (i % 2) ? make_noise((size_t)w * h * 3) : make_photo(w, h, (size_t)w * 3, (double)i);
         float *pred = make_pred(o.pred_size, cases[i].smooth);
         uint8_t *got = xmalloc((size_t)w * h * 3), *want = xmalloc((size_t)w * h * 3);
@@ -985,7 +985,7 @@ static void test_composite_exact(void) {
     ls_err err = {0};
 
     /* margin 0 + constant prediction: every rect pixel is that constant. */
-    ls_composite_opts rgb = {P, 0, 0}, bgr = {P, 0, 1};
+    ls_composite_opts rgb = {P, 0, 0, LS_INTERP_LINEAR}, bgr = {P, 0, 1, LS_INTERP_LINEAR};
     fill_const_pred(pred, P, 0.2f, 0.5f, 0.9f);
     /* round(0.2f*255) = 51, round(0.5*255 = 127.5) = 128, and 0.9f is just
      * below 0.9, so 0.9f*255 = 229.49999... rounds to 229. */
@@ -1015,7 +1015,7 @@ static void test_composite_exact(void) {
 
     /* Margin > 0 and a constant prediction: the centre of the rect, far from
      * the margin ring, is still exactly the constant. */
-    ls_composite_opts m4 = {P, 4, 0};
+    ls_composite_opts m4 = {P, 4, 0, LS_INTERP_LINEAR};
     fill_const_pred(pred, P, 0.2f, 0.5f, 0.9f);
     memcpy(f, bg, (size_t)w * h * 3);
     rc = ls_composite(f, w, h, r, pred, &m4, &scratch, &err);
@@ -1057,7 +1057,7 @@ static void test_composite_identity(void) {
         memcpy(f, bg, (size_t)w * h * 3);
         ls_buf scratch = {0};
         ls_err err = {0};
-        ls_composite_opts o = {P, M, bgr};
+        ls_composite_opts o = {P, M, bgr, LS_INTERP_LINEAR};
         int rc = ls_composite(f, w, h, r, pred, &o, &scratch, &err);
         double sum = 0;
         int maxd = 0;
@@ -1087,7 +1087,7 @@ static void test_composite_invalid(void) {
     memcpy(f, bg, (size_t)w * h * 3);
     float *pred = make_pred(P, 1);
     ls_buf scratch = {0};
-    ls_composite_opts ok = {P, 2, 0};
+    ls_composite_opts ok = {P, 2, 0, LS_INTERP_LINEAR};
     struct {
         ls_rect r;
         ls_composite_opts o;
@@ -1101,9 +1101,9 @@ static void test_composite_invalid(void) {
         {{10, 10, 20, 10}, ok, "empty height"},
         {{20, 10, 10, 20}, ok, "x2 < x1"},
         {{60, 50, 70, 60}, ok, "entirely outside"},
-        {{0, 0, 10, 10}, {0, 2, 0}, "pred_size 0"},
-        {{0, 0, 10, 10}, {-320, 2, 0}, "pred_size < 0"},
-        {{0, 0, 10, 10}, {P, -1, 0}, "margin < 0"},
+        {{0, 0, 10, 10}, {0, 2, 0, LS_INTERP_LINEAR}, "pred_size 0"},
+        {{0, 0, 10, 10}, {-320, 2, 0, LS_INTERP_LINEAR}, "pred_size < 0"},
+        {{0, 0, 10, 10}, {P, -1, 0, LS_INTERP_LINEAR}, "margin < 0"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ls_err err = {0};
