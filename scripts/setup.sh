@@ -18,7 +18,7 @@ PKGS=(build-essential cmake pkg-config clang llvm libclang-rt-14-dev valgrind
       libssl-dev libyaml-dev libjansson-dev libisal-dev libspng-dev libpng-dev zlib1g-dev libturbojpeg0-dev
       libmicrohttpd-dev
       prometheus chromium
-      python3 python3-numpy python3-grpcio python3-grpc-tools python3-onnx python3-protobuf python3-pil
+      python3 python3-numpy python3-grpcio python3-grpc-tools python3-onnx python3-protobuf python3-pil python3-opencv
       python3-h2
       ca-certificates)
 

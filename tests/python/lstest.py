@@ -6,8 +6,11 @@ The tests talk to the real server binary through the real Python gRPC client:
   - LsServer writes a config into a temporary directory, starts $LIPSYNCD on
     a free port and stops it with SIGTERM, expecting exit code 0;
   - the expected output of every request is computed independently here:
-    tools/demo_model.py gives the model's output in numpy, and `composite`
-    below re-implements the pasting described in src/compositor.h.
+    tools/demo_model.py gives the model's output in numpy, `composite` below
+    pastes as the reference pipeline does (OpenCV's cv2.resize INTER_CUBIC,
+    or a numpy bilinear for paste_interpolation: linear), and `server_visual`
+    builds the visual input from an avatar frame with OpenCV, from the
+    recipe in shared/DESIGN.md.
 
 Environment (set by ctest, see CMakeLists.txt): LIPSYNCD, LIPSYNC_CLI,
 LS_BUILD_DIR, LS_DEMO_DIR, LS_SOURCE_DIR. Outside ctest the binaries default
@@ -139,6 +142,8 @@ def free_port():
 
 
 def _yaml_value(v):
+    if isinstance(v, (dict, list)):
+        return json.dumps(v)  # JSON is YAML's flow style
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
@@ -437,6 +442,34 @@ def resize_bilinear(img, out_h, out_w):
     return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
 
 
+def resize(img, out_h, out_w, interp="cubic"):
+    """The reference's resize: OpenCV INTER_CUBIC on 8-bit pixels, or the
+    numpy bilinear above for interp "linear"."""
+    if interp == "linear":
+        return resize_bilinear(img, out_h, out_w)
+    import cv2
+    return cv2.resize(np.ascontiguousarray(img), (out_w, out_h), interpolation=cv2.INTER_CUBIC)
+
+
+def server_visual(frame, rect, margin=4, mask=(5, 5, 310, 305), bgr=True, interp="cubic"):
+    """The visual input the reference builds from an avatar frame (RGB
+    H x W x 3 uint8) and its rectangle: crop, resize to (P+2m)^2, centre P^2
+    = real crop, a copy with cv2.rectangle(mask) black = masked crop, planes
+    in the model's channel order, /255. float32 [6, P, P]."""
+    import cv2
+    x1, y1, x2, y2 = rect
+    crop = np.ascontiguousarray(frame[y1:y2, x1:x2])
+    if bgr:
+        crop = np.ascontiguousarray(crop[:, :, ::-1])
+    c = P + 2 * margin
+    big = cv2.resize(crop, (c, c), interpolation=cv2.INTER_CUBIC if interp == "cubic" else cv2.INTER_LINEAR)
+    real = np.ascontiguousarray(big[margin:margin + P, margin:margin + P])
+    masked = real.copy()
+    cv2.rectangle(masked, tuple(int(v) for v in mask), (0, 0, 0), -1)
+    planes = np.concatenate([real.transpose(2, 0, 1), masked.transpose(2, 0, 1)])
+    return (planes.astype(np.float32) / np.float32(255.0)).astype(np.float32)
+
+
 def pred_to_rgb8(pred, bgr=True):
     """Prediction planes [3,P,P] float -> P x P x 3 uint8 RGB, as the
     compositor converts it (clamp to [0,1], x255, round)."""
@@ -445,29 +478,34 @@ def pred_to_rgb8(pred, bgr=True):
     return np.ascontiguousarray(v[:, :, ::-1] if bgr else v)
 
 
-def composite(frame, rect, pred, margin=4, bgr=True):
-    """src/compositor.h in numpy: the crop rectangle as a (P+2m)^2 canvas of
-    the resized background crop, the prediction over its centre, resized back
+def composite(frame, rect, pred, margin=4, bgr=True, interp="cubic"):
+    """The reference's paste: the crop rectangle as a (P+2m)^2 canvas of the
+    resized background crop, the prediction over its centre, resized back
     into the rectangle. Returns a new frame."""
     x1, y1, x2, y2 = rect
     w, h = x2 - x1, y2 - y1
     c = P + 2 * margin
-    canvas = resize_bilinear(frame[y1:y2, x1:x2], c, c)
+    canvas = resize(frame[y1:y2, x1:x2], c, c, interp)
     canvas[margin:margin + P, margin:margin + P] = pred_to_rgb8(pred, bgr)
     out = frame.copy()
-    out[y1:y2, x1:x2] = resize_bilinear(canvas, h, w)
+    out[y1:y2, x1:x2] = resize(canvas, h, w, interp)
     return out
 
 
 def expected_frames(visual, audio, start, n_frames, order="loop", rects=None, margin=4):
     """What a demo-model request must return: one RGB frame per batch item.
     audio may hold one window for all frames."""
-    batch = visual.shape[0]
     audio = np.asarray(audio, np.float32).reshape((-1,) + demo_model.AUDIO_SHAPE)
+    batch = visual.shape[0] if visual is not None else audio.shape[0]
     if audio.shape[0] == 1 and batch > 1:
         audio = np.repeat(audio, batch, axis=0)
-    preds = demo_model.predict(visual, audio)
     rects = rects or demo_rects()
+    if visual is None:  # the server builds it from the avatar's frames
+        visual = np.stack([server_visual(demo_frame(frame_index(start + i, n_frames, order)),
+                                         rects[frame_index(start + i, n_frames, order)], margin)
+                           for i in range(audio.shape[0])])
+        batch = visual.shape[0]
+    preds = demo_model.predict(visual, audio)
     out = []
     for i in range(batch):
         fi = frame_index(start + i, n_frames, order)
