@@ -28,7 +28,10 @@ import numpy as np
 import lstest
 from lstest import demo_model_config
 
-FRAME_BYTES = lstest.FRAME_W * lstest.FRAME_H * 3  # what the registry charges per frame
+# What the registry charges per frame: the raw RGB frame, plus its 8-bit
+# server-built visual input (6 x 320 x 320), which visual_input.cache: auto
+# keeps for 1280x720 frames.
+FRAME_BYTES = lstest.FRAME_W * lstest.FRAME_H * 3 + 6 * lstest.P * lstest.P
 RE = grpc.StatusCode.RESOURCE_EXHAUSTED
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 TIMEOUT = lstest.RPC_TIMEOUT_S
@@ -625,9 +628,10 @@ class TestUnloadWhileInFlight(RegistryCase):
 # ---------------------------------------------------------------- memory capacity
 
 class TestMemoryCapacity(RegistryCase):
-    # 40 frames are charged 40 * 1280 * 720 * 3 = 110.6 MB (the avatar's upper
-    # bound); the first avatar of an ONNX file is also charged the session
-    # (~20 MB). 0.16 GiB (171.8 MB) holds one such avatar, not two.
+    # 40 frames are charged 40 * (1280 * 720 * 3 + 6 * 320 * 320) = 135.2 MB
+    # (the avatar's upper bound and its input cache); the first avatar of an
+    # ONNX file is also charged the session (~20 MB). 0.16 GiB (171.8 MB)
+    # holds one such avatar, not two.
     N = 40
     MODELS = {"big1": demo_model_config("demo", num_frames=N, memory_estimate_mb=16),
               "big2": demo_model_config("demo", num_frames=N, memory_estimate_mb=16)}
