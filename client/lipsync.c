@@ -258,7 +258,8 @@ typedef struct {
     int batch;
     int start;
     const char *out_dir;
-    const char *visual_path;
+    const char *visual_path; /* --visual FILE: float32 visual tensor */
+    bool client_visual;      /* --visual client (or FILE): send a visual tensor */
     const char *audio_path;
     const char *format;     /* "", "png", "jpeg" or "raw" */
     const char *dtype;      /* tensor encoding on the wire: "f32", "f16" or "u8" */
@@ -282,18 +283,21 @@ static const char USAGE[] =
     "  load ID [--force]         load a model (--force reloads a loaded one)\n"
     "  unload ID                 unload a model; prints the resulting state\n"
     "  health                    server health; exit 0 only if healthy\n"
-    "  infer ID [--batch N] [--start K] [--out DIR] [--visual FILE.f32] [--audio FILE.f32]\n"
-    "           [--format png|jpeg|raw] [--tensor-dtype f32|f16|u8]\n"
+    "  infer ID [--batch N] [--start K] [--out DIR] [--visual server|client|FILE.f32]\n"
+    "           [--audio FILE.f32] [--format png|jpeg|raw] [--tensor-dtype f32|f16|u8]\n"
     "                            one InferBatchComposite call; writes DIR/frame_NNNNNN.png\n"
     "                            (.jpg for jpeg, .rgb for raw RGB24).\n"
-    "                            Inputs are synthetic unless given as raw little-endian\n"
-    "                            float32 files: visual N*6*320*320, audio N*32*16*16 or\n"
+    "                            --visual server (default): audio only, the server builds\n"
+    "                            the visual input from the avatar's frames; client: send a\n"
+    "                            synthetic visual tensor; FILE: send that one. Audio is\n"
+    "                            synthetic unless given. Files are raw little-endian\n"
+    "                            float32: visual N*6*320*320, audio N*32*16*16 or\n"
     "                            32*16*16 values (defaults: N=1, K=0, DIR=.)\n"
     "                            --tensor-dtype: how the tensors travel: f32 (default),\n"
     "                            f16 (both as IEEE binary16, 1/2 the bytes) or u8 (visual\n"
     "                            as uint8 = round(v*255), audio as binary16, ~1/4 the bytes)\n"
     "  bench ID [--batch N] [--requests M] [--concurrency C] [--warmup W] [--format F]\n"
-    "           [--tensor-dtype f32|f16|u8] [--channel-per-thread]\n"
+    "           [--tensor-dtype f32|f16|u8] [--visual server|client] [--channel-per-thread]\n"
     "                            M requests over C threads (defaults 5, 50, 1, 2); W warmup\n"
     "                            calls per thread first. Threads share one channel unless\n"
     "                            --channel-per-thread gives each its own connection.\n"
@@ -362,6 +366,7 @@ static const struct option OPTS_BENCH[] = {
     {"warmup", required_argument, NULL, OPT_WARMUP},
     {"channel-per-thread", no_argument, NULL, OPT_PER_THREAD},
     {"tensor-dtype", required_argument, NULL, OPT_DTYPE},
+    {"visual", required_argument, NULL, OPT_VISUAL},
     {0}};
 
 /* Apply one option shared by the global and per-command parsers. Returns 0,
@@ -388,7 +393,10 @@ static int apply_option(cli_args *a, int opt, const char *optname, const char *v
     case OPT_BATCH: return parse_int(optname, val, 1, 4096, &a->batch);
     case OPT_START: return parse_int(optname, val, 0, INT32_MAX, &a->start);
     case OPT_OUT: a->out_dir = val; return 0;
-    case OPT_VISUAL: a->visual_path = val; return 0;
+    case OPT_VISUAL:
+        a->client_visual = strcmp(val, "server") != 0;
+        a->visual_path = a->client_visual && strcmp(val, "client") ? val : NULL;
+        return 0;
     case OPT_AUDIO: a->audio_path = val; return 0;
     case OPT_FORMAT:
         if (strcmp(val, "png") && strcmp(val, "jpeg") && strcmp(val, "raw"))
@@ -735,7 +743,9 @@ static int build_request(const cli_args *a, int batch, int start, grpc_slice *ou
     size_t n_visual = (size_t)batch * VISUAL_PER_FRAME, n_audio = (size_t)batch * AUDIO_PER_FRAME;
     int rc = 0;
 
-    if (a->visual_path) {
+    if (!a->client_visual) {
+        n_visual = 0; /* the server builds it */
+    } else if (a->visual_path) {
         rc = read_f32_file(a->visual_path, &n_visual, 1, "batch*6*320*320 float32", &visual,
                            &n_visual);
     } else if ((visual = malloc(n_visual * sizeof(float))) != NULL) {
@@ -762,9 +772,9 @@ static int build_request(const cli_args *a, int batch, int start, grpc_slice *ou
     size_t vlen = 0, alen = 0;
     if (rc == 0 && strcmp(dtype, "f32")) {
         /* u8 exists for the visual input only (image data); audio goes as f16. */
-        vbytes = encode_tensor(visual, n_visual, !strcmp(dtype, "u8"), &vlen);
+        if (visual) vbytes = encode_tensor(visual, n_visual, !strcmp(dtype, "u8"), &vlen);
         abytes = encode_tensor(audio, n_audio, false, &alen);
-        if (!vbytes || !abytes) {
+        if ((visual && !vbytes) || !abytes) {
             fprintf(stderr, "error: out of memory encoding the tensors as %s\n", dtype);
             rc = EXIT_RPC;
         }
@@ -779,7 +789,7 @@ static int build_request(const cli_args *a, int batch, int start, grpc_slice *ou
             req.audio_features = audio;
         } else {
             ProtobufCBinaryData *vf = !strcmp(dtype, "u8") ? &req.visual_frames_u8 : &req.visual_frames_f16;
-            *vf = (ProtobufCBinaryData){.len = vlen, .data = vbytes};
+            if (vbytes) *vf = (ProtobufCBinaryData){.len = vlen, .data = vbytes};
             req.audio_features_f16 = (ProtobufCBinaryData){.len = alen, .data = abytes};
         }
         req.batch_size = batch;
@@ -921,7 +931,8 @@ typedef struct {
     rpc_status first_error[N_STATUS_CODES + 1];
 
     double *latency_ms;   /* per request index; NAN for a failed request */
-    double *server_ms;    /* inference_time_ms + composite_time_ms the response reported */
+    double *server_ms;    /* input + inference + composite time the response reported */
+    double *input_ms;     /* input_time_ms: the server building the visual input */
 } bench_ctx;
 
 typedef struct {
@@ -934,7 +945,8 @@ typedef struct {
  * start_frame_idx: protobuf merges concatenated messages, so every request
  * composites different background frames without repacking 25 MB. Returns
  * the bucket (GRPC_STATUS_OK on success). */
-static int bench_one(bench_ctx *ctx, grpc_channel *ch, int64_t start, rpc_status *st, double *server_ms) {
+static int bench_one(bench_ctx *ctx, grpc_channel *ch, int64_t start, rpc_status *st, double *server_ms,
+                     double *input_ms) {
     Multitenant__CompositeBatchRequest tail = MULTITENANT__COMPOSITE_BATCH_REQUEST__INIT;
     tail.start_frame_idx = (int32_t)(start % INT32_MAX);
     uint8_t tail_buf[16]; /* tag + varint: at most 11 bytes */
@@ -958,7 +970,8 @@ static int bench_one(bench_ctx *ctx, grpc_channel *ch, int64_t start, rpc_status
                    resp->n_composited_frames, ctx->args->batch, resp->error);
         bucket = BAD_RESPONSE;
     } else {
-        *server_ms = resp->inference_time_ms + resp->composite_time_ms;
+        *server_ms = resp->input_time_ms + resp->inference_time_ms + resp->composite_time_ms;
+        *input_ms = resp->input_time_ms;
     }
     if (resp) multitenant__composite_batch_response__free_unpacked(resp, NULL);
     return bucket;
@@ -978,8 +991,8 @@ static void *bench_thread(void *arg) {
 
     /* Warmup opens the connection and lets the server reach steady state
      * (model load, allocator); its results are not counted. */
-    double server_ms;
-    for (int i = 0; i < ctx->args->warmup; i++) bench_one(ctx, w->channel, 0, &st, &server_ms);
+    double server_ms, input_ms;
+    for (int i = 0; i < ctx->args->warmup; i++) bench_one(ctx, w->channel, 0, &st, &server_ms, &input_ms);
 
     pthread_mutex_lock(&ctx->mu);
     ctx->ready++;
@@ -993,11 +1006,12 @@ static void *bench_thread(void *arg) {
         pthread_mutex_unlock(&ctx->mu);
         if (i < 0) break;
         uint64_t t0 = ls_mono_ns();
-        int bucket = bench_one(ctx, w->channel, (int64_t)i * ctx->args->batch, &st, &server_ms);
+        int bucket = bench_one(ctx, w->channel, (int64_t)i * ctx->args->batch, &st, &server_ms, &input_ms);
         double ms = (double)(ls_mono_ns() - t0) / 1e6;
         /* Each index is written by exactly one thread; join publishes it. */
         ctx->latency_ms[i] = bucket == GRPC_STATUS_OK ? ms : NAN;
         ctx->server_ms[i] = bucket == GRPC_STATUS_OK ? server_ms : NAN;
+        ctx->input_ms[i] = bucket == GRPC_STATUS_OK ? input_ms : NAN;
         if (bucket != GRPC_STATUS_OK) bench_record_error(ctx, bucket, &st);
     }
     return NULL;
@@ -1019,20 +1033,24 @@ static void bench_report(const bench_ctx *ctx, double wall_s) {
     const cli_args *a = ctx->args;
     size_t n = (size_t)a->requests, ok = 0;
     double *sorted = malloc(n * sizeof *sorted);
-    /* Per request: latency minus the inference and composite times the
-     * server reported = what the transport and request handling cost. */
+    /* Per request: latency minus the input, inference and composite times
+     * the server reported = what the transport and request handling cost. */
     double *over = malloc(n * sizeof *over), *share = malloc(n * sizeof *share);
-    if (sorted && over && share)
+    double *input = malloc(n * sizeof *input);
+    if (sorted && over && share && input)
         for (size_t i = 0; i < n; i++)
             if (!isnan(ctx->latency_ms[i])) {
                 over[ok] = ctx->latency_ms[i] - ctx->server_ms[i];
                 share[ok] = over[ok] / ctx->latency_ms[i];
+                input[ok] = ctx->input_ms[i];
                 sorted[ok++] = ctx->latency_ms[i];
             }
 
-    printf("bench %s: batch %d, %d requests, concurrency %d, warmup %d/thread, %s, tensors %s\n", a->id,
-           a->batch, a->requests, a->concurrency, a->warmup,
-           a->channel_per_thread ? "one channel per thread" : "one shared channel", a->dtype ? a->dtype : "f32");
+    printf("bench %s: batch %d, %d requests, concurrency %d, warmup %d/thread, %s, tensors %s, visual %s\n",
+           a->id, a->batch, a->requests, a->concurrency, a->warmup,
+           a->channel_per_thread ? "one channel per thread" : "one shared channel", a->dtype ? a->dtype : "f32",
+           a->client_visual ? "client" : "server");
+    printf("  request    %zu bytes\n", GRPC_SLICE_LENGTH(ctx->body) + 6);
     printf("  wall       %.3f s, %zu ok\n", wall_s, ok);
     printf("  throughput %.2f requests/s, %.2f frames/s\n", (double)ok / wall_s,
            (double)ok * a->batch / wall_s);
@@ -1045,9 +1063,12 @@ static void bench_report(const bench_ctx *ctx, double wall_s) {
                percentile(sorted, ok, 99), sorted[ok - 1], sum / (double)ok);
         qsort(over, ok, sizeof *over, cmp_double);
         qsort(share, ok, sizeof *share, cmp_double);
-        printf("  overhead   latency - inference - composite: p50 %.2f ms, %.1f%% of latency\n",
+        printf("  overhead   latency - input - inference - composite: p50 %.2f ms, %.1f%% of latency\n",
                percentile(over, ok, 50), 100.0 * percentile(share, ok, 50));
+        qsort(input, ok, sizeof *input, cmp_double);
+        printf("  input      server-built visual input: p50 %.2f ms\n", percentile(input, ok, 50));
     }
+    free(input);
     free(sorted);
     free(over);
     free(share);
@@ -1074,11 +1095,13 @@ static int cmd_bench(const client *c) {
 
     ctx.latency_ms = calloc((size_t)a->requests, sizeof *ctx.latency_ms);
     ctx.server_ms = calloc((size_t)a->requests, sizeof *ctx.server_ms);
+    ctx.input_ms = calloc((size_t)a->requests, sizeof *ctx.input_ms);
     bench_worker *workers = calloc((size_t)a->concurrency, sizeof *workers);
-    if (!ctx.latency_ms || !ctx.server_ms || !workers) {
+    if (!ctx.latency_ms || !ctx.server_ms || !ctx.input_ms || !workers) {
         fprintf(stderr, "error: out of memory\n");
         free(ctx.latency_ms);
         free(ctx.server_ms);
+        free(ctx.input_ms);
         free(workers);
         grpc_slice_unref(ctx.body);
         return EXIT_RPC;
@@ -1126,6 +1149,7 @@ static int cmd_bench(const client *c) {
     free(workers);
     free(ctx.latency_ms);
     free(ctx.server_ms);
+    free(ctx.input_ms);
     grpc_slice_unref(ctx.body);
     return rc;
 }
