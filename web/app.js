@@ -16,7 +16,6 @@ const BASE = new URLSearchParams(location.search).get('server') || '';
 const FPS = 25;
 const AHEAD_BATCHES = 2;
 // The demo model's per-frame sizes; a loaded model's own shapes replace them.
-const DEFAULT_VISUAL = [6, 320, 320];
 const DEFAULT_AUDIO = [32, 16, 16];
 
 const demo = window.lsDemo = {
@@ -168,19 +167,6 @@ function perFrame(shape, fallback) {
   return dims.some((d) => d <= 0) ? fallback : dims;
 }
 
-// A smooth visual input in [0.15, 0.85] for one frame, channel-major.
-function makeVisualFrame([c, h, w]) {
-  const v = new Float32Array(c * h * w);
-  for (let ch = 0; ch < c; ch++)
-    for (let y = 0; y < h; y++)
-      for (let x = 0; x < w; x++) {
-        const fx = x / (w - 1), fy = y / (h - 1);
-        v[(ch * h + y) * w + x] = 0.5 + 0.2 * Math.sin(2 * Math.PI * fx * (1 + (ch % 3))) *
-          Math.cos(Math.PI * fy) + 0.15 * (fx - fy);
-      }
-  return v;
-}
-
 // Audio window of stream frame k: a level that rises and falls with a sine
 // (period 20 frames = 0.8 s at 25 fps) plus a fixed ripple. The demo model
 // opens the mouth with the window's mean, so the mouth moves with it.
@@ -202,9 +188,9 @@ async function play() {
   const batch = Math.min(32, Math.max(1, Number($('batch').value) | 0));
   const start = Math.max(0, Number($('start').value) | 0);
   const info = models.find((m) => m.model_id === id) || {};
-  const vDims = perFrame(info.inputs && info.inputs[0] && info.inputs[0].shape, DEFAULT_VISUAL);
+  // Audio only: the server builds the visual input from the avatar's frames.
   const aDims = perFrame(info.inputs && info.inputs[1] && info.inputs[1].shape, DEFAULT_AUDIO);
-  const vFrame = makeVisualFrame(vDims), aLen = prod(aDims);
+  const aLen = prod(aDims);
 
   Object.assign(demo, { state: 'playing', framesDrawn: 0, lastDrawn: null, drawnBatchRequest: null });
   Object.assign(playback, { requests: 0, drawnTimes: [] });
@@ -220,13 +206,9 @@ async function play() {
     for (let s = 0; s < total && token === playToken; s += batch) {
       while (queue.length >= AHEAD_BATCHES * batch && token === playToken) await sleep(10);
       const b = Math.min(batch, total - s);
-      const visual = new Float32Array(b * vFrame.length);
       const audio = new Float32Array(b * aLen);
-      for (let i = 0; i < b; i++) {
-        visual.set(vFrame, i * vFrame.length);
-        audio.set(makeAudioWindow(start + s + i, aLen), i * aLen);
-      }
-      const body = encode.CompositeBatchRequest({ model_id: id, visual_frames: visual, audio_features: audio,
+      for (let i = 0; i < b; i++) audio.set(makeAudioWindow(start + s + i, aLen), i * aLen);
+      const body = encode.CompositeBatchRequest({ model_id: id, audio_features: audio,
         batch_size: b, start_frame_idx: start + s }).finishFramed();
       const resp = decode('CompositeBatchResponse', await unary(BASE, 'InferBatchComposite', body, opts()));
       playback.requests++;

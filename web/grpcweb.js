@@ -69,7 +69,7 @@ export const encode = {
   HealthRequest: () => new Writer(),
   CompositeBatchRequest: (m) => new Writer()
     .string(1, m.model_id)
-    .bytes(2, floatBytes(m.visual_frames))
+    .bytes(2, m.visual_frames && floatBytes(m.visual_frames))  // absent: the server builds it
     .bytes(3, floatBytes(m.audio_features))
     .uint(4, m.batch_size)
     .uint(5, m.start_frame_idx),
