@@ -315,10 +315,11 @@ class Server:
 
 # ---------------------------------------------------------------- CLI bench
 
-def cli_bench(addr, model_id, batch, requests, concurrency, warmup=2, per_thread=True, dtype=None):
-    """Run `lipsync bench` and parse its report (dtype: --tensor-dtype)."""
+def cli_bench(addr, model_id, batch, requests, concurrency, warmup=2, per_thread=True, dtype=None, visual="client"):
+    """Run `lipsync bench` and parse its report (dtype: --tensor-dtype;
+    visual: "client" sends a visual tensor, "server" sends audio only)."""
     cmd = [LIPSYNC_CLI, "--server", addr, "bench", model_id, "--batch", str(batch), "--requests",
-           str(requests), "--concurrency", str(concurrency), "--warmup", str(warmup)]
+           str(requests), "--concurrency", str(concurrency), "--warmup", str(warmup), "--visual", visual]
     if dtype:
         cmd += ["--tensor-dtype", dtype]
     if per_thread:
@@ -342,6 +343,12 @@ def cli_bench(addr, model_id, batch, requests, concurrency, warmup=2, per_thread
     m = re.search(r"overhead .*p50 ([\d.]+) ms, ([\d.]+)% of latency", text)
     if m:
         r["overhead_p50_ms"], r["overhead_share_p50"] = float(m.group(1)), float(m.group(2)) / 100
+    m = re.search(r"request\s+(\d+) bytes", text)
+    if m:
+        r["request_bytes"] = int(m.group(1))
+    m = re.search(r"input .*p50 ([\d.]+) ms", text)
+    if m:
+        r["input_p50_ms"] = float(m.group(1))
     return r
 
 
