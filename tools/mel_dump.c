@@ -19,7 +19,8 @@
  *                    F gets the U-Net windows [N + 2, 16, 512]
  *                    (--feat-range FIRST COUNT: only those frames)
  *   --bench R        time R rounds of mel + encoder windows + U-Net windows
- *                    (the latter over fixed pseudo-random encoder outputs)
+ *                    (the latter over fixed pseudo-random encoder outputs),
+ *                    and of decoding (+ resampling) for WAV / PCM input
  * Prints one JSON line: samples, frames (T), windows (N), and the timings
  * with --bench. Exit status 1 with the error on stderr on failure. */
 #define _POSIX_C_SOURCE 200809L
@@ -186,6 +187,20 @@ int main(int argc, char **argv) {
             t_mel += t1 - t0;
         }
         printf(", \"rounds\": %d, \"mel_s\": %.9f, \"windows_s\": %.9f", bench, t_mel / bench, t_win / bench);
+        if (strcmp(kind, "f32") != 0) { /* decoding (and resampling) on its own */
+            double t_dec = 0;
+            for (int r = 0; r < bench; r++) {
+                ls_audio tmp = {0};
+                t0 = now_s();
+                int drc = !strcmp(kind, "wav") ? ls_audio_decode_wav(file.data, file.len, max_seconds, &tmp, &err)
+                                               : ls_audio_decode_pcm(file.data, file.len, enc, rate, channels,
+                                                                     max_seconds, &tmp, &err);
+                t_dec += now_s() - t0;
+                ls_audio_free(&tmp);
+                if (drc) goto fail;
+            }
+            printf(", \"decode_s\": %.9f", t_dec / bench);
+        }
     }
     printf("}\n");
     rc = 0;
