@@ -39,12 +39,13 @@ typedef struct {
     int rate;
 } layout;
 
-static int check_rate_channels(int rate, int channels, ls_err *err) {
+/* long long: both a caller's int and a header's uint32 fit unchanged. */
+static int check_rate_channels(long long rate, long long channels, ls_err *err) {
     if (rate < LS_AUDIO_MIN_RATE || rate > LS_AUDIO_MAX_RATE)
-        return ls_err_set(err, LS_INVALID_ARGUMENT, "unsupported sample rate %d Hz (expected %d..%d Hz)", rate,
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "unsupported sample rate %lld Hz (expected %d..%d Hz)", rate,
                           LS_AUDIO_MIN_RATE, LS_AUDIO_MAX_RATE);
     if (channels < 1 || channels > LS_AUDIO_MAX_CHANNELS)
-        return ls_err_set(err, LS_INVALID_ARGUMENT, "unsupported channel count %d (expected 1..%d)", channels,
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "unsupported channel count %lld (expected 1..%d)", channels,
                           LS_AUDIO_MAX_CHANNELS);
     return 0;
 }
@@ -205,8 +206,7 @@ static int parse_fmt(const uint8_t *p, uint32_t sz, layout *l, ls_err *err) {
         return ls_err_set(err, LS_INVALID_ARGUMENT,
                           "unknown format tag %u (expected 1 = PCM, 3 = IEEE float or 0xFFFE = extensible)", tag);
     }
-    if (rate > (uint32_t)LS_AUDIO_MAX_RATE) rate = (uint32_t)LS_AUDIO_MAX_RATE + 1; /* keep it an int */
-    if (check_rate_channels((int)rate, (int)channels, err)) return -1;
+    if (check_rate_channels(rate, channels, err)) return -1;
     l->rate = (int)rate;
     l->channels = (int)channels;
     if (block_align != channels * (bits / 8))
