@@ -375,6 +375,50 @@ def pngenc_seeds():
     return s
 
 
+# ---------------------------------------------------------------- wav
+
+def wav_seeds():
+    # See fuzz_wav.c: whole WAV files, small (a few hundred frames).
+    import math
+
+    def chunk(cid, payload):
+        return cid + struct.pack("<I", len(payload)) + payload + (b"\0" if len(payload) & 1 else b"")
+
+    def fmt(tag, ch, rate, bits):
+        return chunk(b"fmt ", struct.pack("<HHIIHH", tag, ch, rate, rate * ch * bits // 8, ch * bits // 8, bits))
+
+    def fmt_ext(sub, ch, rate, bits):
+        guid = struct.pack("<H", sub) + bytes([0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xAA, 0, 0x38, 0x9B, 0x71])
+        return chunk(b"fmt ", struct.pack("<HHIIHHHHI", 0xFFFE, ch, rate, rate * ch * bits // 8, ch * bits // 8,
+                                          bits, 22, bits, 3 if ch == 2 else 4) + guid)
+
+    def riff(*chunks):
+        body = b"WAVE" + b"".join(chunks)
+        return b"RIFF" + struct.pack("<I", len(body)) + body
+
+    def s16(n, ch, f, rate):
+        return b"".join(struct.pack("<h", int(12000 * math.sin(2 * math.pi * f * i / rate)) + c * 100)
+                        for i in range(n) for c in range(ch))
+
+    def f32(n, f, rate):
+        return b"".join(struct.pack("<f", 0.5 * math.sin(2 * math.pi * f * i / rate)) for i in range(n))
+    s = {}
+    s["pcm16_mono_16k.wav"] = riff(fmt(1, 1, 16000, 16), chunk(b"data", s16(400, 1, 440, 16000)))
+    s["pcm16_stereo_44k.wav"] = riff(fmt(1, 2, 44100, 16), chunk(b"data", s16(300, 2, 1000, 44100)))
+    s["pcm16_8k.wav"] = riff(fmt(1, 1, 8000, 16), chunk(b"data", s16(300, 1, 300, 8000)))
+    s["float32_48k.wav"] = riff(fmt(3, 1, 48000, 32), chunk(b"data", f32(300, 2000, 48000)))
+    s["ext_pcm16.wav"] = riff(fmt_ext(1, 2, 22050, 16), chunk(b"data", s16(200, 2, 500, 22050)))
+    s["ext_float32.wav"] = riff(fmt_ext(3, 1, 16000, 32), chunk(b"data", f32(200, 700, 16000)))
+    s["list_odd_chunks.wav"] = riff(chunk(b"junk", b"abc"), fmt(1, 1, 16000, 16),
+                                    chunk(b"LIST", b"INFOISFT\x05\0\0\0lavf\0"),
+                                    chunk(b"data", s16(100, 1, 440, 16000)), chunk(b"id3 ", b"x"))
+    streamed = riff(fmt(1, 1, 16000, 16)) + b"data" + struct.pack("<I", 0xFFFFFFFF) + s16(300, 1, 440, 16000)
+    s["streamed.wav"] = streamed[:4] + struct.pack("<I", 0xFFFFFFFF) + streamed[8:-1]
+    s["truncated_fmt.wav"] = riff(fmt(1, 1, 16000, 16))[:30]
+    s["adpcm.wav"] = riff(fmt(2, 1, 16000, 4), chunk(b"data", bytes(64)))
+    return s
+
+
 def main():
     for name, text in CONFIGS.items():
         put("config", name, text)
@@ -392,6 +436,8 @@ def main():
         put("infer", name, data)
     for name, data in pngenc_seeds().items():
         put("pngenc", name, data)
+    for name, data in wav_seeds().items():
+        put("wav", name, data)
     for t in sorted(os.listdir(OUT)):
         d = os.path.join(OUT, t)
         sizes = [os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)]

@@ -3,7 +3,8 @@
 #   1. installs the Debian packages the build, the tests and the benchmarks use
 #      (prometheus for its promtool, which lints /metrics; chromium for the
 #      demo page's browser test; on a systemd host the prometheus package
-#      also enables a Prometheus server on :9090);
+#      also enables a Prometheus server on :9090; fftw3 and soxr for the audio
+#      front end, espeak-ng to synthesise the speech its tests use);
 #   2. fetches ONNX Runtime 1.21.0 into third_party/onnxruntime (ignored by git):
 #      headers from Debian 13's libonnxruntime-dev (downloaded, never installed:
 #      its library needs glibc 2.38), library from the npm package
@@ -16,7 +17,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 PKGS=(build-essential cmake pkg-config clang llvm libclang-rt-14-dev valgrind
       libgrpc-dev protobuf-c-compiler libprotobuf-c-dev grpc-proto
       libssl-dev libyaml-dev libjansson-dev libisal-dev libspng-dev libpng-dev zlib1g-dev libturbojpeg0-dev
-      libmicrohttpd-dev
+      libmicrohttpd-dev libfftw3-dev libsoxr-dev espeak-ng
       prometheus chromium
       python3 python3-numpy python3-grpcio python3-grpc-tools python3-onnx python3-protobuf python3-pil python3-opencv
       python3-h2
