@@ -85,8 +85,14 @@ void ls_engine_global_shutdown(void) {
     g_env = NULL;
 }
 
+/* The session and path read_tensor_info needs, of an engine or encoder. */
+typedef struct {
+    OrtSession *session;
+    const char *path;
+} session_ref;
+
 /* Read name and shape of input/output `i` into *ti; checks float32 type. */
-static int read_tensor_info(ls_engine *e, int is_input, size_t i, ls_tensor_info *ti, ls_err *err) {
+static int read_tensor_info(const session_ref *e, int is_input, size_t i, ls_tensor_info *ti, ls_err *err) {
     OrtAllocator *alloc = NULL;
     if (check(ort->GetAllocatorWithDefaultOptions(&alloc), err, LS_INTERNAL, "ORT allocator")) return -1;
     char *name = NULL;
@@ -176,6 +182,22 @@ static int classify(ls_engine *e, const ls_tensor_info *raw, ls_err *err) {
     return 0;
 }
 
+/* A session on the global environment and thread pools, fully optimised. */
+static int open_session(const char *path, OrtSession **out, ls_err *err) {
+    OrtSessionOptions *so = NULL;
+    int rc = check(ort->CreateSessionOptions(&so), err, LS_INTERNAL, "ORT session options");
+    if (!rc) rc = check(ort->DisablePerSessionThreads(so), err, LS_INTERNAL, "ORT session options");
+    if (!rc)
+        rc = check(ort->SetSessionGraphOptimizationLevel(so, ORT_ENABLE_ALL), err, LS_INTERNAL,
+                   "ORT session options");
+    if (!rc) {
+        rc = check(ort->CreateSession(g_env, path, so, out), err, LS_FAILED_PRECONDITION, path);
+        if (rc) ls_err_prefix(err, "cannot load model");
+    }
+    if (so) ort->ReleaseSessionOptions(so);
+    return rc;
+}
+
 ls_engine *ls_engine_open(const char *path, ls_err *err) {
     if (!g_env) {
         ls_err_set(err, LS_INTERNAL, "ls_engine_global_init was not called");
@@ -187,17 +209,7 @@ ls_engine *ls_engine_open(const char *path, ls_err *err) {
         ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory opening %s", path);
         return NULL;
     }
-    OrtSessionOptions *so = NULL;
-    int rc = check(ort->CreateSessionOptions(&so), err, LS_INTERNAL, "ORT session options");
-    if (!rc) rc = check(ort->DisablePerSessionThreads(so), err, LS_INTERNAL, "ORT session options");
-    if (!rc)
-        rc = check(ort->SetSessionGraphOptimizationLevel(so, ORT_ENABLE_ALL), err, LS_INTERNAL,
-                   "ORT session options");
-    if (!rc) {
-        rc = check(ort->CreateSession(g_env, path, so, &e->session), err, LS_FAILED_PRECONDITION, path);
-        if (rc) ls_err_prefix(err, "cannot load model");
-    }
-    if (so) ort->ReleaseSessionOptions(so);
+    int rc = open_session(path, &e->session, err);
 
     size_t nin = 0, nout = 0;
     if (!rc) rc = check(ort->SessionGetInputCount(e->session, &nin), err, LS_FAILED_PRECONDITION, path);
@@ -208,8 +220,9 @@ ls_engine *ls_engine_open(const char *path, ls_err *err) {
                         path, nin, nout);
     ls_tensor_info raw[2];
     memset(raw, 0, sizeof raw);
-    for (size_t i = 0; !rc && i < 2; i++) rc = read_tensor_info(e, 1, i, &raw[i], err);
-    if (!rc) rc = read_tensor_info(e, 0, 0, &e->out, err);
+    session_ref ref = {e->session, e->path};
+    for (size_t i = 0; !rc && i < 2; i++) rc = read_tensor_info(&ref, 1, i, &raw[i], err);
+    if (!rc) rc = read_tensor_info(&ref, 0, 0, &e->out, err);
     if (!rc) rc = classify(e, raw, err);
     if (rc) {
         ls_engine_close(e);
@@ -300,5 +313,97 @@ int ls_engine_run(ls_engine *e, const float *visual, const float *audio, int aud
         done += b;
     }
     free(shared);
+    return rc;
+}
+
+/* ---- audio encoder ---------------------------------------------------------- */
+
+struct ls_encoder {
+    OrtSession *session;
+    char *path;
+    ls_tensor_info in, out;
+    const char *in_names[1], *out_names[1];
+    int fixed_batch;  /* 0 = dynamic */
+};
+
+/* [B, 1, 80, 16] or [B, 80, 16] in, [B, 512] out: per window 80 x 16 floats
+ * in, 512 out, whatever the rank. */
+static int check_encoder_shapes(ls_encoder *e, ls_err *err) {
+    const ls_tensor_info *i = &e->in, *o = &e->out;
+    int in_ok = (i->ndims == 4 && i->dims[1] == 1 && i->dims[2] == 80 && i->dims[3] == 16) ||
+                (i->ndims == 3 && i->dims[1] == 80 && i->dims[2] == 16);
+    if (!in_ok)
+        return ls_err_set(err, LS_FAILED_PRECONDITION,
+                          "%s: audio encoder input '%s' must be [B,1,80,16] or [B,80,16] (rank %d, dims[1]=%lld)",
+                          e->path, i->name, i->ndims, (long long)i->dims[1]);
+    if (o->ndims != 2 || o->dims[1] != 512)
+        return ls_err_set(err, LS_FAILED_PRECONDITION, "%s: audio encoder output '%s' must be [B,512] (rank %d)",
+                          e->path, o->name, o->ndims);
+    if ((i->dims[0] > 0 || o->dims[0] > 0) && i->dims[0] != o->dims[0])
+        return ls_err_set(err, LS_FAILED_PRECONDITION, "%s: audio encoder input and output disagree on the batch",
+                          e->path);
+    e->fixed_batch = i->dims[0] > 0 ? (int)i->dims[0] : 0;
+    return 0;
+}
+
+ls_encoder *ls_encoder_open(const char *path, ls_err *err) {
+    if (!g_env) {
+        ls_err_set(err, LS_INTERNAL, "ls_engine_global_init was not called");
+        return NULL;
+    }
+    ls_encoder *e = calloc(1, sizeof *e);
+    if (!e || !(e->path = strdup(path))) {
+        free(e);
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory opening %s", path);
+        return NULL;
+    }
+    int rc = open_session(path, &e->session, err);
+    size_t nin = 0, nout = 0;
+    if (!rc) rc = check(ort->SessionGetInputCount(e->session, &nin), err, LS_FAILED_PRECONDITION, path);
+    if (!rc) rc = check(ort->SessionGetOutputCount(e->session, &nout), err, LS_FAILED_PRECONDITION, path);
+    if (!rc && (nin != 1 || nout < 1))
+        rc = ls_err_set(err, LS_FAILED_PRECONDITION,
+                        "%s: audio encoder has %zu inputs and %zu outputs, expected 1 input (mel window) and 1 output",
+                        path, nin, nout);
+    session_ref ref = {e->session, e->path};
+    if (!rc) rc = read_tensor_info(&ref, 1, 0, &e->in, err);
+    if (!rc) rc = read_tensor_info(&ref, 0, 0, &e->out, err);
+    if (!rc) rc = check_encoder_shapes(e, err);
+    if (rc) {
+        ls_encoder_close(e);
+        return NULL;
+    }
+    e->in_names[0] = e->in.name;
+    e->out_names[0] = e->out.name;
+    return e;
+}
+
+void ls_encoder_close(ls_encoder *e) {
+    if (!e) return;
+    if (e->session) ort->ReleaseSession(e->session);
+    free(e->path);
+    free(e);
+}
+
+int ls_encoder_run(ls_encoder *e, const float *in, int batch, float *out, ls_err *err) {
+    int chunk = e->fixed_batch ? e->fixed_batch : batch;
+    int rc = 0;
+    for (int done = 0; !rc && done < batch;) {
+        int b = batch - done < chunk ? batch - done : chunk;
+        if (e->fixed_batch && b != e->fixed_batch)
+            return ls_err_set(err, LS_INTERNAL, "%s: fixed batch %d does not divide %d windows", e->path,
+                              e->fixed_batch, batch);
+        OrtValue *vi = NULL, *vo = NULL;
+        rc = wrap(&e->in, b, in + (size_t)done * 80 * 16, &vi, err);
+        if (!rc) rc = wrap(&e->out, b, out + (size_t)done * 512, &vo, err);
+        if (!rc) {
+            rc = check(ort->Run(e->session, NULL, e->in_names, (const OrtValue *const *)&vi, 1, e->out_names, 1, &vo),
+                       err, LS_INTERNAL, "audio encoder failed");
+            if (rc) ls_err_prefix(err, "%s", e->path);
+        }
+        if (vi) ort->ReleaseValue(vi);
+        if (vo) ort->ReleaseValue(vo);
+        done += b;
+    }
     return rc;
 }

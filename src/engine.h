@@ -50,4 +50,19 @@ const ls_tensor_info *ls_engine_outputs(const ls_engine *e, int *n);
 int ls_engine_run(ls_engine *e, const float *visual, const float *audio, int audio_shared,
                   int batch, float *out, ls_err *err);
 
+/* ---- audio encoder ----------------------------------------------------------
+ * The "ave" audio encoder of SyncTalk_2D-style models: one mel window
+ * [1, 80, 16] (or [80, 16]) in, 512 features out, per window; batched. Names
+ * and shapes are read from the file; a fixed batch (real exports use 1) is
+ * run in chunks. Same global environment and thread pools as the engine. */
+typedef struct ls_encoder ls_encoder;
+
+/* FAILED_PRECONDITION naming the file and the shape rule it breaks. */
+ls_encoder *ls_encoder_open(const char *path, ls_err *err);
+void ls_encoder_close(ls_encoder *e);
+
+/* batch windows of 80 x 16 floats in, batch x 512 floats out (written in
+ * place). Thread-safe like ls_engine_run. */
+int ls_encoder_run(ls_encoder *e, const float *in, int batch, float *out, ls_err *err);
+
 #endif
