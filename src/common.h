@@ -48,7 +48,9 @@ typedef struct {
     int x1, y1, x2, y2;
 } ls_rect;
 
-typedef enum { LS_POLICY_LRU = 0, LS_POLICY_LFU = 1 } ls_policy;
+/* Eviction policies (evict.h): lfu is the decaying frequency score,
+ * lfu_count the lifetime usage count (the described system's LFU). */
+typedef enum { LS_POLICY_LRU = 0, LS_POLICY_LFU = 1, LS_POLICY_LFU_COUNT = 2 } ls_policy;
 
 /* Encoding of the returned frames. */
 typedef enum { LS_FORMAT_PNG = 0, LS_FORMAT_JPEG = 1, LS_FORMAT_RAW = 2 } ls_format;
