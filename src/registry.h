@@ -100,7 +100,8 @@ ls_registry *ls_registry_create(const ls_registry_limits *limits, const ls_loade
 /* Declare a model id (before serving). Duplicate id: -1 INVALID_ARGUMENT. */
 int ls_registry_add(ls_registry *r, const ls_model_decl *decl, ls_err *err);
 
-/* Unloads everything (waits for nothing: call when no lease is outstanding). */
+/* Unloads everything (waits for nothing: call when no lease and no session
+ * hold is outstanding). */
 void ls_registry_destroy(ls_registry *r);
 
 /* A pinned model for the duration of one request. */
