@@ -48,7 +48,9 @@ typedef struct {
     int x1, y1, x2, y2;
 } ls_rect;
 
-typedef enum { LS_POLICY_LRU = 0, LS_POLICY_LFU = 1 } ls_policy;
+/* Eviction policies (evict.h): lfu is the decaying frequency score,
+ * lfu_count the lifetime usage count (the described system's LFU). */
+typedef enum { LS_POLICY_LRU = 0, LS_POLICY_LFU = 1, LS_POLICY_LFU_COUNT = 2 } ls_policy;
 
 /* 8-bit resampling kernel of a resize (resize.h): OpenCV's INTER_CUBIC
  * (a = -0.75) or INTER_LINEAR. */

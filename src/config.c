@@ -99,6 +99,9 @@ void ls_config_defaults(ls_config *cfg) {
     cfg->max_memory_bytes = 8 * GIB;
     cfg->policy = LS_POLICY_LRU;
     cfg->idle_unload_seconds = 1800;
+    cfg->lfu_half_life_seconds = 600;
+    cfg->lfu_initial = 5;
+    cfg->min_residency_seconds = 30;
     cfg->idle_check_seconds = 60;
     cfg->stats_report_seconds = 300;
     cfg->load_retry_seconds = 10;
@@ -508,7 +511,8 @@ static const char *const SERVER_KEYS[] = {
 
 static const char *const CAPACITY_KEYS[] = {
     "max_models",         "max_memory_gb",        "eviction_policy",    "idle_unload_minutes",
-    "idle_check_seconds", "stats_report_seconds", "load_retry_seconds", NULL};
+    "idle_check_seconds", "stats_report_seconds", "load_retry_seconds", "lfu_half_life_minutes",
+    "lfu_initial",        "min_residency_seconds", NULL};
 
 static const char *const MODEL_KEYS[] = {
     "model_path", "background_dir", "crop_rects_path", "num_frames",    "preload",
@@ -520,7 +524,7 @@ static const char *const VISUAL_KEYS[] = {"margin", "mask", "interpolation", "ca
 static const char *const HTTP_KEYS[] = {"enabled", "listen", "cors_origins", "web_root", NULL};
 
 /* Word lists in the order of their enums. */
-static const char *const POLICY_WORDS[] = {"lru", "lfu", NULL};
+static const char *const POLICY_WORDS[] = {"lru", "lfu", "lfu_count", NULL};
 static const char *const ORDER_WORDS[] = {"loop", "pingpong", NULL};
 static const char *const CHANNEL_WORDS[] = {"bgr", "rgb", NULL};
 static const char *const FORMAT_WORDS[] = {"png", "jpeg", "raw", NULL}; /* order of ls_format */
@@ -606,6 +610,17 @@ static int parse_capacity(cfg_parser *p, const yaml_node_t *key, const yaml_node
             /* 0 is allowed: retry a failed load on the next request. */
             r = get_number(p, k, v, "capacity.load_retry_seconds", 0, 0, MAX_SECONDS,
                            &cfg->load_retry_seconds);
+        } else if (!strcmp(name, "lfu_half_life_minutes")) {
+            /* > 0: a score that never decays is lfu_count's flaw. */
+            r = get_number(p, k, v, "capacity.lfu_half_life_minutes", 0, 1, MAX_MINUTES, &d);
+            cfg->lfu_half_life_seconds = d * 60.0;
+        } else if (!strcmp(name, "lfu_initial")) {
+            /* The score is log2(1 + uses): 64 is more than 2^63 uses. */
+            r = get_number(p, k, v, "capacity.lfu_initial", 0, 0, 64, &cfg->lfu_initial);
+        } else if (!strcmp(name, "min_residency_seconds")) {
+            /* 0 turns the churn guard off. */
+            r = get_number(p, k, v, "capacity.min_residency_seconds", 0, 0, MAX_SECONDS,
+                           &cfg->min_residency_seconds);
         } else {
             r = unknown_key(p, k, "in capacity", CAPACITY_KEYS);
         }

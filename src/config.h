@@ -13,7 +13,10 @@
  *   capacity:
  *     max_models: 4
  *     max_memory_gb: 8               # may be fractional
- *     eviction_policy: lru           # lru | lfu
+ *     eviction_policy: lru           # lru | lfu | lfu_count (evict.h)
+ *     lfu_half_life_minutes: 10      # lfu: the frequency score halves this often; > 0, may be fractional
+ *     lfu_initial: 5                 # lfu: score of a model just loaded (log2(1 + uses) scale), 0..64
+ *     min_residency_seconds: 30      # churn guard: a model loaded more recently is no eviction victim; 0 = off
  *     idle_unload_minutes: 30        # 0 disables; may be fractional
  *     idle_check_seconds: 60
  *     stats_report_seconds: 300
@@ -118,6 +121,9 @@ typedef struct {
     uint64_t max_memory_bytes;  /* default 8 GiB */
     ls_policy policy;      /* default LRU */
     double idle_unload_seconds; /* default 1800; 0 disables */
+    double lfu_half_life_seconds; /* default 600; > 0 */
+    double lfu_initial;         /* default 5; 0..64 */
+    double min_residency_seconds; /* default 30; 0 = no churn guard */
     double idle_check_seconds;  /* default 60 */
     double stats_report_seconds;/* default 300 */
     double load_retry_seconds;  /* default 10 */

@@ -19,6 +19,7 @@
 
 #include "config.h"
 #include "engine.h"
+#include "evict.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -251,7 +252,7 @@ int main(int argc, char **argv) {
     LOG_INFO("lipsyncd listening on %s (port %d): %zu models configured, capacity %d models / %.1f GiB, "
              "policy %s, %d workers, max batch %d, max message %llu MiB, config %s",
              cfg.listen, ls_transport_port(tr), cfg.n_models, cfg.max_models,
-             (double)cfg.max_memory_bytes / (1024.0 * 1024 * 1024), cfg.policy == LS_POLICY_LFU ? "lfu" : "lru",
+             (double)cfg.max_memory_bytes / (1024.0 * 1024 * 1024), ls_policy_name(cfg.policy),
              cfg.worker_threads, cfg.max_batch, (unsigned long long)(cfg.max_message_bytes >> 20), config_path);
 
     /* Not copied by the listener: lives as long as main. */

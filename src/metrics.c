@@ -294,6 +294,14 @@ int ls_metrics_render(ls_metrics *m, const ls_entry_stats *st, int n, const ls_r
     family(&w, "lipsync_model_in_flight", "gauge",
            "Requests holding the model or waiting for its load.");
     for (int i = 0; i < n; i++) sample(&w, "lipsync_model_in_flight", st[i].id, NULL, st[i].in_flight);
+    family(&w, "lipsync_model_live_sessions", "gauge",
+           "Live sessions holding the model (it is never evicted nor idle-unloaded while any are).");
+    for (int i = 0; i < n; i++)
+        sample(&w, "lipsync_model_live_sessions", st[i].id, NULL, st[i].live_sessions);
+    family(&w, "lipsync_model_frequency", "gauge",
+           "Frequency score the lfu policy evicts by: log2(1 + uses), halving every "
+           "capacity.lfu_half_life_minutes; lfu_initial when loaded.");
+    for (int i = 0; i < n; i++) sample(&w, "lipsync_model_frequency", st[i].id, NULL, st[i].frequency);
     family(&w, "lipsync_model_evictions_total", "counter",
            "Unloads not asked for: reason=evicted to make room for another model, reason=idle by the "
            "idle sweep.");

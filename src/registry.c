@@ -27,21 +27,24 @@
  *        loader->unload returns, then becomes UNLOADED and is uncharged. An
  *        admission that would fit once those retirements finish waits for
  *        them (r->cap_cond) instead of failing.
- *  - Times: injected monotonic clock for intervals (LRU order, idle, retry
- *    backoff, load duration); injected wall clock for last_used/loaded_at.
- *    "Last activity" of an entry = max(last use, load time), so a model that
- *    was reloaded after a long pause is not the first LRU victim because of a
- *    use that predates its current load.
+ *  - Times: injected monotonic clock for intervals (LRU order, frequency
+ *    decay, churn guard, idle, retry backoff, load duration); injected wall
+ *    clock for last_used/loaded_at.
+ *  - Which entries to give up (admission, memory overrun, idle sweep) is
+ *    decided by evict.c from a candidate array built here under the lock;
+ *    this file only applies the choice.
  */
 #define _GNU_SOURCE
 #include "registry.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "evict.h"
 #include "log.h"
 
 #define ID_MAX 128
@@ -51,6 +54,7 @@ typedef struct flight {
     int done, ok;
     int refs;  /* threads still to read the outcome (loader + waiters) */
     int pins;  /* acquire-waiters to pin on success */
+    int holds; /* session-waiters to hold on success */
     void *handle;
     double load_ms;
     ls_err err;
@@ -64,7 +68,8 @@ typedef struct entry {
 
     ls_state state;
     void *handle;
-    int refcount;
+    int refcount;       /* leases (requests) */
+    int sessions;       /* session holds */
     int unloading;      /* loader->unload of this entry in progress */
     int counted;        /* counts toward max_models */
     uint64_t charged;   /* bytes charged toward max_memory_bytes */
@@ -80,6 +85,7 @@ typedef struct entry {
     uint64_t failed_ns;
 
     uint64_t last_used_ns, loaded_ns;
+    ls_freq freq;       /* the lfu score (evict.h), kept whatever the policy */
     int64_t last_used_wall, loaded_wall;
     int64_t usage_count, failed_requests, load_count, eviction_count, ok_count;
     int64_t idle_unload_count;
@@ -92,6 +98,7 @@ struct ls_registry {
     pthread_mutex_t mu;
     pthread_cond_t cap_cond;
     ls_registry_limits lim;
+    ls_evict_params ep; /* the part of lim evict.c reads */
     ls_loader loader;
     ls_clock clock;
 
@@ -120,8 +127,6 @@ const char *ls_state_name(ls_state s) {
     }
     return "unknown";
 }
-
-static const char *policy_name(ls_policy p) { return p == LS_POLICY_LFU ? "lfu" : "lru"; }
 
 /* ---- clocks ---- */
 
@@ -195,53 +200,49 @@ static void uncharge(ls_registry *r, entry *e) {
     pthread_cond_broadcast(&r->cap_cond);
 }
 
-static int fits(const ls_registry *r, int64_t count, uint64_t mem) {
-    if (count > r->lim.max_models) return 0;
-    if (r->lim.max_memory_bytes && mem > r->lim.max_memory_bytes) return 0;
-    return 1;
-}
+static uint64_t activity_ns(const entry *e) { return ls_evict_activity(e->last_used_ns, e->loaded_ns); }
 
-static uint64_t activity_ns(const entry *e) {
-    return e->last_used_ns > e->loaded_ns ? e->last_used_ns : e->loaded_ns;
-}
-
-static int cmp_lru(const void *a, const void *b) {
-    const entry *x = *(entry *const *)a, *y = *(entry *const *)b;
-    uint64_t ax = activity_ns(x), ay = activity_ns(y);
-    return ax < ay ? -1 : ax > ay ? 1 : 0;
-}
-
-static int cmp_lfu(const void *a, const void *b) {
-    const entry *x = *(entry *const *)a, *y = *(entry *const *)b;
-    if (x->usage_count != y->usage_count) return x->usage_count < y->usage_count ? -1 : 1;
-    return cmp_lru(a, b);
-}
+/* Held by neither a request nor a session. */
+static int unpinned(const entry *e) { return e->refcount == 0 && e->sessions == 0; }
 
 static int evictable(const entry *e, const entry *exclude) {
-    return e != exclude && e->state == LS_STATE_LOADED && e->refcount == 0 && !e->pinned_config &&
+    return e != exclude && e->state == LS_STATE_LOADED && unpinned(e) && !e->pinned_config &&
            !e->unloading;
 }
 
-/* Choose victims (policy order) so that the charged capacity plus add_count /
+/* Every evictable entry as an evict.c candidate, into out (room for r->n). */
+static int candidates(ls_registry *r, const entry *exclude, ls_evict_cand *out) {
+    int nc = 0;
+    for (int i = 0; i < r->n; i++) {
+        entry *e = r->v[i];
+        if (!evictable(e, exclude)) continue;
+        ls_evict_cand *c = &out[nc++];
+        memset(c, 0, sizeof *c);
+        c->ref = e;
+        c->charged = e->charged;
+        c->last_use_ns = e->last_used_ns;
+        c->loaded_ns = e->loaded_ns;
+        c->uses = e->usage_count;
+        c->freq = e->freq;
+    }
+    return nc;
+}
+
+/* Choose victims (evict.c) so that the charged capacity plus add_count /
  * add_mem, minus credit_count / credit_mem (capacity about to be freed by
  * retirements in progress), fits. On success out[0..k) are the victims and k
- * is returned; -1 when even evicting every candidate is not enough, -2 when
- * out of memory. out must hold r->n pointers. */
-static int plan_victims(ls_registry *r, const entry *exclude, int add_count, uint64_t add_mem,
-                        int credit_count, uint64_t credit_mem, entry **out) {
-    int64_t c = (int64_t)r->count + add_count - credit_count;
-    uint64_t m = r->mem + add_mem - credit_mem;
-    if (fits(r, c, m)) return 0;
-    int nc = 0;
-    for (int i = 0; i < r->n; i++)
-        if (evictable(r->v[i], exclude)) out[nc++] = r->v[i];
-    qsort(out, (size_t)nc, sizeof *out, r->lim.policy == LS_POLICY_LFU ? cmp_lfu : cmp_lru);
-    for (int k = 0; k < nc; k++) {
-        c--;
-        m -= out[k]->charged;
-        if (fits(r, c, m)) return k + 1;
-    }
-    return -1;
+ * is returned; -1 when even evicting every allowed candidate is not enough.
+ * out must hold r->n candidates. */
+static int plan_victims(ls_registry *r, const entry *exclude, ls_evict_reason why, int add_count,
+                        uint64_t add_mem, int credit_count, uint64_t credit_mem, ls_evict_cand *out) {
+    ls_evict_need need = {
+        .count = (int64_t)r->count + add_count - credit_count,
+        .max_count = r->lim.max_models,
+        .mem = r->mem + add_mem - credit_mem,
+        .max_mem = r->lim.max_memory_bytes,
+    };
+    int nc = candidates(r, exclude, out);
+    return ls_evict_select(&r->ep, now_ns(r), why, &need, out, nc);
 }
 
 /* Capacity held by retirements in progress (DRAINING, refcount 0, unloading). */
@@ -273,7 +274,8 @@ static void appendf(char *buf, size_t cap, size_t *len, const char *fmt, ...) {
     }
 }
 
-/* Requests holding or waiting for the entry (waiters of its load included). */
+/* Requests holding or waiting for the entry (waiters of its load included;
+ * sessions are not requests). */
 static int in_flight(const entry *e) { return e->refcount + (e->fl ? e->fl->pins : 0); }
 
 static int capacity_error(ls_registry *r, entry *e, ls_err *err) {
@@ -281,11 +283,19 @@ static int capacity_error(ls_registry *r, entry *e, ls_err *err) {
     size_t len = 0;
     held[0] = 0;
     int first = 1;
+    uint64_t now = now_ns(r);
     for (int i = 0; i < r->n; i++) {
         entry *h = r->v[i];
         if (!h->counted) continue;
-        appendf(held, sizeof held, &len, "%s%s (%s, %d in flight%s)", first ? "" : ", ", h->id,
-                ls_state_name(h->state), in_flight(h), h->pinned_config ? ", pinned by config" : "");
+        appendf(held, sizeof held, &len, "%s%s (%s, %d in flight", first ? "" : ", ", h->id,
+                ls_state_name(h->state), in_flight(h));
+        if (h->sessions) appendf(held, sizeof held, &len, ", %d live session%s", h->sessions,
+                                 h->sessions == 1 ? "" : "s");
+        if (h->pinned_config) appendf(held, sizeof held, &len, ", pinned by config");
+        if (h->state == LS_STATE_LOADED && ls_evict_guarded(&r->ep, now, h->loaded_ns))
+            appendf(held, sizeof held, &len, ", loaded %.1fs ago < min_residency_seconds %.1f",
+                    ns_to_s(now - h->loaded_ns), ns_to_s(r->lim.min_residency_ns));
+        appendf(held, sizeof held, &len, ")");
         first = 0;
     }
     char mem[96] = "";
@@ -338,6 +348,11 @@ ls_registry *ls_registry_create(const ls_registry_limits *limits, const ls_loade
         LOG_WARN("registry: max_models %d < 1, using 1", r->lim.max_models);
         r->lim.max_models = 1;
     }
+    if (!(r->lim.lfu_initial >= 0)) r->lim.lfu_initial = 0; /* also NaN */
+    r->ep.policy = r->lim.policy;
+    r->ep.half_life_ns = r->lim.lfu_half_life_ns;
+    r->ep.min_residency_ns = r->lim.min_residency_ns;
+    r->ep.idle_ns = r->lim.idle_unload_ns;
     r->loader = *loader;
     if (clock) r->clock = *clock;
     if (pthread_mutex_init(&r->mu, NULL) != 0) {
@@ -441,7 +456,19 @@ void ls_registry_destroy(ls_registry *r) {
 
 /* ---- acquire / load ---- */
 
-enum { M_ACQUIRE, M_LOAD, M_FORCE };
+/* What obtain is for: a request's lease, an explicit load (forced or not),
+ * a session's hold. M_ACQUIRE and M_SESSION pin what they get. */
+enum { M_ACQUIRE, M_LOAD, M_FORCE, M_SESSION };
+
+/* The eviction log line: the victim, its policy score and why. */
+static void log_eviction(ls_registry *r, const entry *v, const ls_evict_cand *c, uint64_t now,
+                         const char *for_id, const char *why) {
+    LOG_INFO("evicting %s (policy %s, frequency %.3f, usage %lld, last used %.0fs ago, loaded "
+             "%.0fs ago%s) to load %s%s",
+             v->id, ls_policy_name(r->lim.policy), c->frequency, (long long)v->usage_count,
+             ns_to_s(now - activity_ns(v)), ns_to_s(now - v->loaded_ns),
+             c->guarded ? ", inside min_residency_seconds" : "", for_id, why);
+}
 
 static void fill_lease(ls_lease *lease, entry *e, int loaded_now, double load_ms) {
     if (!lease) return;
@@ -495,6 +522,13 @@ static int obtain(ls_registry *r, const char *id, int mode, ls_lease *lease, int
                                       "model '%s' has %d request%s in flight; cannot force a reload",
                                       e->id, n, n == 1 ? "" : "s");
                 }
+                if (e->sessions > 0) {
+                    int n = e->sessions;
+                    pthread_mutex_unlock(&r->mu);
+                    return ls_err_set(err, LS_FAILED_PRECONDITION,
+                                      "model '%s' has %d live session%s; cannot force a reload",
+                                      e->id, n, n == 1 ? "" : "s");
+                }
                 f = calloc(1, sizeof *f);
                 if (!f) {
                     pthread_mutex_unlock(&r->mu);
@@ -518,6 +552,9 @@ static int obtain(ls_registry *r, const char *id, int mode, ls_lease *lease, int
                 }
                 e->refcount++;
                 fill_lease(lease, e, 0, 0);
+            } else if (mode == M_SESSION) {
+                e->sessions++;
+                fill_lease(lease, e, 0, 0);
             } else if (already) {
                 *already = 1;
             }
@@ -532,11 +569,12 @@ static int obtain(ls_registry *r, const char *id, int mode, ls_lease *lease, int
             flight *w = e->fl;
             w->refs++;
             if (mode == M_ACQUIRE) w->pins++;
+            if (mode == M_SESSION) w->holds++;
             flight_wait(e, w, r);
             int rc = 0;
             if (w->ok) {
-                /* An acquire-waiter was pinned by the loader on success. */
-                if (mode == M_ACQUIRE) {
+                /* An acquire- or session-waiter was pinned by the loader on success. */
+                if (mode == M_ACQUIRE || mode == M_SESSION) {
                     fill_lease(lease, e, 1, w->load_ms);
                     lease->handle = w->handle;
                 }
@@ -576,7 +614,7 @@ static int obtain(ls_registry *r, const char *id, int mode, ls_lease *lease, int
                                   "max_memory_bytes (%llu): it can never be loaded",
                                   e->id, est, lim);
             }
-            entry **cand = malloc((size_t)r->n * sizeof *cand);
+            ls_evict_cand *cand = malloc((size_t)r->n * sizeof *cand);
             f = calloc(1, sizeof *f);
             if (!cand || !f) {
                 free(cand);
@@ -584,12 +622,12 @@ static int obtain(ls_registry *r, const char *id, int mode, ls_lease *lease, int
                 pthread_mutex_unlock(&r->mu);
                 return ls_err_set(err, LS_INTERNAL, "out of memory loading '%s'", e->id);
             }
-            int k = plan_victims(r, e, 1, e->estimate, 0, 0, cand);
+            int k = plan_victims(r, e, LS_EVICT_ADMIT, 1, e->estimate, 0, 0, cand);
             if (k < 0) {
                 int pc;
                 uint64_t pm;
                 pending_retire(r, &pc, &pm);
-                int k2 = pc ? plan_victims(r, e, 1, e->estimate, pc, pm, cand) : -1;
+                int k2 = pc ? plan_victims(r, e, LS_EVICT_ADMIT, 1, e->estimate, pc, pm, cand) : -1;
                 free(cand);
                 free(f);
                 f = NULL;
@@ -613,10 +651,8 @@ static int obtain(ls_registry *r, const char *id, int mode, ls_lease *lease, int
                 }
                 uint64_t now = now_ns(r);
                 for (int i = 0; i < k; i++) {
-                    entry *v = cand[i];
-                    LOG_INFO("evicting %s (policy %s, usage %lld, last used %.0fs ago) to load %s",
-                             v->id, policy_name(r->lim.policy), (long long)v->usage_count,
-                             ns_to_s(now - activity_ns(v)), e->id);
+                    entry *v = cand[i].ref;
+                    log_eviction(r, v, &cand[i], now, e->id, "");
                     vs[nv].e = v;
                     vs[nv].h = v->handle;
                     nv++;
@@ -642,6 +678,7 @@ start:
     /* We are the loader of e's flight f; e is LOADING and charged. */
     f->refs = 1;
     f->pins = mode == M_ACQUIRE ? 1 : 0;
+    f->holds = mode == M_SESSION ? 1 : 0;
     e->fl = f;
     pthread_mutex_unlock(&r->mu);
 
@@ -698,36 +735,38 @@ start:
     e->handle = h;
     e->state = LS_STATE_LOADED;
     e->measured = mem;
-    e->refcount += f->pins; /* the loader (if acquiring) and every acquire-waiter */
+    e->refcount += f->pins;  /* the loader (if acquiring) and every acquire-waiter */
+    e->sessions += f->holds; /* the loader (if holding) and every session-waiter */
     e->has_fail = 0;
     e->load_count++;
     e->last_load_ms = ms;
     e->total_load_ms += ms;
     e->loaded_ns = t1;
     e->loaded_wall = now_wall(r);
+    ls_freq_loaded(&e->freq, t1, r->lim.lfu_half_life_ns, r->lim.lfu_initial);
     r->total_loads++;
     charge(r, e, mem);
     pthread_cond_broadcast(&e->cond);
     LOG_INFO("loaded model %s in %.1f ms (%llu bytes measured, estimate %llu)", e->id, ms,
              (unsigned long long)mem, (unsigned long long)e->estimate);
 
-    if (mode == M_ACQUIRE) fill_lease(lease, e, 1, ms);
+    if (mode == M_ACQUIRE || mode == M_SESSION) fill_lease(lease, e, 1, ms);
     if (load_ms) *load_ms = ms;
     flight_put(f);
 
     /* The measured size may push memory over the limit: evict others. */
     if (r->lim.max_memory_bytes && r->mem > r->lim.max_memory_bytes) {
-        entry **cand = malloc((size_t)r->n * sizeof *cand);
-        int k = cand ? plan_victims(r, e, 0, 0, 0, 0, cand) : -2;
+        ls_evict_cand *cand = malloc((size_t)r->n * sizeof *cand);
+        int k = cand ? plan_victims(r, e, LS_EVICT_OVERRUN, 0, 0, 0, 0, cand) : -2;
         if (k > 0) vs = malloc((size_t)k * sizeof *vs);
         if (k > 0 && vs) {
             uint64_t now = now_ns(r);
+            char why[96];
+            snprintf(why, sizeof why, ": it measured %llu bytes over its estimate",
+                     (unsigned long long)mem);
             for (int i = 0; i < k; i++) {
-                entry *v = cand[i];
-                LOG_INFO("evicting %s (policy %s, usage %lld, last used %.0fs ago): %s measured "
-                         "%llu bytes over its estimate",
-                         v->id, policy_name(r->lim.policy), (long long)v->usage_count,
-                         ns_to_s(now - activity_ns(v)), e->id, (unsigned long long)mem);
+                entry *v = cand[i].ref;
+                log_eviction(r, v, &cand[i], now, e->id, why);
                 v->eviction_count++;
                 r->total_evictions++;
                 vs[nv].e = v;
@@ -757,7 +796,29 @@ int ls_registry_load(ls_registry *r, const char *id, int force, int *already, do
     return obtain(r, id, force ? M_FORCE : M_LOAD, NULL, already, load_ms, err);
 }
 
+int ls_registry_session_hold(ls_registry *r, const char *id, ls_session_hold *hold, ls_err *err) {
+    ls_lease l;
+    int rc = obtain(r, id, M_SESSION, &l, NULL, NULL, err);
+    if (hold) {
+        hold->handle = l.handle;
+        hold->loaded_now = l.loaded_now;
+        hold->load_ms = l.load_ms;
+        hold->entry_ = l.entry_;
+    }
+    return rc;
+}
+
 /* ---- release / unload / sweep ---- */
+
+/* The last pin of a DRAINING entry is gone: unload it (lock held; dropped
+ * and retaken around the loader call). */
+static void retire_if_drained(ls_registry *r, entry *e) {
+    if (e->state == LS_STATE_DRAINING && unpinned(e) && !e->unloading) {
+        victim v = {e, begin_retire(e)};
+        LOG_INFO("unloading drained model %s", e->id);
+        unload_retired(r, &v, 1);
+    }
+}
 
 void ls_registry_release(ls_registry *r, ls_lease *lease, int ok, double inference_ms,
                          double composite_ms) {
@@ -768,8 +829,10 @@ void ls_registry_release(ls_registry *r, ls_lease *lease, int ok, double inferen
     int64_t wall = now_wall(r);
 
     pthread_mutex_lock(&r->mu);
+    assert(e->refcount > 0);
     if (e->refcount > 0) e->refcount--;
     e->usage_count++;
+    ls_freq_hit(&e->freq, now, r->lim.lfu_half_life_ns);
     if (now > e->last_used_ns) e->last_used_ns = now;
     e->last_used_wall = wall;
     r->total_requests++;
@@ -783,11 +846,20 @@ void ls_registry_release(ls_registry *r, ls_lease *lease, int ok, double inferen
     } else {
         e->failed_requests++;
     }
-    if (e->state == LS_STATE_DRAINING && e->refcount == 0 && !e->unloading) {
-        victim v = {e, begin_retire(e)};
-        LOG_INFO("unloading drained model %s", e->id);
-        unload_retired(r, &v, 1);
-    }
+    retire_if_drained(r, e);
+    pthread_mutex_unlock(&r->mu);
+}
+
+void ls_registry_session_release(ls_registry *r, ls_session_hold *hold) {
+    if (!hold || !hold->entry_) return;
+    entry *e = hold->entry_;
+    memset(hold, 0, sizeof *hold);
+    uint64_t now = now_ns(r);
+    pthread_mutex_lock(&r->mu);
+    assert(e->sessions > 0);
+    if (e->sessions > 0) e->sessions--;
+    if (now > e->last_used_ns) e->last_used_ns = now; /* activity, not a use */
+    retire_if_drained(r, e);
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -818,10 +890,11 @@ static void unload_entry_locked(ls_registry *r, entry *e, ls_state *state_out) {
             if (state_out) *state_out = LS_STATE_DRAINING;
             break;
         case LS_STATE_LOADED:
-            if (e->refcount > 0) {
+            if (!unpinned(e)) {
                 e->state = LS_STATE_DRAINING;
                 if (state_out) *state_out = LS_STATE_DRAINING;
-                LOG_INFO("draining model %s (%d in flight)", e->id, e->refcount);
+                LOG_INFO("draining model %s (%d in flight, %d live sessions)", e->id, e->refcount,
+                         e->sessions);
             } else {
                 victim v = {e, begin_retire(e)};
                 LOG_INFO("unloading model %s", e->id);
@@ -881,16 +954,17 @@ int ls_registry_remove(ls_registry *r, const char *id, ls_err *err) {
 int ls_registry_sweep_idle(ls_registry *r) {
     if (!r->lim.idle_unload_ns) return 0;
     pthread_mutex_lock(&r->mu);
+    ls_evict_cand *cand = r->n ? malloc((size_t)r->n * sizeof *cand) : NULL;
     victim *vs = r->n ? malloc((size_t)r->n * sizeof *vs) : NULL;
     int nv = 0;
-    if (vs) {
+    if (cand && vs) {
         uint64_t now = now_ns(r);
-        for (int i = 0; i < r->n; i++) {
-            entry *e = r->v[i];
-            if (!evictable(e, NULL)) continue;
-            uint64_t act = activity_ns(e);
-            if (now < act || now - act <= r->lim.idle_unload_ns) continue;
-            LOG_INFO("auto-unloading idle %s (idle %.0fs)", e->id, ns_to_s(now - act));
+        int nc = candidates(r, NULL, cand);
+        int k = ls_evict_select(&r->ep, now, LS_EVICT_IDLE, NULL, cand, nc);
+        for (int i = 0; i < k; i++) {
+            entry *e = cand[i].ref;
+            LOG_INFO("auto-unloading idle %s (idle %.0fs, frequency %.3f)", e->id,
+                     ns_to_s(now - activity_ns(e)), cand[i].frequency);
             r->total_idle_unloads++;
             e->idle_unload_count++;
             vs[nv].e = e;
@@ -900,6 +974,7 @@ int ls_registry_sweep_idle(ls_registry *r) {
         unload_retired(r, vs, nv);
     }
     pthread_mutex_unlock(&r->mu);
+    free(cand);
     free(vs);
     return nv;
 }
@@ -920,13 +995,15 @@ static double pct(const double *v, int n, double p) {
     return v[idx];
 }
 
-static void fill_stats(const entry *e, ls_entry_stats *s) {
+static void fill_stats(const ls_registry *r, const entry *e, uint64_t now, ls_entry_stats *s) {
     memset(s, 0, sizeof *s);
     memcpy(s->id, e->id, sizeof s->id);
     s->state = e->state;
     if (e->has_fail) snprintf(s->error, sizeof s->error, "%s", e->fail.msg);
     s->pinned_config = e->pinned_config;
     s->in_flight = in_flight(e);
+    s->live_sessions = e->sessions;
+    s->frequency = ls_freq_at(&e->freq, now, r->lim.lfu_half_life_ns);
     s->usage_count = e->usage_count;
     s->failed_requests = e->failed_requests;
     s->last_used_wall_ms = e->last_used_wall;
@@ -1004,9 +1081,10 @@ int ls_registry_snapshot(ls_registry *r, const char *id, ls_entry_stats **out,
         return ls_err_set(err, LS_INTERNAL, "out of memory taking a registry snapshot");
     }
     size_t off = 0;
+    uint64_t now = now_ns(r);
     for (int i = 0; i < n; i++) {
         const entry *e = sel[i];
-        fill_stats(e, &st[i]);
+        fill_stats(r, e, now, &st[i]);
         cnt[i] = e->ring_n;
         if (e->ring_n) memcpy(rings + off, e->ring, (size_t)e->ring_n * sizeof *rings);
         off += (size_t)e->ring_n;

@@ -20,17 +20,21 @@
  *    variable; one load, every waiter gets its outcome. Waiters of a failed
  *    load get the same error; the entry is FAILED and later calls retry only
  *    after load_retry_ns (before that they get the stored error at once).
- *  - A lease pins the entry (refcount); pinned entries are never evicted or
- *    unloaded. unload of a pinned entry marks it DRAINING: new acquires get
- *    UNAVAILABLE, and the last release frees it.
+ *  - A lease pins the entry (refcount) for one request; a session hold pins
+ *    it for a live session (a count of its own, so sessions are not requests
+ *    in flight and max_in_flight does not apply to them). Pinned entries are
+ *    never evicted nor idle-unloaded. unload of a pinned entry marks it
+ *    DRAINING: new acquires get UNAVAILABLE, and the last release (lease or
+ *    session) frees it.
  *  - Capacity (max_models, max_memory_bytes) counts LOADED, LOADING and
  *    DRAINING entries. A LOADING entry is charged its estimate; once loaded,
  *    the loader's measured bytes replace it. To admit a load, unpinned LOADED
- *    entries are evicted by policy (LRU: oldest last use; LFU: lowest
- *    usage_count, ties by oldest last use) until both limits hold; config-
- *    pinned entries are never victims. If that is impossible the caller gets
- *    RESOURCE_EXHAUSTED "capacity full and eviction failed" naming the models
- *    holding the capacity.
+ *    entries are evicted by policy (evict.h: lru, lfu = decaying frequency,
+ *    lfu_count = lifetime usage count) until both limits hold; config-pinned
+ *    entries are never victims, nor are entries loaded less than
+ *    min_residency_ns ago (the churn guard). If that is impossible the caller
+ *    gets RESOURCE_EXHAUSTED "capacity full and eviction failed" naming the
+ *    models holding the capacity and why each cannot go.
  *  - The loader's unload is called without the lock held.
  */
 #ifndef LS_REGISTRY_H
@@ -74,6 +78,9 @@ typedef struct {
     ls_policy policy;
     uint64_t idle_unload_ns;    /* 0 = never idle-unload */
     uint64_t load_retry_ns;     /* backoff after a failed load */
+    uint64_t lfu_half_life_ns;  /* the frequency score halves this often; 0 = never */
+    double lfu_initial;         /* score of a model just loaded (evict.h); 0 = none */
+    uint64_t min_residency_ns;  /* churn guard: not a victim this soon after its load; 0 = off */
 } ls_registry_limits;
 
 typedef struct {
@@ -93,7 +100,8 @@ ls_registry *ls_registry_create(const ls_registry_limits *limits, const ls_loade
 /* Declare a model id (before serving). Duplicate id: -1 INVALID_ARGUMENT. */
 int ls_registry_add(ls_registry *r, const ls_model_decl *decl, ls_err *err);
 
-/* Unloads everything (waits for nothing: call when no lease is outstanding). */
+/* Unloads everything (waits for nothing: call when no lease and no session
+ * hold is outstanding). */
 void ls_registry_destroy(ls_registry *r);
 
 /* A pinned model for the duration of one request. */
@@ -109,14 +117,37 @@ typedef struct {
  * RESOURCE_EXHAUSTED (capacity), the loader's code (failed load). */
 int ls_registry_acquire(ls_registry *r, const char *id, ls_lease *lease, ls_err *err);
 
-/* Unpin; records the use (usage_count, last use, timings when ok). The last
- * release of a DRAINING entry unloads it (in the calling thread). */
+/* Unpin; records the use (usage_count, frequency, last use, timings when
+ * ok). The last release of a DRAINING entry unloads it (in the calling
+ * thread). */
 void ls_registry_release(ls_registry *r, ls_lease *lease, int ok, double inference_ms,
                          double composite_ms);
 
+/* A live session's hold on a model: like a lease it keeps the model loaded
+ * (never a victim, never idle-unloaded) until released, but it is not a
+ * request: it does not count in in_flight nor against max_in_flight, and
+ * holding or releasing it is not a use (the session's requests, made with
+ * acquire/release, are). The release counts as activity, so an idle unload
+ * measures from the end of the last session. */
+typedef struct {
+    void *handle;        /* the loader's handle */
+    int loaded_now;      /* this caller waited for the load that made it LOADED */
+    double load_ms;
+    void *entry_;        /* private */
+} ls_session_hold;
+
+/* Find id, loading it as acquire does, and hold it for a session. Errors as
+ * for acquire, except that max_in_flight does not apply. */
+int ls_registry_session_hold(ls_registry *r, const char *id, ls_session_hold *hold, ls_err *err);
+
+/* End the hold (no-op on a released hold). The last release of a DRAINING
+ * entry unloads it, as for leases. */
+void ls_registry_session_release(ls_registry *r, ls_session_hold *hold);
+
 /* Explicit load: like acquire+release without counting a use. A LOADED model
  * is left as it is (*already = 1) unless force, which reloads it; force on a
- * model with requests in flight is refused with FAILED_PRECONDITION. A FAILED
+ * model with requests in flight or live sessions is refused with
+ * FAILED_PRECONDITION. A FAILED
  * model within load_retry_ns gets the stored error, except with force, which
  * retries at once. already and load_ms may be NULL. */
 int ls_registry_load(ls_registry *r, const char *id, int force, int *already, double *load_ms,
@@ -136,8 +167,8 @@ int ls_registry_unload(ls_registry *r, const char *id, ls_state *state_out, ls_e
 int ls_registry_update(ls_registry *r, const ls_model_decl *decl, ls_err *err);
 int ls_registry_remove(ls_registry *r, const char *id, ls_err *err);
 
-/* Unload every unpinned, not config-pinned LOADED entry idle for longer than
- * idle_unload_ns. Returns the number unloaded. */
+/* Unload every unpinned (no lease, no session), not config-pinned LOADED
+ * entry idle for longer than idle_unload_ns. Returns the number unloaded. */
 int ls_registry_sweep_idle(ls_registry *r);
 
 /* Statistics snapshot of one entry (copied under the lock). */
@@ -147,6 +178,8 @@ typedef struct {
     char error[LS_ERR_MSG_MAX]; /* last load error, "" if none */
     int pinned_config;
     int in_flight;              /* leases held + acquires waiting on its load */
+    int live_sessions;          /* session holds */
+    double frequency;           /* the lfu score now (evict.h), whatever the policy */
     int64_t usage_count;
     int64_t failed_requests;
     int64_t last_used_wall_ms;  /* 0 = never */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "evict.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
@@ -82,6 +83,9 @@ ls_service *ls_service_create(const ls_config *cfg, ls_err *err) {
         .policy = cfg->policy,
         .idle_unload_ns = (uint64_t)(cfg->idle_unload_seconds * 1e9),
         .load_retry_ns = (uint64_t)(cfg->load_retry_seconds * 1e9),
+        .lfu_half_life_ns = (uint64_t)(cfg->lfu_half_life_seconds * 1e9),
+        .lfu_initial = cfg->lfu_initial,
+        .min_residency_ns = (uint64_t)(cfg->min_residency_seconds * 1e9),
     };
     ls_loader loader = {.load = loader_load, .unload = loader_unload, .ctx = s};
     s->reg = ls_registry_create(&lim, &loader, NULL);
@@ -143,7 +147,9 @@ int ls_service_reload(ls_service *s, ls_config *next, ls_err *err) {
         !same_str(cur->tls_client_ca_file, next->tls_client_ca_file) ||
         !same_str(cur->http_listen, next->http_listen) || cur->http_enabled != next->http_enabled ||
         cur->max_models != next->max_models || cur->max_memory_bytes != next->max_memory_bytes ||
-        cur->policy != next->policy || cur->idle_unload_seconds != next->idle_unload_seconds)
+        cur->policy != next->policy || cur->idle_unload_seconds != next->idle_unload_seconds ||
+        cur->lfu_half_life_seconds != next->lfu_half_life_seconds || cur->lfu_initial != next->lfu_initial ||
+        cur->min_residency_seconds != next->min_residency_seconds)
         LOG_WARN("config reload: server, tls, http and capacity settings need a restart; only models, auth, "
                  "max_batch and png_level change now");
     int added = 0, removed = 0, changed = 0;
@@ -555,6 +561,8 @@ static void fill_slot(ls_service *s, info_slot *sl, const ls_entry_stats *st) {
     ms->p99_inference_ms = st->p99_inference_ms;
     ms->total_load_time_ms = st->total_load_ms;
     ms->failed_requests = st->failed_requests;
+    ms->frequency = st->frequency;
+    ms->live_sessions = st->live_sessions;
     mi->stats = ms;
 }
 
@@ -641,7 +649,7 @@ static ls_code h_stats(void *ctx, const ls_call_info *call, const uint8_t *req, 
     r.max_models = tot.max_models;
     r.total_memory_bytes = (int64_t)tot.memory_bytes;
     r.max_memory_bytes = (int64_t)tot.max_memory_bytes;
-    r.eviction_policy = tot.policy == LS_POLICY_LFU ? "lfu" : "lru";
+    r.eviction_policy = (char *)ls_policy_name(tot.policy);
     r.total_requests = tot.total_requests;
     r.total_loads = tot.total_loads;
     r.total_load_failures = tot.total_load_failures;

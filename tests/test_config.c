@@ -97,6 +97,9 @@ static const char FULL[] =
     "  idle_check_seconds: 5\n"
     "  stats_report_seconds: 0.5\n"
     "  load_retry_seconds: 0\n"
+    "  lfu_half_life_minutes: 0.05\n"
+    "  lfu_initial: 2.5\n"
+    "  min_residency_seconds: 0\n"
     "models:\n"
     "  alice:\n"
     "    model_path: models/a.onnx\n"
@@ -133,6 +136,9 @@ static void test_full(void) {
     check("capacity.idle_unload_minutes 2.5 -> 150 s", c.idle_unload_seconds == 150.0);
     check("capacity.idle_check_seconds", c.idle_check_seconds == 5.0);
     check("capacity.stats_report_seconds", c.stats_report_seconds == 0.5);
+    check("capacity.lfu_half_life_minutes 0.05 -> 3 s", c.lfu_half_life_seconds == 0.05 * 60.0);
+    check("capacity.lfu_initial", c.lfu_initial == 2.5);
+    check("capacity.min_residency_seconds 0", c.min_residency_seconds == 0.0);
     check("capacity.load_retry_seconds 0", c.load_retry_seconds == 0.0);
     check("two models in file order", c.n_models == 2 && !strcmp(c.models[0].id, "alice") &&
                                           !strcmp(c.models[1].id, "bob.v2-x_1"));
@@ -172,7 +178,9 @@ static int has_defaults(const ls_config *c) {
            c->png_level == 1 && c->max_models == 4 && c->max_memory_bytes == 8ull << 30 &&
            c->policy == LS_POLICY_LRU && c->idle_unload_seconds == 1800.0 &&
            c->idle_check_seconds == 60.0 && c->stats_report_seconds == 300.0 &&
-           c->load_retry_seconds == 10.0 && c->n_models == 0 && c->models == NULL &&
+           c->load_retry_seconds == 10.0 && c->lfu_half_life_seconds == 600.0 &&
+           c->lfu_initial == 5.0 && c->min_residency_seconds == 30.0 && c->n_models == 0 &&
+           c->models == NULL &&
            c->http_enabled == 1 && c->http_listen && !strcmp(c->http_listen, "0.0.0.0:8053") &&
            c->n_cors_origins == 0 && c->cors_origins == NULL && c->web_root &&
            !strcmp(c->web_root, LS_WEB_ROOT);
@@ -213,6 +221,9 @@ static void test_defaults(void) {
     check("quoted numbers, upper-case words",
           parse_ok("server:\n  max_batch: '64'\ncapacity:\n  eviction_policy: LFU\n", NULL, &c) &&
               c.max_batch == 64 && c.policy == LS_POLICY_LFU);
+    ls_config_free(&c);
+    check("eviction_policy lfu_count", parse_ok("capacity:\n  eviction_policy: lfu_count\n", NULL, &c) &&
+                                           c.policy == LS_POLICY_LFU_COUNT);
     ls_config_free(&c);
     check("listen [::1]:50053", parse_ok("server: {listen: '[::1]:50053'}\n", NULL, &c) &&
                                     !strcmp(c.listen, "[::1]:50053"));
@@ -312,7 +323,28 @@ static void test_errors(void) {
 
     /* Bad values. */
     expect_error("eviction_policy fifo", "capacity:\n  eviction_policy: fifo\n",
-                 "t.yaml:2: capacity.eviction_policy: expected lru or lfu, got 'fifo'", NULL, NULL);
+                 "t.yaml:2: capacity.eviction_policy: expected lru, lfu or lfu_count, got 'fifo'",
+                 NULL, NULL);
+    expect_error("eviction_policy lfu_counts", "capacity:\n  eviction_policy: lfu_counts\n",
+                 "t.yaml:2:", "capacity.eviction_policy", "'lfu_counts'");
+    expect_error("lfu_half_life_minutes -1", "capacity:\n  lfu_half_life_minutes: -1\n",
+                 "t.yaml:2:", "capacity.lfu_half_life_minutes", "> 0");
+    expect_error("lfu_half_life_minutes 0", "capacity:\n\n  lfu_half_life_minutes: 0\n",
+                 "t.yaml:3:", "capacity.lfu_half_life_minutes", "> 0");
+    expect_error("lfu_half_life_minutes nan", "capacity:\n  lfu_half_life_minutes: .nan\n",
+                 "t.yaml:2:", "capacity.lfu_half_life_minutes", "got '.nan'");
+    expect_error("lfu_half_life_minutes ten", "capacity:\n  lfu_half_life_minutes: ten\n",
+                 "t.yaml:2:", "capacity.lfu_half_life_minutes", "got 'ten'");
+    expect_error("lfu_initial -0.5", "capacity:\n  lfu_initial: -0.5\n", "t.yaml:2:",
+                 "capacity.lfu_initial", ">= 0 and <= 64");
+    expect_error("lfu_initial 65", "capacity:\n  lfu_initial: 65\n", "t.yaml:2:",
+                 "capacity.lfu_initial", "got '65'");
+    expect_error("min_residency_seconds -1", "capacity:\n  min_residency_seconds: -1\n",
+                 "t.yaml:2:", "capacity.min_residency_seconds", ">= 0");
+    expect_error("min_residency_seconds a list", "capacity:\n  min_residency_seconds: [30]\n",
+                 "t.yaml:2:", "capacity.min_residency_seconds", NULL);
+    expect_error("unknown capacity key lists the new ones", "capacity:\n  lfu_halflife: 3\n",
+                 "t.yaml:2:", "lfu_half_life_minutes", NULL);
     expect_error("max_models 0", "capacity:\n  max_models: 0\n", "t.yaml:2:",
                  "capacity.max_models", "got '0'");
     expect_error("max_batch 0", "server:\n  max_batch: 0\n", "t.yaml:2:", "server.max_batch",

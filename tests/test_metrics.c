@@ -50,6 +50,8 @@ static void fake_snapshot(ls_entry_stats st[2], ls_registry_totals *tot) {
     st[0].memory_measured_bytes = 1000;
     st[0].memory_estimate_bytes = 5000;
     st[0].in_flight = 2;
+    st[0].live_sessions = 1;
+    st[0].frequency = 5.5;
     st[0].eviction_count = 3;
     st[0].idle_unload_count = 4;
     snprintf(st[1].id, sizeof st[1].id, "b");
@@ -142,6 +144,11 @@ static void test_render(void) {
         expect_line(t, "lipsync_model_memory_bytes{model=\"a\"} 1000");
         expect_line(t, "lipsync_model_memory_bytes{model=\"b\"} 7000");
         expect_line(t, "lipsync_model_in_flight{model=\"a\"} 2");
+        expect_line(t, "lipsync_model_live_sessions{model=\"a\"} 1");
+        expect_line(t, "lipsync_model_live_sessions{model=\"b\"} 0");
+        expect_line(t, "# TYPE lipsync_model_frequency gauge");
+        expect_line(t, "lipsync_model_frequency{model=\"a\"} 5.5");
+        expect_line(t, "lipsync_model_frequency{model=\"b\"} 0");
         expect_line(t, "lipsync_model_evictions_total{model=\"a\",reason=\"evicted\"} 3");
         expect_line(t, "lipsync_model_evictions_total{model=\"a\",reason=\"idle\"} 4");
         expect_line(t, "lipsync_models_loaded 2");

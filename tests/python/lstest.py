@@ -203,6 +203,11 @@ class LsServer:
         self.metadata = metadata
         self.args = list(args)  # extra lipsyncd command-line arguments
         self.config_path = os.path.join(self.dir, "config.yaml")
+        # The tests switch models within milliseconds on purpose; the churn
+        # guard (30 s by default) would refuse that. Tests of the guard set
+        # min_residency_seconds themselves.
+        capacity = dict(capacity or {})
+        capacity.setdefault("min_residency_seconds", 0)
         with open(self.config_path, "w") as f:
             f.write(config_yaml(self.addr, server, capacity, models, extra_yaml))
         self.log_path = os.path.join(self.dir, "server.log")

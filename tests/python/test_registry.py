@@ -1,6 +1,6 @@
 """The model registry seen through the real server and the Python gRPC client.
 
-Capacity, eviction policies (LRU, LFU), idle unload, config pins, capacity
+Capacity, eviction policies (LRU, lfu_count; lfu's frequency score), idle unload, config pins, capacity
 exhaustion, draining, the memory limit and shared ONNX Runtime sessions. The
 policy tests replay a request sequence against a small Python model of the
 policy (PolicyModel below, written from src/registry.h) and check after every
@@ -12,15 +12,20 @@ Facts of src/registry.c the model relies on:
     evictions and reloads (LFU keeps its history).
   - A model's "last activity" is max(last use, last load), so a model loaded
     by LoadModel and not used yet is as recent as its load.
-  - LRU evicts the oldest activity; LFU the lowest usage_count, ties by
-    oldest activity. Config-pinned models are never victims.
+  - LRU evicts the oldest activity; lfu_count (the described system's LFU)
+    the lowest usage_count, ties by oldest activity. Config-pinned models are
+    never victims. (lfu's decaying score depends on the clock, so it is
+    tested in tests/test_registry.c with an injected one; here only its
+    reporting.) The servers run with the churn guard off (lstest).
   - An explicit UnloadModel is not an eviction.
 """
 
 import random
+import re
 import threading
 import time
 import unittest
+import urllib.request
 
 import grpc
 import numpy as np
@@ -60,7 +65,7 @@ class PolicyModel:
     registry's monotonic clock does for sequential calls."""
 
     def __init__(self, ids, max_models, policy, pinned=(), preloaded=()):
-        assert policy in ("lru", "lfu")
+        assert policy in ("lru", "lfu_count")
         self.ids = list(ids)
         self.max_models = max_models
         self.policy = policy
@@ -319,7 +324,7 @@ class PolicyMixin:
         # policies apart (otherwise this test could not catch a swapped one).
         self.assertGreater(model.total_evictions, 10)
         self.assertTrue(any(n > 1 for n in model.loads.values()))
-        other = PolicyModel(IDS, self.MAX, "lfu" if self.POLICY == "lru" else "lru")
+        other = PolicyModel(IDS, self.MAX, "lfu_count" if self.POLICY == "lru" else "lru")
         other_loaded_on = []
         for n, (op, mid, *_) in enumerate(steps):
             if op == "req":
@@ -338,10 +343,10 @@ class TestLRU(PolicyMixin, RegistryCase):
     CAPACITY = {"max_models": 2, "eviction_policy": "lru"}
 
 
-class TestLFU(PolicyMixin, RegistryCase):
-    POLICY = "lfu"
+class TestLFUCount(PolicyMixin, RegistryCase):
+    POLICY = "lfu_count"
     MODELS = PolicyMixin.models_cfg()
-    CAPACITY = {"max_models": 2, "eviction_policy": "lfu"}
+    CAPACITY = {"max_models": 2, "eviction_policy": "lfu_count"}
 
 
 class TestPinnedNeverEvicted(RegistryCase):
@@ -349,10 +354,10 @@ class TestPinnedNeverEvicted(RegistryCase):
               "x": demo_model_config("demo", num_frames=5),
               "y": demo_model_config("demo_b1", num_frames=5),
               "z": demo_model_config("demo", num_frames=5)}
-    CAPACITY = {"max_models": 2, "eviction_policy": "lfu"}
+    CAPACITY = {"max_models": 2, "eviction_policy": "lfu_count"}
 
     def test_pinned_kept_while_others_cycle(self):
-        model = PolicyModel(list(self.MODELS), 2, "lfu", pinned={"pin"}, preloaded=["pin"])
+        model = PolicyModel(list(self.MODELS), 2, "lfu_count", pinned={"pin"}, preloaded=["pin"])
         self.assert_matches(model, "start")
         # The pinned model is the least used of all (never requested), so LFU
         # would pick it first if pins were ignored.
@@ -718,6 +723,79 @@ class TestSharedEngine(RegistryCase):
         self.assertTrue(r.model_loaded)
         self.check_frames(r, 1, 4, 10)
         self.assertEqual(self.sessions(), 1)
+
+
+# ---------------------------------------------------------------- lfu score, churn guard
+
+class TestFrequencyReported(RegistryCase):
+    """GetModelStats, ListModels and /metrics report lfu's frequency score and
+    live sessions. Half-life 0.25 min = 15 s: the score visibly decays during
+    the test but not while 20 requests run."""
+    HALF_LIFE_S = 15.0
+    MODELS = {"f": demo_model_config("demo", num_frames=5),
+              "g": demo_model_config("demo", num_frames=5)}
+    CAPACITY = {"max_models": 2, "eviction_policy": "lfu", "lfu_half_life_minutes": 0.25,
+                "lfu_initial": 5}
+
+    def scrape(self):
+        with urllib.request.urlopen(self.server.http_url + "/metrics", timeout=TIMEOUT) as r:
+            return r.read().decode()
+
+    def freq(self, model_id):
+        return self.stats(model_id).models[0].stats.frequency
+
+    def test_frequency_rises_with_use_and_decays(self):
+        st, by_id = self.stats_by_id()
+        self.assertEqual(st.eviction_policy, "lfu")
+        self.assertEqual(by_id["f"].stats.frequency, 0.0)
+        self.assertEqual(by_id["f"].stats.live_sessions, 0)
+        self.request("f")
+        f1 = self.freq("f")
+        # lfu_initial at the load, a little decay since, a use on top.
+        self.assertGreater(f1, 4.5, "a loaded model starts at lfu_initial")
+        for _ in range(20):
+            self.request("f")
+        f2 = self.freq("f")
+        t2 = time.monotonic()
+        self.assertGreater(f2, f1, "the score rises with use")
+        listed = {m.model_id: m for m in
+                  self.stub.ListModels(self.pb2.ListModelsRequest(), timeout=TIMEOUT).models}
+        self.assertGreater(listed["f"].stats.frequency, 0.0)
+        self.assertEqual(listed["f"].stats.in_flight, 0)
+        self.assertEqual(listed["f"].stats.live_sessions, 0)
+        text = self.scrape()
+        self.assertIn("# TYPE lipsync_model_frequency gauge", text)
+        self.assertIn("# TYPE lipsync_model_live_sessions gauge", text)
+        m = re.search(r'^lipsync_model_frequency\{model="f"\} (\S+)$', text, re.M)
+        self.assertIsNotNone(m, text)
+        self.assertGreater(float(m.group(1)), 4.5)
+        self.assertIn('lipsync_model_frequency{model="g"} 0\n', text)
+        self.assertIn('lipsync_model_live_sessions{model="f"} 0\n', text)
+        # Unused for a while: it decays as 2^(-t / half-life).
+        time.sleep(3.0)
+        t3 = time.monotonic()
+        f3 = self.freq("f")
+        want = f2 * 2 ** (-(t3 - t2) / self.HALF_LIFE_S)
+        self.assertLess(f3, f2)
+        self.assertAlmostEqual(f3, want, delta=0.03 * f2)
+
+
+class TestChurnGuard(RegistryCase):
+    """A model loaded less than min_residency_seconds ago is not evicted: the
+    request that would need its slot gets RESOURCE_EXHAUSTED saying why."""
+    MODELS = {"a": demo_model_config("demo", num_frames=5),
+              "b": demo_model_config("demo", num_frames=5)}
+    CAPACITY = {"max_models": 1, "min_residency_seconds": 300}
+
+    def test_recent_load_not_evicted(self):
+        self.request("a")
+        e = self.assertRpcError(RE, self.infer_bytes, "b", *inputs(1), 1)
+        self.assertIn("capacity full and eviction failed", e.details())
+        self.assertIn("a (loaded, 0 in flight", e.details())
+        self.assertIn("min_residency_seconds", e.details())
+        _, by_id = self.stats_by_id()
+        self.assertEqual((by_id["a"].state, by_id["b"].state), ("loaded", "unloaded"))
+        self.assertEqual(by_id["a"].stats.eviction_count, 0)
 
 
 if __name__ == "__main__":
