@@ -105,6 +105,7 @@ void ls_config_defaults(ls_config *cfg) {
     cfg->idle_check_seconds = 60;
     cfg->stats_report_seconds = 300;
     cfg->load_retry_seconds = 10;
+    cfg->audio_max_seconds = 600;
     cfg->http_enabled = 1;
     cfg->http_listen = strdup("0.0.0.0:8053");
     cfg->web_root = strdup(LS_WEB_ROOT);
@@ -123,11 +124,13 @@ void ls_config_free(ls_config *cfg) {
         free(m->model_path);
         free(m->background_dir);
         free(m->crop_rects_path);
+        free(m->encoder_path);
     }
     free(cfg->models);
     free(cfg->source);
     free(cfg->listen);
     free(cfg->http_listen);
+    free(cfg->speech_wav);
     for (size_t i = 0; i < cfg->n_cors_origins; i++) free(cfg->cors_origins[i]);
     free(cfg->cors_origins);
     free(cfg->web_root);
@@ -503,7 +506,10 @@ static int online_cpus(void) {
 /* Sections                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static const char *const ROOT_KEYS[] = {"server", "capacity", "models", "http", "auth", "tls", NULL};
+static const char *const ROOT_KEYS[] = {"server", "capacity", "models", "audio", "http", "auth", "tls", NULL};
+static const char *const AUDIO_KEYS[] = {"max_seconds", NULL};
+static const char *const ENCODER_KEYS[] = {"model_path", "kind", NULL};
+static const char *const ENCODER_KINDS[] = {"ave", NULL};
 
 static const char *const SERVER_KEYS[] = {
     "listen",    "max_message_mb", "worker_threads", "ort_intra_threads", "ort_inter_threads",
@@ -517,11 +523,11 @@ static const char *const CAPACITY_KEYS[] = {
 static const char *const MODEL_KEYS[] = {
     "model_path", "background_dir", "crop_rects_path", "num_frames",    "preload",
     "pinned",     "memory_estimate_mb", "frame_order", "channel_order", "paste_margin",
-    "max_concurrent_requests", "output_format", "jpeg_quality", "paste_interpolation", "visual_input", NULL};
+    "max_concurrent_requests", "output_format", "jpeg_quality", "paste_interpolation", "visual_input", "audio_encoder", NULL};
 
 static const char *const VISUAL_KEYS[] = {"margin", "mask", "interpolation", "cache", NULL};
 
-static const char *const HTTP_KEYS[] = {"enabled", "listen", "cors_origins", "web_root", NULL};
+static const char *const HTTP_KEYS[] = {"enabled", "listen", "cors_origins", "web_root", "speech_wav", NULL};
 
 /* Word lists in the order of their enums. */
 static const char *const POLICY_WORDS[] = {"lru", "lfu", "lfu_count", NULL};
@@ -664,6 +670,35 @@ static int get_mask(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *va
     return 0;
 }
 
+/* models.<id>.audio_encoder: {model_path, kind: ave}; model_path required. */
+static int parse_encoder(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map, const char *mpath,
+                         ls_model_config *m) {
+    char epath[64 + MODEL_ID_MAX], where[80 + MODEL_ID_MAX];
+    snprintf(epath, sizeof epath, "%s.audio_encoder", mpath);
+    snprintf(where, sizeof where, "in %s", epath);
+    int r = expect_mapping(p, key, map, epath);
+    if (r < 0) return -1;
+    if (r > 0) {
+        if (check_keys(p, map, where, "key") != 0) return -1;
+        FOR_EACH_PAIR(map, pair) {
+            yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
+            const char *name = text(k);
+            char path[96 + MODEL_ID_MAX];
+            snprintf(path, sizeof path, "%s.%.20s", epath, name);
+            int kind = 0;
+            if (!strcmp(name, "model_path"))
+                r = get_path(p, k, v, path, &m->encoder_path);
+            else if (!strcmp(name, "kind"))
+                r = get_choice(p, k, v, path, ENCODER_KINDS, &kind);
+            else
+                r = unknown_key(p, k, where, ENCODER_KEYS);
+            if (r != 0) return -1;
+        }
+    }
+    if (!m->encoder_path) return fail(p, key, "%s: missing required key 'model_path'", epath);
+    return 0;
+}
+
 /* models.<id>.visual_input. *margin_set: whether margin was given. */
 static int parse_visual(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map, const char *mpath,
                         ls_visual_config *vc, int *margin_set) {
@@ -755,6 +790,8 @@ static int parse_model(cfg_parser *p, const yaml_node_t *key, const yaml_node_t 
             } else if (!strcmp(name, "paste_interpolation")) {
                 r = get_choice(p, k, v, path, INTERP_WORDS, &choice);
                 m->paste_interp = (ls_interp)choice;
+            } else if (!strcmp(name, "audio_encoder")) {
+                r = parse_encoder(p, k, v, mpath, m);
             } else if (!strcmp(name, "visual_input")) {
                 int margin_set = 0;
                 r = parse_visual(p, k, v, mpath, &m->visual, &margin_set);
@@ -858,6 +895,22 @@ static int get_origins(cfg_parser *p, const yaml_node_t *key, const yaml_node_t 
     return 0;
 }
 
+/* audio: the speech front end. */
+static int parse_audio(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map) {
+    int r = expect_mapping(p, key, map, "audio");
+    if (r <= 0) return r;
+    if (check_keys(p, map, "in audio", "key") != 0) return -1;
+    FOR_EACH_PAIR(map, pair) {
+        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
+        if (!strcmp(text(k), "max_seconds"))
+            r = get_number(p, k, v, "audio.max_seconds", 0, 1, 36000, &p->cfg->audio_max_seconds);
+        else
+            r = unknown_key(p, k, "in audio", AUDIO_KEYS);
+        if (r != 0) return -1;
+    }
+    return 0;
+}
+
 static int parse_http(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map) {
     ls_config *cfg = p->cfg;
     int r = expect_mapping(p, key, map, "http");
@@ -874,6 +927,8 @@ static int parse_http(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *
             r = get_origins(p, k, v);
         else if (!strcmp(name, "web_root"))
             r = get_path(p, k, v, "http.web_root", &cfg->web_root);
+        else if (!strcmp(name, "speech_wav"))
+            r = get_path(p, k, v, "http.speech_wav", &cfg->speech_wav);
         else
             r = unknown_key(p, k, "in http", HTTP_KEYS);
         if (r != 0) return -1;
@@ -1044,6 +1099,8 @@ static int parse_root(cfg_parser *p, const yaml_node_t *root) {
             r = parse_models(p, k, v);
         else if (!strcmp(name, "http"))
             r = parse_http(p, k, v);
+        else if (!strcmp(name, "audio"))
+            r = parse_audio(p, k, v);
         else if (!strcmp(name, "auth"))
             r = parse_auth(p, k, v);
         else if (!strcmp(name, "tls"))

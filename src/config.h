@@ -44,11 +44,17 @@
  *         interpolation: cubic       # cubic | linear (crop -> (S+2m)^2 resize)
  *         cache: auto                # auto | on | off: keep each frame's 8-bit input;
  *                                    # auto = on while it adds <= 25% to the frames' memory
+ *       audio_encoder:               # optional: speech in for this model
+ *         model_path: models/a_ave.onnx  # [B,1,80,16] or [B,80,16] mel window -> [B,512]
+ *         kind: ave                  # the only kind: SyncTalk_2D's "ave" features
+ *   audio:                           # speech in (ExtractAudioFeatures, RenderSpeech)
+ *     max_seconds: 600               # longer audio is INVALID_ARGUMENT
  *   http:
  *     enabled: true                  # HTTP/1.1 listener: /metrics, /healthz, /readyz, gRPC-Web, demo page
  *     listen: "0.0.0.0:8053"
  *     cors_origins: []               # origins allowed cross-origin ("*" = any); [] = same-origin only
  *     web_root: /path/to/repo/web    # static files of the demo page (default: the source tree's web/)
+ *     speech_wav: speech.wav         # optional: served at GET /speech.wav (the demo page's Play)
  *
  *   auth:                            # optional; absent = no keys needed
  *     enabled: true
@@ -102,6 +108,7 @@ typedef struct {
     int jpeg_quality;      /* default 90; 1..100 */
     ls_interp paste_interp; /* default cubic */
     ls_visual_config visual;
+    char *encoder_path;    /* audio_encoder.model_path, resolved; NULL = no speech in */
 } ls_model_config;
 
 typedef struct {
@@ -127,12 +134,15 @@ typedef struct {
     double idle_check_seconds;  /* default 60 */
     double stats_report_seconds;/* default 300 */
     double load_retry_seconds;  /* default 10 */
+    /* audio */
+    double audio_max_seconds;   /* default 600 */
     /* http */
     int http_enabled;      /* default 1 */
     char *http_listen;     /* default "0.0.0.0:8053" */
     char **cors_origins;   /* exact origins, or "*"; none = same-origin only */
     size_t n_cors_origins;
     char *web_root;        /* default LS_WEB_ROOT (compiled in: the source tree's web/) */
+    char *speech_wav;      /* served at GET /speech.wav (the demo page's speech); NULL = not served */
     /* auth (see auth.h); enabled = 0 when the section is absent */
     ls_auth auth;
     /* tls: all NULL = plaintext */

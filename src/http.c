@@ -56,6 +56,7 @@ struct ls_http {
     pthread_mutex_t lock;
     pthread_cond_t slot_cond; /* CLOCK_MONOTONIC, so grpc-timeout deadlines apply */
     int running, waiting;
+    int streams;              /* server-streaming calls whose thread still runs */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -378,6 +379,171 @@ static void release_slot(ls_http *h) {
     pthread_mutex_unlock(&h->lock);
 }
 
+/* ---- server streaming (RenderSpeech) ----
+ * libmicrohttpd pulls a response body; the handler pushes messages. A pipe
+ * joins them: the handler runs on a thread of its own and writes each
+ * message as a gRPC-Web data frame (each frame base64 on its own, padded,
+ * in text mode), then the trailer frame, into the pipe, which libmicrohttpd
+ * streams to the client as it fills. A full pipe blocks the handler (a
+ * client that stops reading holds one batch, not the whole speech); a
+ * closed one (the client went away, the listener stopped) fails its next
+ * write, and the handler stops. The thread holds the call's handler slot. */
+typedef struct {
+    ls_http *h;
+    const ls_method *m;
+    int fd;                 /* write end */
+    int text;
+    uint8_t *req;           /* the request message, owned */
+    size_t len;
+    char *authorization;    /* owned copy, or NULL */
+    char path[256];
+    char request_id[24];
+    int failed;             /* a write failed: the client is gone */
+    uint8_t carry[2];       /* text mode: bytes not yet base64-encoded (not a multiple of 3) */
+    size_t n_carry;
+} sstream_job;
+
+static int write_all(int fd, const uint8_t *p, size_t n) {
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* One frame into the pipe: header + payload. In text mode the whole stream
+ * is one base64 string, as for unary calls: each frame is encoded in whole
+ * 3-byte groups, the 0-2 bytes left over are carried into the next, and the
+ * last frame (the trailer, last = 1) flushes them with padding. */
+static int write_frame(sstream_job *j, uint8_t flags, const uint8_t *msg, size_t len, int last) {
+    if (j->failed) return -1;
+    uint8_t hdr[FRAME_HDR];
+    frame_header(hdr, flags, len);
+    int rc;
+    if (!j->text) {
+        rc = write_all(j->fd, hdr, FRAME_HDR);
+        if (!rc && len) rc = write_all(j->fd, msg, len);
+    } else {
+        size_t raw = j->n_carry + FRAME_HDR + len;
+        uint8_t *flat = malloc(raw);
+        char *b64 = malloc(4 * ((raw + 2) / 3) + 1);
+        rc = -1;
+        if (flat && b64) {
+            memcpy(flat, j->carry, j->n_carry);
+            memcpy(flat + j->n_carry, hdr, FRAME_HDR);
+            if (len) memcpy(flat + j->n_carry + FRAME_HDR, msg, len);
+            size_t whole = last ? raw : raw / 3 * 3;
+            j->n_carry = raw - whole;
+            memcpy(j->carry, flat + whole, j->n_carry);
+            b64_encode(flat, whole, b64);
+            rc = write_all(j->fd, (const uint8_t *)b64, 4 * ((whole + 2) / 3));
+        }
+        free(flat);
+        free(b64);
+    }
+    if (rc) j->failed = 1;
+    return rc;
+}
+
+static int sstream_emit(void *ectx, const uint8_t *msg, size_t len) {
+    sstream_job *j = ectx;
+    if (len > j->h->opts.max_message_bytes) return -1;
+    return write_frame(j, 0, msg, len, 0);
+}
+
+static void *sstream_thread(void *arg) {
+    sstream_job *j = arg;
+    ls_http *h = j->h;
+    ls_log_set_request(j->request_id);
+    static const atomic_int never_cancelled = 0;
+    ls_call_info info = {.method = j->path,
+                         .received_mono_ns = ls_mono_ns(),
+                         .cancelled = &never_cancelled,
+                         .authorization = j->authorization,
+                         .request_id = j->request_id};
+    ls_err err = {.code = LS_OK, .msg = ""};
+    ls_code code = j->m->fn_server_stream(h->opts.ctx, &info, j->req, j->len, sstream_emit, j, &err);
+    if (code != LS_OK) LOG_WARN("grpc-web %s -> %s: %s", j->path, ls_code_name(code), err.msg);
+    size_t tlen = 0;
+    char *t = trailer_block(code, code == LS_OK ? NULL : err.msg, j->request_id, &tlen);
+    if (t) write_frame(j, FLAG_TRAILER, (const uint8_t *)t, tlen, 1);
+    free(t);
+    close(j->fd);
+    ls_log_set_request(NULL);
+    free(j->req);
+    free(j->authorization);
+    free(j);
+    release_slot(h);
+    /* Last touch of h: ls_http_stop waits for streams to reach 0. */
+    pthread_mutex_lock(&h->lock);
+    h->streams--;
+    pthread_cond_broadcast(&h->slot_cond);
+    pthread_mutex_unlock(&h->lock);
+    return NULL;
+}
+
+/* Start a server-streaming call (the handler slot is held): its thread and
+ * the pipe response. On failure the slot is released and the call answered
+ * with a status. */
+static enum MHD_Result start_sstream(ls_http *h, struct MHD_Connection *c, rpc_req *q, const uint8_t *msg,
+                                     size_t mlen) {
+    int fds[2] = {-1, -1};
+    sstream_job *j = calloc(1, sizeof *j);
+    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "authorization");
+    int ok = j && pipe2(fds, O_CLOEXEC) == 0;
+    if (ok) {
+        j->h = h;
+        j->m = q->m;
+        j->fd = fds[1];
+        j->text = q->text;
+        j->len = mlen;
+        j->req = malloc(mlen ? mlen : 1);
+        j->authorization = auth ? strdup(auth) : NULL;
+        snprintf(j->path, sizeof j->path, "%s", q->path);
+        snprintf(j->request_id, sizeof j->request_id, "%s", q->request_id);
+        ok = j->req && (!auth || j->authorization);
+        if (ok && mlen) memcpy(j->req, msg, mlen);
+    }
+    struct MHD_Response *r = ok ? MHD_create_response_from_pipe(fds[0]) : NULL;
+    pthread_t th;
+    pthread_attr_t attr;
+    if (r) {
+        pthread_mutex_lock(&h->lock);
+        h->streams++;
+        pthread_mutex_unlock(&h->lock);
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&th, &attr, sstream_thread, j) != 0) {
+            pthread_mutex_lock(&h->lock);
+            h->streams--;
+            pthread_mutex_unlock(&h->lock);
+            MHD_destroy_response(r); /* closes fds[0] */
+            fds[0] = -1;
+            r = NULL;
+        }
+        pthread_attr_destroy(&attr);
+    }
+    ls_buf_free(&q->body);
+    if (!r) {
+        if (fds[0] >= 0) close(fds[0]);
+        if (fds[1] >= 0) close(fds[1]);
+        if (j) {
+            free(j->req);
+            free(j->authorization);
+            free(j);
+        }
+        release_slot(h);
+        return send_grpcweb(h, c, q->text, LS_RESOURCE_EXHAUSTED, "out of resources starting a stream",
+                            q->request_id, NULL);
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            q->text ? "application/grpc-web-text+proto" : "application/grpc-web+proto");
+    return queue(h, c, MHD_HTTP_OK, r);
+}
+
 /* The body is complete: unframe, run the handler, answer. */
 static enum MHD_Result run_rpc(ls_http *h, struct MHD_Connection *c, rpc_req *q) {
     if (!q->discard && atomic_load(&h->draining))
@@ -425,6 +591,8 @@ static enum MHD_Result run_rpc(ls_http *h, struct MHD_Connection *c, rpc_req *q)
         LOG_WARN("grpc-web %s -> %s: %s", q->path, ls_code_name(q->code), q->msg);
         return send_grpcweb(h, c, q->text, q->code, q->msg, q->request_id, NULL);
     }
+
+    if (q->m->fn_server_stream) return start_sstream(h, c, q, msg, mlen);
 
     /* With a thread per connection nothing watches the socket while the
      * handler runs, so a gRPC-Web call is never seen as cancelled. */
@@ -820,5 +988,10 @@ void ls_http_stop(ls_http *h) {
     /* Joins the listening thread and every connection thread, so running
      * handlers finish first; closes the listening socket. */
     MHD_stop_daemon(h->d);
+    /* Server-streaming threads outlive their connection by at most one
+     * message: the closed pipe fails their next write. */
+    pthread_mutex_lock(&h->lock);
+    while (h->streams > 0) pthread_cond_wait(&h->slot_cond, &h->lock);
+    pthread_mutex_unlock(&h->lock);
     free_http(h);
 }

@@ -22,6 +22,7 @@
 #include "evict.h"
 #include "http.h"
 #include "log.h"
+#include "mel.h"
 #include "metrics.h"
 #include "model.h"
 #include "pool.h"
@@ -64,6 +65,25 @@ typedef struct {
     ls_transport *tr;
     ls_http *http;
 } endpoints_ctx;
+
+/* GET /speech.wav: http.speech_wav (the demo page's speech), read per request
+ * (a few hundred KB, fetched once per page load). ctx: the path. */
+static int ep_speech(void *ctx, ls_buf *body, const char **ct) {
+    FILE *f = fopen(ctx, "rb");
+    if (!f) return 404;
+    char chunk[65536];
+    size_t n;
+    int rc = 200;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (ls_buf_append(body, chunk, n) != 0) {
+            rc = 500;
+            break;
+        }
+    if (ferror(f)) rc = 500;
+    fclose(f);
+    *ct = "audio/wav";
+    return rc;
+}
 
 static int ep_healthz(void *ctx, ls_buf *body, const char **ct) {
     (void)ctx;
@@ -214,6 +234,10 @@ int main(int argc, char **argv) {
         LOG_ERROR("%s", err.msg);
         goto out;
     }
+    if (ls_mel_init(&err) != 0) {
+        LOG_ERROR("%s", err.msg);
+        goto out;
+    }
     if (ls_pool_start(0) != 0) {
         LOG_ERROR("cannot start the frame thread pool");
         goto out;
@@ -256,8 +280,11 @@ int main(int argc, char **argv) {
              cfg.worker_threads, cfg.max_batch, (unsigned long long)(cfg.max_message_bytes >> 20), config_path);
 
     /* Not copied by the listener: lives as long as main. */
-    const ls_http_endpoint endpoints[] = {
-        {"/healthz", ep_healthz, &ectx}, {"/readyz", ep_readyz, &ectx}, {"/metrics", ep_metrics, &ectx}};
+    const ls_http_endpoint endpoints[] = {{"/healthz", ep_healthz, &ectx},
+                                          {"/readyz", ep_readyz, &ectx},
+                                          {"/metrics", ep_metrics, &ectx},
+                                          {"/speech.wav", ep_speech, cfg.speech_wav}};
+    size_t n_endpoints = sizeof endpoints / sizeof endpoints[0] - (cfg.speech_wav ? 0 : 1);
     if (cfg.http_enabled) {
         ectx.svc = svc;
         pthread_mutex_lock(&ectx.lock);
@@ -270,7 +297,7 @@ int main(int argc, char **argv) {
                               .n_methods = n_methods,
                               .ctx = svc,
                               .endpoints = endpoints,
-                              .n_endpoints = sizeof endpoints / sizeof endpoints[0],
+                              .n_endpoints = n_endpoints,
                               .cors_origins = (const char *const *)cfg.cors_origins,
                               .n_cors_origins = cfg.n_cors_origins,
                               .web_root = cfg.web_root};
@@ -343,6 +370,7 @@ out:
     pthread_mutex_destroy(&ectx.lock);
     ls_service_destroy(svc);
     ls_pool_stop();
+    ls_mel_cleanup();
     ls_engine_global_shutdown();
     grpc_shutdown();
     ls_config_free(&cfg);

@@ -36,6 +36,9 @@ static const hist_def HISTS[LS_HIST_COUNT_] = {
      REQ_BUCKETS, (int)(sizeof REQ_BUCKETS / sizeof REQ_BUCKETS[0])},
     {"lipsync_model_load_duration_seconds", "Duration of one successful model load.", LOAD_BUCKETS,
      (int)(sizeof LOAD_BUCKETS / sizeof LOAD_BUCKETS[0])},
+    {"lipsync_audio_features_duration_seconds",
+     "Mel features + audio encoder time of one speech input (ExtractAudioFeatures, RenderSpeech).", REQ_BUCKETS,
+     (int)(sizeof REQ_BUCKETS / sizeof REQ_BUCKETS[0])},
 };
 
 typedef struct {
@@ -47,6 +50,7 @@ typedef struct {
     char *id;
     uint64_t requests[N_CODES];
     hist h[LS_HIST_COUNT_];
+    double audio_seconds;
 } model_series;
 
 struct ls_metrics {
@@ -145,6 +149,14 @@ void ls_metrics_observe(ls_metrics *m, ls_hist which, const char *model, double 
         s->h[which].buckets[b]++;
         s->h[which].sum += seconds;
     }
+    pthread_mutex_unlock(&m->mu);
+}
+
+void ls_metrics_audio(ls_metrics *m, const char *model, double seconds) {
+    if (!m || !(seconds >= 0)) return;
+    pthread_mutex_lock(&m->mu);
+    model_series *s = find(m, model);
+    if (s) s->audio_seconds += seconds;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -259,6 +271,10 @@ int ls_metrics_render(ls_metrics *m, const ls_entry_stats *st, int n, const ls_r
             sample(&w, "lipsync_requests_total", snap[i].id, label, (double)snap[i].requests[c]);
         }
     }
+
+    family(&w, "lipsync_audio_seconds_total", "counter",
+           "Seconds of speech (at 16 kHz, after resampling) whose features a model computed.");
+    for (size_t i = 0; i < nm; i++) sample(&w, "lipsync_audio_seconds_total", snap[i].id, NULL, snap[i].audio_seconds);
 
     for (int k = 0; k < LS_HIST_COUNT_; k++) {
         const hist_def *d = &HISTS[k];

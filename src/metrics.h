@@ -35,6 +35,7 @@ typedef enum {
     LS_HIST_INFERENCE = 0, /* lipsync_inference_duration_seconds: model run of one request */
     LS_HIST_COMPOSITE,     /* lipsync_composite_duration_seconds: paste + encode of one request */
     LS_HIST_MODEL_LOAD,    /* lipsync_model_load_duration_seconds: one successful load */
+    LS_HIST_FEATURES,      /* lipsync_audio_features_duration_seconds: mel + encoder of one speech input */
     LS_HIST_COUNT_
 } ls_hist;
 
@@ -53,6 +54,10 @@ void ls_metrics_request(ls_metrics *m, const char *model, ls_code code);
 
 /* One observation in seconds. Ignored for ids not given at creation. */
 void ls_metrics_observe(ls_metrics *m, ls_hist h, const char *model, double seconds);
+
+/* Seconds of speech whose features a model computed
+ * (lipsync_audio_seconds_total{model}). */
+void ls_metrics_audio(ls_metrics *m, const char *model, double seconds);
 
 /* What the scrape adds besides the registry snapshot. */
 typedef struct {

@@ -16,6 +16,7 @@
 #include "compositor.h"
 #include "image.h"
 #include "log.h"
+#include "mel.h"
 #include "pngenc.h"
 #include "pool.h"
 #include "tensorbuf.h"
@@ -149,6 +150,8 @@ struct ls_model {
      * model. NULL array = no cache. */
     uint8_t *_Atomic *vcache;
     int n_vcache;
+    ls_encoder *encoder; /* audio_encoder, own session; NULL = no speech in */
+    char *id;            /* for messages naming the config key */
 };
 
 ls_model *ls_model_load(const ls_model_config *cfg, int png_level, uint64_t *mem_bytes, ls_err *err) {
@@ -163,6 +166,22 @@ ls_model *ls_model_load(const ls_model_config *cfg, int png_level, uint64_t *mem
     m->avatar = ls_avatar_load(cfg->background_dir, cfg->crop_rects_path, cfg->num_frames, cfg->frame_order,
                                png_level, err);
     if (!m->avatar) goto fail;
+    if (!(m->id = strdup(cfg->id))) {
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory loading model '%s'", cfg->id);
+        goto fail;
+    }
+    uint64_t encoder_bytes = 0;
+    if (cfg->encoder_path) {
+        /* Its own session, not shared: encoders are small (the reference's is
+         * a few MB) and a per-model one needs no second cache. */
+        uint64_t before = rss_bytes();
+        m->encoder = ls_encoder_open(cfg->encoder_path, err);
+        if (!m->encoder) goto fail;
+        uint64_t after = rss_bytes();
+        struct stat st;
+        uint64_t file = stat(cfg->encoder_path, &st) == 0 ? (uint64_t)st.st_size : 0;
+        encoder_bytes = after > before && after - before > file ? after - before : file;
+    }
     m->opts.pred_size = ls_engine_pred_size(m->engine);
     m->opts.margin = cfg->paste_margin;
     m->opts.bgr = cfg->channel_bgr;
@@ -189,7 +208,7 @@ ls_model *ls_model_load(const ls_model_config *cfg, int png_level, uint64_t *mem
     /* Charge the avatar's upper bound (its frames as raw RGB) and the full
      * input cache, not the little they hold right after loading: both fill
      * on first use and capacity must hold once they have. */
-    *mem_bytes = engine_bytes + frames_bytes + (cache ? cache_bytes : 0);
+    *mem_bytes = engine_bytes + encoder_bytes + frames_bytes + (cache ? cache_bytes : 0);
     return m;
 fail:
     ls_err_prefix(err, "model '%s'", cfg->id);
@@ -201,12 +220,15 @@ void ls_model_free(ls_model *m) {
     if (!m) return;
     for (int i = 0; i < m->n_vcache; i++) free(atomic_load(&m->vcache[i]));
     free((void *)m->vcache);
+    ls_encoder_close(m->encoder);
+    free(m->id);
     ls_avatar_free(m->avatar);
     if (m->engine) engine_release(m->engine);
     free(m);
 }
 
 const ls_engine *ls_model_engine(const ls_model *m) { return m->engine; }
+const char *ls_model_id(const ls_model *m) { return m->id; }
 int ls_model_visual_cached(const ls_model *m) { return m->vcache != NULL; }
 uint64_t ls_model_visual_cache_bytes(const ls_model *m) {
     return (uint64_t)m->n_vcache * ls_visual_u8_bytes(&m->vopts);
@@ -461,4 +483,64 @@ out:
     if (built) ls_tensor_release(built, visual_cap);
     ls_tensor_release(pred, pred_cap);
     return rc;
+}
+
+/* ---- speech in --------------------------------------------------------------- */
+
+/* Encoder windows per ONNX Runtime call: bounds the input buffer (5 KB a
+ * window) for long audio while keeping calls few. */
+#define ENCODER_CHUNK 64
+
+int ls_model_has_encoder(const ls_model *m) { return m->encoder != NULL; }
+
+void ls_speech_free(ls_speech *s) {
+    free(s->mel);
+    free(s->feat);
+    memset(s, 0, sizeof *s);
+}
+
+int ls_model_speech(ls_model *m, const float *samples, size_t n, int want_mel, ls_speech *out, ls_err *err) {
+    memset(out, 0, sizeof *out);
+    if (!m->encoder)
+        return ls_err_set(err, LS_FAILED_PRECONDITION,
+                          "model '%s' has no audio encoder: speech needs models.%s.audio_encoder.model_path", m->id,
+                          m->id);
+    uint64_t t0 = ls_mono_ns();
+    size_t T = ls_mel_frames(n), N = 0;
+    float *mel = malloc(T * LS_MEL_BINS * sizeof(float));
+    if (!mel) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for %zu mel frames", T);
+    int rc = ls_mel_compute(samples, n, mel, err);
+    if (!rc) rc = ls_mel_window_count(T, &N, err);
+    uint64_t t1 = ls_mono_ns();
+    float *feat = NULL, *in = NULL;
+    if (!rc) {
+        feat = malloc(N * LS_FEAT_DIM * sizeof(float));
+        in = malloc((size_t)ENCODER_CHUNK * LS_MEL_BINS * LS_MEL_WINDOW * sizeof(float));
+        if (!feat || !in) rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for %zu encoder windows", N);
+    }
+    for (size_t k = 0; !rc && k < N; k += ENCODER_CHUNK) {
+        size_t c = N - k < ENCODER_CHUNK ? N - k : ENCODER_CHUNK;
+        ls_mel_windows(mel, T, k, c, in);
+        rc = ls_encoder_run(m->encoder, in, (int)c, feat + k * LS_FEAT_DIM, err);
+    }
+    free(in);
+    if (rc) {
+        free(mel);
+        free(feat);
+        return -1;
+    }
+    out->mel_frames = T;
+    if (want_mel)
+        out->mel = mel;
+    else
+        free(mel);
+    out->feat = feat;
+    out->n_feat = N;
+    out->mel_ms = (double)(t1 - t0) / 1e6;
+    out->encoder_ms = (double)(ls_mono_ns() - t1) / 1e6;
+    return 0;
+}
+
+void ls_speech_windows(const ls_speech *s, size_t first, size_t count, float *out) {
+    ls_feat_windows(s->feat, s->n_feat, first, count, out);
 }

@@ -23,6 +23,7 @@ ls_model *ls_model_load(const ls_model_config *cfg, int png_level, uint64_t *mem
 void ls_model_free(ls_model *m);
 
 const ls_engine *ls_model_engine(const ls_model *m);
+const char *ls_model_id(const ls_model *m);
 const ls_avatar *ls_model_avatar(const ls_model *m);
 
 /* Whether the model keeps each frame's server-built visual input (the
@@ -30,6 +31,33 @@ const ls_avatar *ls_model_avatar(const ls_model *m);
  * (charged to the model in *mem_bytes at load). */
 int ls_model_visual_cached(const ls_model *m);
 uint64_t ls_model_visual_cache_bytes(const ls_model *m);
+
+/* ---- speech in: the audio front end -----------------------------------------
+ * 16 kHz mono samples (audio.h) -> mel features (mel.h) -> the model's audio
+ * encoder, batched -> N encoder outputs of 512; the U-Net windows of the
+ * N + 2 video frames are assembled from those on demand (a window is 32 KB,
+ * so ten minutes of speech would be 480 MB at once). */
+typedef struct {
+    float *mel;          /* [mel_frames, 80] when asked, else NULL */
+    size_t mel_frames;   /* T */
+    float *feat;         /* [n_feat, 512] encoder outputs */
+    size_t n_feat;       /* N */
+    double mel_ms, encoder_ms;
+} ls_speech;
+
+/* Whether the model was configured with an audio encoder. */
+int ls_model_has_encoder(const ls_model *m);
+
+/* Features of samples[0..n) (16 kHz mono). Errors: FAILED_PRECONDITION when
+ * the model has no audio encoder (naming the config key), INVALID_ARGUMENT
+ * "audio too short" under 16 mel frames (~0.19 s), the encoder's failures.
+ * On success free *out with ls_speech_free. */
+int ls_model_speech(ls_model *m, const float *samples, size_t n, int want_mel, ls_speech *out, ls_err *err);
+void ls_speech_free(ls_speech *s);
+
+/* The U-Net windows of video frames [first, first + count) (of n_feat + 2)
+ * into out: count x 32 x 16 x 16 floats. */
+void ls_speech_windows(const ls_speech *s, size_t first, size_t count, float *out);
 
 /* Number of distinct engine sessions open in the process (for statistics). */
 int ls_model_open_engines(void);

@@ -9,8 +9,10 @@
 #include <string.h>
 
 #include "evict.h"
+#include "audio.h"
 #include "health.h"
 #include "log.h"
+#include "mel.h"
 #include "metrics.h"
 #include "model.h"
 #include "multitenant.pb-c.h"
@@ -131,7 +133,9 @@ static int model_changed(const ls_model_config *a, const ls_model_config *b) {
            !same_str(a->crop_rects_path, b->crop_rects_path) || a->num_frames != b->num_frames ||
            a->pinned != b->pinned || a->memory_estimate_bytes != b->memory_estimate_bytes ||
            a->frame_order != b->frame_order || a->channel_bgr != b->channel_bgr ||
-           a->paste_margin != b->paste_margin || a->max_concurrent_requests != b->max_concurrent_requests;
+           a->paste_margin != b->paste_margin || a->max_concurrent_requests != b->max_concurrent_requests ||
+           a->paste_interp != b->paste_interp || memcmp(&a->visual, &b->visual, sizeof a->visual) != 0 ||
+           !same_str(a->encoder_path, b->encoder_path);
 }
 
 int ls_service_reload(ls_service *s, ls_config *next, ls_err *err) {
@@ -307,6 +311,36 @@ static int authorize(ls_service *s, const ls_call_info *call, const char *model_
     return 0;
 }
 
+/* Output format of a request: its own (name of len bytes, "" = none), else
+ * the model's configured one; jpeg_quality 0 = the model's. */
+static int resolve_format(const ls_config *cfg, const char *id, const char *name, size_t len, int jpeg_quality,
+                          ls_format *format, int *quality, ls_err *err) {
+    const ls_model_config *mc = ls_config_find(cfg, id);
+    *format = mc ? mc->output_format : LS_FORMAT_PNG;
+    *quality = mc ? mc->jpeg_quality : 90;
+    if (len) {
+        static const char *const names[] = {"png", "jpeg", "raw"};
+        int found = -1;
+        for (int k = 0; k < 3; k++)
+            if (len == strlen(names[k]) && !strcmp(name, names[k])) found = k;
+        if (found < 0)
+            return ls_err_set(err, LS_INVALID_ARGUMENT, "output_format: expected png, jpeg or raw, got %zu bytes '%.8s'",
+                              len, check_model_id(name, NULL) == 0 ? name : "?");
+        *format = (ls_format)found;
+    }
+    if (jpeg_quality) {
+        if (jpeg_quality < 1 || jpeg_quality > 100)
+            return ls_err_set(err, LS_INVALID_ARGUMENT,
+                              "jpeg_quality: expected 1..100 (0 = the model's default), got %d", jpeg_quality);
+        *quality = jpeg_quality;
+    }
+    return 0;
+}
+
+static const char *format_name(ls_format f) {
+    return f == LS_FORMAT_JPEG ? "jpeg" : f == LS_FORMAT_RAW ? "raw" : "png";
+}
+
 /* ---- InferBatchComposite ---- */
 
 static ls_code infer_fail(ls_err *err, ls_reply *reply, double total_ms) {
@@ -356,30 +390,10 @@ static ls_code h_infer_spans(void *ctx, const ls_call_info *call, const ls_span 
         ls_err_set(err, LS_INVALID_ARGUMENT, "start_frame_idx: expected >= 0, got %d", q.start_frame_idx);
         goto fail;
     }
-    /* Output format: the request's, else the model's configured one. */
-    const ls_model_config *mc = ls_config_find(cfg, id);
-    ls_format format = mc ? mc->output_format : LS_FORMAT_PNG;
-    int quality = mc ? mc->jpeg_quality : 90;
-    if (q.output_format_len) {
-        static const char *const names[] = {"png", "jpeg", "raw"};
-        int found = -1;
-        for (int k = 0; k < 3; k++)
-            if (q.output_format_len == strlen(names[k]) && !strcmp(q.output_format, names[k])) found = k;
-        if (found < 0) {
-            ls_err_set(err, LS_INVALID_ARGUMENT, "output_format: expected png, jpeg or raw, got %zu bytes '%.8s'",
-                       q.output_format_len, check_model_id(q.output_format, NULL) == 0 ? q.output_format : "?");
-            goto fail;
-        }
-        format = (ls_format)found;
-    }
-    if (q.jpeg_quality) {
-        if (q.jpeg_quality < 1 || q.jpeg_quality > 100) {
-            ls_err_set(err, LS_INVALID_ARGUMENT, "jpeg_quality: expected 1..100 (0 = the model's default), got %d",
-                       q.jpeg_quality);
-            goto fail;
-        }
-        quality = q.jpeg_quality;
-    }
+    ls_format format;
+    int quality;
+    if (resolve_format(cfg, id, q.output_format, q.output_format_len, q.jpeg_quality, &format, &quality, err) != 0)
+        goto fail;
     if (!q.visual_seen && !q.audio_seen) {
         ls_err_set(err, LS_INVALID_ARGUMENT,
                    "request carries no tensors: expected audio_features (or audio_features_f16); visual_frames "
@@ -435,7 +449,7 @@ static ls_code h_infer_spans(void *ctx, const ls_call_info *call, const ls_span 
     r.model_load_time_ms = load_ms;
     r.success = 1;
     r.error = "";
-    r.output_format = format == LS_FORMAT_JPEG ? "jpeg" : format == LS_FORMAT_RAW ? "raw" : "png";
+    r.output_format = (char *)format_name(format);
     r.frame_width = frame_w;
     r.frame_height = frame_h;
     r.total_time_ms = ms_since(t0);
@@ -476,6 +490,269 @@ static ls_code h_infer(void *ctx, const ls_call_info *call, const uint8_t *req, 
     if (ls_buf_reserve(resp, ls_reply_len(&reply)) == 0)
         for (size_t i = 0; i < reply.n; i++) ls_buf_append(resp, reply.pieces[i].data, reply.pieces[i].len);
     ls_reply_free(&reply);
+    return code;
+}
+
+/* ---- speech in: ExtractAudioFeatures, RenderSpeech ---- */
+
+/* AudioInput -> 16 kHz mono samples (audio.h). Exactly one of wav / pcm. */
+static int decode_speech(const ls_config *cfg, const Multitenant__AudioInput *a, ls_audio *out, ls_err *err) {
+    memset(out, 0, sizeof *out);
+    if (!a)
+        return ls_err_set(err, LS_INVALID_ARGUMENT,
+                          "audio: expected an AudioInput with wav (RIFF WAVE bytes) or pcm (raw samples)");
+    int wav = a->wav.len > 0, pcm = a->pcm.len > 0;
+    if (wav && pcm) return ls_err_set(err, LS_INVALID_ARGUMENT, "audio: expected exactly one of wav and pcm, got both");
+    if (!wav && !pcm)
+        return ls_err_set(err, LS_INVALID_ARGUMENT,
+                          "audio: expected wav (RIFF WAVE bytes) or pcm (raw samples), got neither");
+    int rc = wav ? ls_audio_decode_wav(a->wav.data, a->wav.len, cfg->audio_max_seconds, out, err)
+                 : ls_audio_decode_pcm(a->pcm.data, a->pcm.len, a->pcm_encoding ? a->pcm_encoding : "",
+                                       a->sample_rate, a->channels, cfg->audio_max_seconds, out, err);
+    if (rc) ls_err_prefix(err, "audio.%s", wav ? "wav" : "pcm");
+    return rc;
+}
+
+/* floats as little-endian float32 bytes, appended to b. */
+static int put_f32le(ls_buf *b, const float *v, size_t n) {
+    if (ls_buf_reserve(b, n * 4) != 0) return -1;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(b->data + b->len, v, n * 4);
+#else
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        for (int k = 0; k < 4; k++) b->data[b->len + i * 4 + k] = (uint8_t)(u >> (8 * k));
+    }
+#endif
+    b->len += n * 4;
+    return 0;
+}
+
+#define WINDOW_FLOATS (LS_FEAT_WINDOW * LS_FEAT_DIM) /* one frame's U-Net window: 32 x 16 x 16 */
+
+/* Speech phases shared by both RPCs: check the id and the key, decode the
+ * audio, lease the model (loading it if needed), compute the features. On
+ * success the caller owns *lease (release it) and *sp. */
+static int speech_features(ls_service *s, const ls_call_info *call, const char *id,
+                           const Multitenant__AudioInput *audio, int want_mel, ls_lease *lease, ls_speech *sp,
+                           double *audio_seconds, ls_err *err) {
+    const ls_config *cfg = s->cfg;
+    if (check_model_id(id, err) != 0 || authorize(s, call, id, 0, NULL, err) != 0) return -1;
+    ls_audio pcm;
+    if (decode_speech(cfg, audio, &pcm, err) != 0) return -1;
+    *audio_seconds = (double)pcm.n / LS_MEL_RATE;
+    if (ls_registry_acquire(s->reg, id, lease, err) != 0) {
+        ls_audio_free(&pcm);
+        return -1;
+    }
+    int rc = ls_model_speech(lease->handle, pcm.samples, pcm.n, want_mel, sp, err);
+    ls_audio_free(&pcm);
+    if (rc) {
+        ls_registry_release(s->reg, lease, 0, 0, 0);
+        return -1;
+    }
+    ls_metrics_audio(s->metrics, id, *audio_seconds);
+    ls_metrics_observe(s->metrics, LS_HIST_FEATURES, id, (sp->mel_ms + sp->encoder_ms) / 1e3);
+    return 0;
+}
+
+static ls_code h_features(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len, ls_buf *resp,
+                          ls_err *err) {
+    ls_service *s = ctx;
+    Multitenant__AudioFeaturesRequest *q = multitenant__audio_features_request__unpack(NULL, len, req);
+    if (!q) return bad_message("AudioFeaturesRequest", err);
+    ls_lease lease = {0};
+    ls_speech sp = {0};
+    double secs = 0;
+    ls_buf mel = {0}, feat = {0}, win = {0};
+    float *w = NULL;
+    int rc = speech_features(s, call, q->model_id, q->audio, q->include_mel, &lease, &sp, &secs, err);
+    if (rc == 0) {
+        ls_registry_release(s->reg, &lease, 1, 0, 0);
+        size_t frames = sp.n_feat + 2;
+        uint64_t win_bytes = (uint64_t)frames * WINDOW_FLOATS * 4;
+        if (q->include_windows && win_bytes > s->cfg->max_message_bytes)
+            rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED,
+                            "include_windows: %zu frames of windows are %llu bytes, over max_message_mb; ask for "
+                            "encoder_outputs alone (windows are rows [i-8, i+8) of them, padded)",
+                            frames, (unsigned long long)win_bytes);
+        if (!rc && (put_f32le(&feat, sp.feat, sp.n_feat * LS_FEAT_DIM) != 0 ||
+                    (sp.mel && put_f32le(&mel, sp.mel, sp.mel_frames * LS_MEL_BINS) != 0)))
+            rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory building the response");
+        if (!rc && q->include_windows) {
+            if (!(w = malloc(frames * WINDOW_FLOATS * sizeof(float))))
+                rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for %zu windows", frames);
+            else {
+                ls_speech_windows(&sp, 0, frames, w);
+                if (put_f32le(&win, w, frames * WINDOW_FLOATS) != 0)
+                    rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory building the response");
+            }
+        }
+    }
+    ls_code code = rc ? err->code : LS_OK;
+    if (!rc) {
+        Multitenant__AudioFeaturesResponse r = MULTITENANT__AUDIO_FEATURES_RESPONSE__INIT;
+        r.num_frames = (int32_t)(sp.n_feat + 2);
+        r.mel_frames = (int32_t)sp.mel_frames;
+        r.mel = (ProtobufCBinaryData){mel.len, mel.data};
+        r.encoder_outputs = (ProtobufCBinaryData){feat.len, feat.data};
+        r.windows = (ProtobufCBinaryData){win.len, win.data};
+        r.fps = LS_VIDEO_FPS;
+        r.audio_seconds = secs;
+        r.feature_time_ms = sp.mel_ms + sp.encoder_ms;
+        code = pack(&r.base, resp, err);
+    } else {
+        LOG_WARN("ExtractAudioFeatures model '%s': %s: %s",
+                 check_model_id(q->model_id, NULL) == 0 ? q->model_id : "(invalid id)", ls_code_name(code), err->msg);
+    }
+    free(w);
+    ls_buf_free(&mel);
+    ls_buf_free(&feat);
+    ls_buf_free(&win);
+    ls_speech_free(&sp);
+    multitenant__audio_features_request__free_unpacked(q, NULL);
+    return code;
+}
+
+/* One RenderSpeech response: frames [first, first + count) of the speech,
+ * packed and handed to emit. Returns 0, -1 with err set, or 1 when the
+ * client has gone. */
+static int render_batch(ls_service *s, ls_model *m, const ls_speech *sp, size_t first, size_t count, int64_t start,
+                        ls_format format, int quality, float *win, double feature_ms, ls_emit_fn emit, void *ectx,
+                        double *inf_ms, double *comp_ms, ls_err *err) {
+    ls_speech_windows(sp, first, count, win);
+    ls_infer_req ir = {.server_visual = 1,
+                       .audio = win,
+                       .n_audio = count * WINDOW_FLOATS,
+                       .batch = (int)count,
+                       .start_frame = start + (int64_t)first,
+                       .png_level = s->cfg->png_level,
+                       .format = format,
+                       .jpeg_quality = quality,
+                       .finite_checked = 1,
+                       .visual_bad = -1,
+                       .audio_bad = -1};
+    ls_infer_result res;
+    if (ls_model_infer(m, &ir, &res, err) != 0) return -1;
+    *inf_ms += res.inference_ms;
+    *comp_ms += res.composite_ms;
+    ProtobufCBinaryData *frames = calloc(count, sizeof *frames);
+    int rc = 0;
+    if (!frames) {
+        rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory building a response");
+    } else {
+        for (size_t i = 0; i < count; i++) frames[i] = (ProtobufCBinaryData){res.frames[i].len, res.frames[i].data};
+        const ls_avatar *av = ls_model_avatar(m);
+        Multitenant__RenderSpeechResponse r = MULTITENANT__RENDER_SPEECH_RESPONSE__INIT;
+        r.first_frame_index = (int32_t)first;
+        r.n_frames = count;
+        r.frames = frames;
+        r.output_format = (char *)format_name(format);
+        r.frame_width = ls_avatar_width(av);
+        r.frame_height = ls_avatar_height(av);
+        r.inference_time_ms = res.inference_ms;
+        r.composite_time_ms = res.composite_ms;
+        r.input_time_ms = res.input_ms;
+        r.total_frames = (int32_t)(sp->n_feat + 2);
+        r.feature_time_ms = first == 0 ? feature_ms : 0;
+        ls_buf out = {0};
+        if (pack(&r.base, &out, err) != LS_OK)
+            rc = -1;
+        else if (out.len > s->cfg->max_message_bytes)
+            rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED,
+                            "a response of %zu frames is %zu bytes, over max_message_mb: use a smaller batch_size",
+                            count, out.len);
+        else if (emit(ectx, out.data, out.len) != 0)
+            rc = 1;
+        ls_buf_free(&out);
+    }
+    free(frames);
+    ls_infer_result_free(&res);
+    if (rc == 0) {
+        ls_metrics_observe(s->metrics, LS_HIST_INFERENCE, ls_model_id(m), res.inference_ms / 1e3);
+        ls_metrics_observe(s->metrics, LS_HIST_COMPOSITE, ls_model_id(m), res.composite_ms / 1e3);
+    }
+    return rc;
+}
+
+/* RenderSpeech, phases: parse -> features -> render batch by batch -> end.
+ * Each batch leaves as soon as it is composited, so the first frames are on
+ * their way while the rest are computed; a client that goes away stops it at
+ * the next batch. */
+static ls_code h_render(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len, ls_emit_fn emit,
+                        void *ectx, ls_err *err) {
+    ls_service *s = ctx;
+    const ls_config *cfg = s->cfg;
+    Multitenant__RenderSpeechRequest *q = multitenant__render_speech_request__unpack(NULL, len, req);
+    if (!q) return bad_message("RenderSpeechRequest", err);
+    const char *id = q->model_id;
+    int batch = q->batch_size ? q->batch_size : 5;
+    ls_format format = LS_FORMAT_PNG;
+    int quality = 90, rc = 0, leased = 0;
+    ls_lease lease = {0};
+    ls_speech sp = {0};
+    double secs = 0, inf_ms = 0, comp_ms = 0;
+    float *win = NULL;
+    if (batch < 1 || batch > cfg->max_batch)
+        rc = ls_err_set(err, LS_INVALID_ARGUMENT, "batch_size: expected 1..%d (0 = 5), got %d", cfg->max_batch, batch);
+    else if (q->start_frame_idx < 0)
+        rc = ls_err_set(err, LS_INVALID_ARGUMENT, "start_frame_idx: expected >= 0, got %d", q->start_frame_idx);
+    else if (check_model_id(id, err) != 0)
+        rc = -1;
+    else
+        rc = resolve_format(cfg, id, q->output_format, q->output_format ? strlen(q->output_format) : 0,
+                            q->jpeg_quality, &format, &quality, err);
+    if (!rc) rc = speech_features(s, call, id, q->audio, 0, &lease, &sp, &secs, err);
+    if (!rc) {
+        leased = 1;
+        size_t apf = ls_engine_audio_per_frame(ls_model_engine(lease.handle));
+        if (apf != WINDOW_FLOATS)
+            rc = ls_err_set(err, LS_FAILED_PRECONDITION,
+                            "model '%s' takes %zu audio values per frame; speech windows are 32x16x16 = %d", id, apf,
+                            WINDOW_FLOATS);
+        else if (!(win = malloc((size_t)batch * WINDOW_FLOATS * sizeof(float))))
+            rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for a batch of %d windows", batch);
+    }
+    size_t total = sp.n_feat + 2, sent = 0;
+    for (size_t first = 0; !rc && first < total; first += (size_t)batch) {
+        size_t count = total - first < (size_t)batch ? total - first : (size_t)batch;
+        rc = render_batch(s, lease.handle, &sp, first, count, q->start_frame_idx, format, quality, win,
+                          sp.mel_ms + sp.encoder_ms, emit, ectx, &inf_ms, &comp_ms, err);
+        if (rc == 1) rc = ls_err_set(err, LS_CANCELLED, "client went away after %zu of %zu frames", sent, total);
+        if (!rc) sent += count;
+    }
+    if (leased) ls_registry_release(s->reg, &lease, rc == 0, inf_ms, comp_ms);
+    ls_code code = rc ? err->code : LS_OK;
+    if (rc && err->code != LS_INVALID_ARGUMENT && err->code != LS_CANCELLED && leased)
+        ls_err_prefix(err, "model '%s'", id);
+    ls_metrics_request(s->metrics, check_model_id(id, NULL) == 0 ? id : NULL, code);
+    if (rc)
+        LOG_WARN("RenderSpeech model '%s': %s after %zu of %zu frames: %s",
+                 check_model_id(id, NULL) == 0 ? id : "(invalid id)", ls_code_name(code), sent, total, err->msg);
+    else
+        LOG_INFO("RenderSpeech model '%s': %.2f s of speech, %zu frames", id, secs, total);
+    free(win);
+    ls_speech_free(&sp);
+    multitenant__render_speech_request__free_unpacked(q, NULL);
+    return code;
+}
+
+/* RenderSpeech on the gRPC port: a streaming call whose one request is read
+ * here, then the same handler, sending through the stream. */
+static int stream_emit(void *ectx, const uint8_t *msg, size_t len) { return ls_stream_send(ectx, msg, len); }
+
+static ls_code h_render_grpc(void *ctx, const ls_call_info *call, ls_stream *st, ls_err *err) {
+    ls_buf msg = {0};
+    int got = ls_stream_recv(st, &msg);
+    if (got <= 0) {
+        ls_buf_free(&msg);
+        if (got < 0) ls_err_set(err, LS_CANCELLED, "cancelled before the request arrived");
+        else ls_err_set(err, LS_INVALID_ARGUMENT, "expected one RenderSpeechRequest, got none");
+        return err->code;
+    }
+    ls_code code = h_render(ctx, call, msg.data, msg.len, stream_emit, st, err);
+    ls_buf_free(&msg);
     return code;
 }
 
@@ -747,13 +1024,15 @@ int ls_service_serving(ls_service *s, const ls_call_info *call, const char *name
 
 #define SVC "/" LS_SERVICE_NAME "/"
 static const ls_method methods[] = {
-    {SVC "InferBatchComposite", h_infer, h_infer_spans},
-    {SVC "ListModels", h_list, NULL},
-    {SVC "GetModelStats", h_stats, NULL},
-    {SVC "LoadModel", h_load, NULL},
-    {SVC "UnloadModel", h_unload, NULL},
-    {SVC "Health", h_health, NULL},
-    {"/grpc.health.v1.Health/Check", ls_health_check, NULL},
+    {SVC "InferBatchComposite", h_infer, h_infer_spans, NULL},
+    {SVC "ListModels", h_list, NULL, NULL},
+    {SVC "GetModelStats", h_stats, NULL, NULL},
+    {SVC "LoadModel", h_load, NULL, NULL},
+    {SVC "UnloadModel", h_unload, NULL, NULL},
+    {SVC "Health", h_health, NULL, NULL},
+    {SVC "ExtractAudioFeatures", h_features, NULL, NULL},
+    {SVC "RenderSpeech", NULL, NULL, h_render},
+    {"/grpc.health.v1.Health/Check", ls_health_check, NULL, NULL},
 };
 
 const ls_method *ls_service_methods(size_t *n) {
@@ -762,6 +1041,7 @@ const ls_method *ls_service_methods(size_t *n) {
 }
 
 static const ls_stream_method stream_methods[] = {
+    {SVC "RenderSpeech", h_render_grpc},
     {"/grpc.health.v1.Health/Watch", ls_health_watch},
     {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", ls_reflection_info},
     {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", ls_reflection_info},

@@ -279,6 +279,7 @@ static void handle(call *c) {
     call_path(c, path, sizeof path);
 
     const ls_method *m = find_method(t, c->details.method);
+    if (m && !m->fn) m = NULL; /* server streaming: served from the stream table, never here */
     if (!m) {
         char msg[320];
         snprintf(msg, sizeof msg, "unknown method %s", path);

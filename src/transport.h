@@ -58,10 +58,23 @@ typedef ls_code (*ls_handler_fn)(void *ctx, const ls_call_info *call, const uint
 typedef ls_code (*ls_span_handler_fn)(void *ctx, const ls_call_info *call, const ls_span *req, size_t n_spans,
                                       ls_reply *resp, ls_err *err);
 
+/* A server-streaming method: one request, a sequence of responses. The
+ * handler hands each response to emit, which returns 0 once the transport
+ * has taken it, or -1 when the client has gone (the handler then stops and
+ * returns), and returns the final status. */
+typedef int (*ls_emit_fn)(void *emit_ctx, const uint8_t *msg, size_t len);
+typedef ls_code (*ls_server_stream_fn)(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len,
+                                       ls_emit_fn emit, void *emit_ctx, ls_err *err);
+
 typedef struct {
     const char *path;
-    ls_handler_fn fn;          /* always set (other transports call it with flat bytes) */
+    ls_handler_fn fn;          /* unary: always set (other transports call it with flat bytes) */
     ls_span_handler_fn fn_spans; /* optional: preferred by the gRPC transport */
+    /* Server streaming instead (fn NULL): gRPC-Web runs it on the connection's
+     * thread; on the gRPC port the same path is a streaming method (the
+     * service lists an ls_stream_method that reads the one request and calls
+     * this). */
+    ls_server_stream_fn fn_server_stream;
 } ls_method;
 
 /* One streaming call, seen from its handler's thread. */

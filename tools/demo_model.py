@@ -184,3 +184,59 @@ def build_model(batch=None, visual_name="visual_input", audio_name="audio_input"
                         "that opens with the mean of the audio window (see tools/demo_model.py)")
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+# ---------------------------------------------------------------- audio encoder
+
+MEL_SHAPE = (1, 80, 16)      # one mel window: [1, 80 bins, 16 frames]
+FEAT_DIM = 512
+ENCODER_OFFSET = 1.6         # window mean of speech is about -1.9 .. -0.9, of silence -4
+
+
+def encoder_weights():
+    """[1, 512] float32 with mean exactly 1: a feature vector that varies
+    along its 512 values but whose mean is the loudness term alone."""
+    p = np.sin(np.arange(FEAT_DIM, dtype=np.float64) * 0.37)
+    w = 1.0 + 0.5 * (p - p.mean())
+    return w.astype(np.float32).reshape(1, FEAT_DIM)
+
+
+def encode(mel_windows):
+    """The demo audio encoder: mel windows [N, 1, 80, 16] (or [N, 80, 16])
+    -> [N, 512] = (mean(window) + ENCODER_OFFSET) * weights. Louder speech
+    has a higher mel mean, so a higher feature mean, so (through the demo
+    U-Net's mean of its window) a wider mouth; silence gives about -2.4, a
+    closed mouth."""
+    m = np.asarray(mel_windows, np.float32)
+    m = m.reshape(m.shape[0], -1).mean(axis=1, dtype=np.float32)
+    return ((m + np.float32(ENCODER_OFFSET))[:, None] * encoder_weights()).astype(np.float32)
+
+
+def build_encoder(opset=17, ir_version=8):
+    """The ONNX graph of `encode`, input `mel` [batch, 1, 80, 16], output
+    `audio_feature` [batch, 512] (the shape of the reference's ave encoder)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    N = helper.make_node
+    inits = [
+        numpy_helper.from_array(np.array(ENCODER_OFFSET, dtype=np.float32), "offset"),
+        numpy_helper.from_array(encoder_weights(), "weights"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+    ]
+    nodes = [
+        N("ReduceMean", ["mel"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        N("Add", ["mean", "offset"], ["level"]),
+        N("Unsqueeze", ["level", "axis1"], ["level2"]),
+        N("Mul", ["level2", "weights"], ["audio_feature"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "lipsyncd_demo_encoder",
+        [helper.make_tensor_value_info("mel", TensorProto.FLOAT, ["batch"] + list(MEL_SHAPE))],
+        [helper.make_tensor_value_info("audio_feature", TensorProto.FLOAT, ["batch", FEAT_DIM])], inits)
+    model = helper.make_model(graph, producer_name="lipsyncd tools/gen_demo.py",
+                              opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir_version
+    model.doc_string = "lipsyncd demo audio encoder: loudness of the mel window (see tools/demo_model.py)"
+    onnx.checker.check_model(model, full_check=True)
+    return model

@@ -7,6 +7,8 @@ writes
     models/demo.onnx            dynamic batch, inputs visual_input / audio_input
     models/demo_b1.onnx         same function, batch fixed at 1, inputs input / audio,
                                 opset 11 (the shape of real exported models)
+    models/demo_encoder.onnx    the audio encoder: mel window [N,1,80,16] -> [N,512]
+    speech.wav                  demo speech, spoken by espeak-ng (22050 Hz mono PCM16)
     avatar/frames/frame_NNNN.png  50 frames 1280x720 RGB
     avatar/crop_rects.json      {"0": {"rect": [x1,y1,x2,y2], "original_path": ..}, ..}
     avatar/crop_rects_list.json [[x1,y1,x2,y2], ..]  (same rectangles)
@@ -219,6 +221,24 @@ def write_models(out_dir):
                                    opset=11, ir_version=6)
     onnx.save(dynamic, os.path.join(models_dir, "demo.onnx"))
     onnx.save(fixed, os.path.join(models_dir, "demo_b1.onnx"))
+    onnx.save(demo_model.build_encoder(), os.path.join(models_dir, "demo_encoder.onnx"))
+
+
+SPEECH_TEXT = ("Hello! I am the lipsyncd demo avatar. The server turns my speech into mel features, "
+               "runs the audio encoder, and moves my mouth with every word you hear.")
+
+
+def write_speech(out_dir):
+    """Demo speech with Debian's espeak-ng (scripts/setup.sh installs it).
+    espeak-ng's output for a fixed text and voice is deterministic."""
+    import shutil
+    import subprocess
+    exe = shutil.which("espeak-ng")
+    if not exe:
+        raise SystemExit("gen_demo: espeak-ng not found (apt-get install espeak-ng; scripts/setup.sh does)")
+    path = os.path.join(out_dir, "speech.wav")
+    subprocess.run([exe, "-v", "en-us", "-s", "150", "-w", path + ".tmp", SPEECH_TEXT], check=True)
+    os.replace(path + ".tmp", path)
 
 
 DEMO_YAML = """\
@@ -232,12 +252,19 @@ models:
     background_dir: avatar/frames
     crop_rects_path: avatar/crop_rects.json
     preload: true
+    audio_encoder:
+      model_path: models/demo_encoder.onnx
+      kind: ave
   demo_b1:
     # Fixed batch 1 (like real opset-11 exports): larger batches run in chunks.
     model_path: models/demo_b1.onnx
     background_dir: avatar/frames
     crop_rects_path: avatar/crop_rects_list.json
     preload: false
+    audio_encoder:
+      model_path: models/demo_encoder.onnx
+http:
+  speech_wav: speech.wav     # the demo page's speech, served at /speech.wav
 """
 
 
@@ -252,6 +279,7 @@ def main(argv=None):
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     write_models(out)
+    write_speech(out)
     names = write_frames(out, args.frames)
     write_rects(out, names)
     yaml_path = os.path.join(out, "demo.yaml")
