@@ -259,6 +259,7 @@ typedef struct {
     int start;
     const char *out_dir;
     const char *visual_path; /* --visual FILE: float32 visual tensor */
+    const char *wav_path;    /* speak --wav FILE */
     bool client_visual;      /* --visual client (or FILE): send a visual tensor */
     const char *audio_path;
     const char *format;     /* "", "png", "jpeg" or "raw" */
@@ -296,6 +297,10 @@ static const char USAGE[] =
     "                            --tensor-dtype: how the tensors travel: f32 (default),\n"
     "                            f16 (both as IEEE binary16, 1/2 the bytes) or u8 (visual\n"
     "                            as uint8 = round(v*255), audio as binary16, ~1/4 the bytes)\n"
+    "  speak ID --wav FILE.wav [--out DIR] [--batch N] [--start K] [--format png|jpeg|raw]\n"
+    "                            RenderSpeech: the server turns the speech into frames\n"
+    "                            (N+2 at 25 fps), streamed N per message (default 5);\n"
+    "                            writes DIR/frame_NNNNNN.png ... and prints frames/s\n"
     "  bench ID [--batch N] [--requests M] [--concurrency C] [--warmup W] [--format F]\n"
     "           [--tensor-dtype f32|f16|u8] [--visual server|client] [--channel-per-thread]\n"
     "                            M requests over C threads (defaults 5, 50, 1, 2); W warmup\n"
@@ -337,6 +342,7 @@ static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
 enum {
     OPT_SERVER = 256, OPT_TIMEOUT, OPT_HELP, OPT_FORCE, OPT_BATCH, OPT_START, OPT_OUT,
     OPT_VISUAL, OPT_AUDIO, OPT_REQUESTS, OPT_CONCURRENCY, OPT_WARMUP, OPT_PER_THREAD, OPT_FORMAT, OPT_DTYPE,
+    OPT_WAV,
 };
 
 /* --server/--timeout are accepted after the command too. */
@@ -356,6 +362,14 @@ static const struct option OPTS_INFER[] = {
     {"audio", required_argument, NULL, OPT_AUDIO},
     {"format", required_argument, NULL, OPT_FORMAT},
     {"tensor-dtype", required_argument, NULL, OPT_DTYPE},
+    {0}};
+static const struct option OPTS_SPEAK[] = {
+    COMMON_OPTS,
+    {"wav", required_argument, NULL, OPT_WAV},
+    {"out", required_argument, NULL, OPT_OUT},
+    {"batch", required_argument, NULL, OPT_BATCH},
+    {"start", required_argument, NULL, OPT_START},
+    {"format", required_argument, NULL, OPT_FORMAT},
     {0}};
 static const struct option OPTS_BENCH[] = {
     COMMON_OPTS,
@@ -398,6 +412,7 @@ static int apply_option(cli_args *a, int opt, const char *optname, const char *v
         a->visual_path = a->client_visual && strcmp(val, "client") ? val : NULL;
         return 0;
     case OPT_AUDIO: a->audio_path = val; return 0;
+    case OPT_WAV: a->wav_path = val; return 0;
     case OPT_FORMAT:
         if (strcmp(val, "png") && strcmp(val, "jpeg") && strcmp(val, "raw"))
             return usage_error("--format: expected png, jpeg or raw, got '%s'", val), -1;
@@ -910,6 +925,188 @@ static int cmd_infer(const client *c) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* speak                                                                     */
+
+/* A server-streaming call: one request, then each response message to
+ * on_msg (which returns 0, or -1 to stop: the call is then cancelled), then
+ * the status. Returns 0 when the status is OK and every message was taken. */
+typedef int (*stream_msg_fn)(void *ctx, grpc_slice msg);
+
+static int rpc_server_stream(grpc_channel *ch, const char *method, grpc_slice req, double timeout_s,
+                             stream_msg_fn on_msg, void *ctx, rpc_status *st) {
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                         gpr_time_from_micros((int64_t)(timeout_s * 1e6), GPR_TIMESPAN));
+    grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                               grpc_slice_from_static_string(method), NULL, deadline, NULL);
+    grpc_byte_buffer *send_bb = grpc_raw_byte_buffer_create(&req, 1);
+    grpc_metadata_array initial_md, trailing_md;
+    grpc_metadata_array_init(&initial_md);
+    grpc_metadata_array_init(&trailing_md);
+    grpc_status_code code = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    int taken = 1; /* every message handed over so far was accepted */
+
+    grpc_op ops[4];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
+    int started = grpc_call_start_batch(call, ops, 4, ops, NULL) == GRPC_CALL_OK;
+    if (started) grpc_completion_queue_pluck(cq, ops, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    while (started) {
+        grpc_byte_buffer *bb = NULL;
+        grpc_op rop;
+        memset(&rop, 0, sizeof rop);
+        rop.op = GRPC_OP_RECV_MESSAGE;
+        rop.data.recv_message.recv_message = &bb;
+        if (grpc_call_start_batch(call, &rop, 1, &rop, NULL) != GRPC_CALL_OK) break;
+        grpc_event ev = grpc_completion_queue_pluck(cq, &rop, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        if (ev.type != GRPC_OP_COMPLETE || !ev.success || !bb) break; /* end of stream (or broken) */
+        grpc_byte_buffer_reader reader;
+        int ok = grpc_byte_buffer_reader_init(&reader, bb);
+        grpc_slice msg = ok ? grpc_byte_buffer_reader_readall(&reader) : grpc_empty_slice();
+        if (ok) grpc_byte_buffer_reader_destroy(&reader);
+        grpc_byte_buffer_destroy(bb);
+        int rc = ok ? on_msg(ctx, msg) : -1;
+        grpc_slice_unref(msg);
+        if (rc != 0) {
+            taken = 0;
+            grpc_call_cancel(call, NULL);
+            break;
+        }
+    }
+    grpc_op sop;
+    memset(&sop, 0, sizeof sop);
+    sop.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    sop.data.recv_status_on_client.trailing_metadata = &trailing_md;
+    sop.data.recv_status_on_client.status = &code;
+    sop.data.recv_status_on_client.status_details = &details;
+    if (grpc_call_start_batch(call, &sop, 1, &sop, NULL) == GRPC_CALL_OK)
+        grpc_completion_queue_pluck(cq, &sop, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    int rc = -1;
+    if (!started)
+        status_set(st, GRPC_STATUS_INTERNAL, "grpc_call_start_batch failed");
+    else if (code != GRPC_STATUS_OK && taken)
+        status_set(st, code, "%.*s", (int)GRPC_SLICE_LENGTH(details), (const char *)GRPC_SLICE_START_PTR(details));
+    else if (taken) {
+        st->code = GRPC_STATUS_OK;
+        st->details[0] = '\0';
+        rc = 0;
+    }
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&initial_md);
+    grpc_metadata_array_destroy(&trailing_md);
+    grpc_byte_buffer_destroy(send_bb);
+    grpc_call_unref(call);
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(cq);
+    return rc;
+}
+
+typedef struct {
+    const cli_args *a;
+    long frames, next;   /* written so far; index expected next */
+    int total;
+    uint64_t t0, first_ns;
+    const char *format;  /* of the last message */
+    int w, h;
+} speak_ctx;
+
+static int speak_msg(void *arg, grpc_slice msg) {
+    speak_ctx *k = arg;
+    Multitenant__RenderSpeechResponse *r = multitenant__render_speech_response__unpack(
+        NULL, GRPC_SLICE_LENGTH(msg), GRPC_SLICE_START_PTR(msg));
+    if (!r) {
+        fprintf(stderr, "error: malformed RenderSpeechResponse\n");
+        return -1;
+    }
+    int rc = 0;
+    if (!k->first_ns) k->first_ns = ls_mono_ns();
+    if (r->first_frame_index != k->next) {
+        fprintf(stderr, "error: response starts at frame %d, expected %ld (frames lost or reordered)\n",
+                r->first_frame_index, k->next);
+        rc = -1;
+    }
+    const char *ext = !strcmp(r->output_format, "jpeg") ? "jpg" : !strcmp(r->output_format, "raw") ? "rgb" : "png";
+    k->format = !strcmp(ext, "jpg") ? "jpeg" : !strcmp(ext, "rgb") ? "raw" : "png";
+    k->w = r->frame_width;
+    k->h = r->frame_height;
+    k->total = r->total_frames;
+    for (size_t i = 0; rc == 0 && i < r->n_frames; i++) {
+        char path[PATH_MAX];
+        int n = snprintf(path, sizeof path, "%s/frame_%06ld.%s", k->a->out_dir, k->next + (long)i, ext);
+        if (n < 0 || (size_t)n >= sizeof path || write_file(path, r->frames[i].data, r->frames[i].len) != 0) {
+            fprintf(stderr, "error: cannot write %s: %s\n", path, strerror(errno));
+            rc = -1;
+        }
+    }
+    if (rc == 0) {
+        k->next += (long)r->n_frames;
+        k->frames += (long)r->n_frames;
+    }
+    multitenant__render_speech_response__free_unpacked(r, NULL);
+    return rc;
+}
+
+static int cmd_speak(const client *c) {
+    const cli_args *a = c->args;
+    if (!a->wav_path) return usage_error("speak: --wav FILE is required"), EXIT_USAGE;
+    if (make_dirs(a->out_dir) != 0) {
+        fprintf(stderr, "error: %s: %s\n", a->out_dir, strerror(errno));
+        return EXIT_RPC;
+    }
+    FILE *f = fopen(a->wav_path, "rb");
+    ls_buf wav = {0};
+    char chunk[65536];
+    size_t n;
+    int rc = f ? 0 : -1;
+    while (f && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (ls_buf_append(&wav, chunk, n) != 0) rc = -1;
+    if (f && ferror(f)) rc = -1;
+    if (f) fclose(f);
+    if (rc != 0) {
+        fprintf(stderr, "error: cannot read %s: %s\n", a->wav_path, strerror(errno));
+        ls_buf_free(&wav);
+        return EXIT_RPC;
+    }
+    Multitenant__AudioInput audio = MULTITENANT__AUDIO_INPUT__INIT;
+    audio.wav = (ProtobufCBinaryData){wav.len, wav.data};
+    Multitenant__RenderSpeechRequest req = MULTITENANT__RENDER_SPEECH_REQUEST__INIT;
+    req.model_id = (char *)a->id;
+    req.audio = &audio;
+    req.output_format = (char *)(a->format ? a->format : "");
+    req.batch_size = a->batch;
+    req.start_frame_idx = a->start;
+    grpc_slice body = pack_to_slice(&req.base);
+    ls_buf_free(&wav);
+    speak_ctx k = {.a = a, .t0 = ls_mono_ns(), .format = "png"};
+    rpc_status st;
+    rc = rpc_server_stream(c->channel, SERVICE "RenderSpeech", body, a->timeout_s, speak_msg, &k, &st);
+    grpc_slice_unref(body);
+    double s = (double)(ls_mono_ns() - k.t0) / 1e9;
+    if (rc != 0) {
+        if (k.frames) fprintf(stderr, "(%ld frames written before the error)\n", k.frames);
+        return st.code == GRPC_STATUS_OK ? EXIT_RPC : report_status(&st);
+    }
+    if (k.frames != k.total) {
+        fprintf(stderr, "error: %ld frames received, the speech has %d\n", k.frames, k.total);
+        return EXIT_RPC;
+    }
+    printf("wrote %ld frames (%s, %dx%d) to %s in %.2f s: %.1f frames/s (%.1f s of video at 25 fps); "
+           "first frames after %.0f ms\n",
+           k.frames, k.format, k.w, k.h, a->out_dir, s, (double)k.frames / s, (double)k.frames / 25.0,
+           k.first_ns ? (double)(k.first_ns - k.t0) / 1e6 : 0.0);
+    return EXIT_OK;
+}
+
+/* ------------------------------------------------------------------------ */
 /* bench                                                                     */
 
 /* Responses that arrive with OK status but are not usable (success=false or a
@@ -1173,6 +1370,7 @@ static const command COMMANDS[] = {
     {"health", OPTS_PLAIN, 0, 0, 0, cmd_health},
     {"infer", OPTS_INFER, 1, 1, 1, cmd_infer},
     {"bench", OPTS_BENCH, 1, 1, 5, cmd_bench},
+    {"speak", OPTS_SPEAK, 1, 1, 5, cmd_speak},
 };
 
 /* Parse the command's own arguments (argv[0] is the command name). Returns 0,

@@ -10,7 +10,7 @@ frame shows no box around the face. Per frame n (planes B, G, R, like models
 trained on OpenCV images):
 
     m        = mean(audio[n])                                # 32x16x16 values
-    open     = sigmoid(AUDIO_GAIN * m)                       # 0 closed .. 1 open
+    open     = sigmoid(AUDIO_GAIN * (m - AUDIO_BIAS))        # 0 closed .. 1 open
     ry       = MOUTH_RY_MIN + MOUTH_RY_RANGE * open          # mouth half-height, px
     term     = ((x - MOUTH_CX) / MOUTH_RX)^2 + ((y - MOUTH_CY) / ry)^2
     mask     = sigmoid(MOUTH_SHARPNESS * (1 - term))         # soft ellipse
@@ -32,6 +32,8 @@ VISUAL_CHANNELS = 6
 AUDIO_SHAPE = (32, 16, 16)   # one audio window per frame
 
 AUDIO_GAIN = 3.0
+AUDIO_BIAS = 1.0             # a window mean of 0 (silence through the demo encoder, or the zero rows
+                             # past the ends of speech) keeps the mouth closed
 MOUTH_CX, MOUTH_CY = 160.0, 245.0
 MOUTH_RX = 42.0
 MOUTH_RY_MIN, MOUTH_RY_RANGE = 3.0, 33.0
@@ -86,11 +88,12 @@ def _sigmoid32(x):
 
 
 def mouth_openness(audio):
-    """sigmoid(AUDIO_GAIN * mean of each frame's window), float32 [N]."""
+    """sigmoid(AUDIO_GAIN * (mean of each frame's window - AUDIO_BIAS)),
+    float32 [N]."""
     a = np.asarray(audio, dtype=np.float32)
     a = a.reshape(a.shape[0], -1)
     m = a.mean(axis=1, dtype=np.float32)
-    return _sigmoid32(m * np.float32(AUDIO_GAIN))
+    return _sigmoid32((m - np.float32(AUDIO_BIAS)) * np.float32(AUDIO_GAIN))
 
 
 def predict(visual, audio):
@@ -145,6 +148,7 @@ def build_model(batch=None, visual_name="visual_input", audio_name="audio_input"
         numpy_helper.from_array(dy, "mouth_dy"),
         numpy_helper.from_array(dx2, "mouth_dx2"),
         scalar("audio_gain", AUDIO_GAIN),
+        scalar("audio_bias", AUDIO_BIAS),
         scalar("ry_range", MOUTH_RY_RANGE),
         scalar("ry_min", MOUTH_RY_MIN),
         scalar("sharpness", MOUTH_SHARPNESS),
@@ -158,7 +162,8 @@ def build_model(batch=None, visual_name="visual_input", audio_name="audio_input"
     nodes = [
         # Mouth openness from the audio window: [N,1,1,1].
         N("ReduceMean", [audio_name], ["audio_mean"], axes=[1, 2, 3], keepdims=1),
-        N("Mul", ["audio_mean", "audio_gain"], ["audio_logit"]),
+        N("Sub", ["audio_mean", "audio_bias"], ["audio_centred"]),
+        N("Mul", ["audio_centred", "audio_gain"], ["audio_logit"]),
         N("Sigmoid", ["audio_logit"], ["openness"]),
         N("Mul", ["openness", "ry_range"], ["ry_span"]),
         N("Add", ["ry_span", "ry_min"], ["ry"]),
@@ -190,7 +195,8 @@ def build_model(batch=None, visual_name="visual_input", audio_name="audio_input"
 
 MEL_SHAPE = (1, 80, 16)      # one mel window: [1, 80 bins, 16 frames]
 FEAT_DIM = 512
-ENCODER_OFFSET = 1.6         # window mean of speech is about -1.9 .. -0.9, of silence -4
+ENCODER_OFFSET = 4.0         # window mean of speech is about -1.9 .. -0.9, of silence -4 (the floor)
+ENCODER_GAIN = 0.6
 
 
 def encoder_weights():
@@ -203,13 +209,15 @@ def encoder_weights():
 
 def encode(mel_windows):
     """The demo audio encoder: mel windows [N, 1, 80, 16] (or [N, 80, 16])
-    -> [N, 512] = (mean(window) + ENCODER_OFFSET) * weights. Louder speech
-    has a higher mel mean, so a higher feature mean, so (through the demo
-    U-Net's mean of its window) a wider mouth; silence gives about -2.4, a
-    closed mouth."""
+    -> [N, 512] = ENCODER_GAIN * (mean(window) + ENCODER_OFFSET) * weights.
+    Louder speech has a higher mel mean, so a higher feature mean, so
+    (through the demo U-Net's mean of its window) a wider mouth; silence
+    gives 0, like the zero rows past the ends of the speech: a closed
+    mouth."""
     m = np.asarray(mel_windows, np.float32)
     m = m.reshape(m.shape[0], -1).mean(axis=1, dtype=np.float32)
-    return ((m + np.float32(ENCODER_OFFSET))[:, None] * encoder_weights()).astype(np.float32)
+    level = (m + np.float32(ENCODER_OFFSET)) * np.float32(ENCODER_GAIN)
+    return (level[:, None] * encoder_weights()).astype(np.float32)
 
 
 def build_encoder(opset=17, ir_version=8):
@@ -221,12 +229,14 @@ def build_encoder(opset=17, ir_version=8):
     N = helper.make_node
     inits = [
         numpy_helper.from_array(np.array(ENCODER_OFFSET, dtype=np.float32), "offset"),
+        numpy_helper.from_array(np.array(ENCODER_GAIN, dtype=np.float32), "gain"),
         numpy_helper.from_array(encoder_weights(), "weights"),
         numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
     ]
     nodes = [
         N("ReduceMean", ["mel"], ["mean"], axes=[1, 2, 3], keepdims=0),
-        N("Add", ["mean", "offset"], ["level"]),
+        N("Add", ["mean", "offset"], ["shifted"]),
+        N("Mul", ["shifted", "gain"], ["level"]),
         N("Unsqueeze", ["level", "axis1"], ["level2"]),
         N("Mul", ["level2", "weights"], ["audio_feature"]),
     ]

@@ -64,7 +64,8 @@ class TestInference(InferCheckMixin, lstest.ServerTestCase):
         self.assertGreaterEqual(resp.total_time_ms, resp.inference_time_ms)
 
     def test_batch5_per_frame_audio(self):
-        levels = [-1.5, -0.5, 0.0, 0.5, 1.5]
+        # Around the demo model's AUDIO_BIAS (1.0): from closed to wide open.
+        levels = [-0.5, 0.5, 1.0, 1.5, 2.5]
         v = lstest.make_visual(5, phase=1.0)
         a = lstest.make_audio(levels)
         resp = self.infer("demo", v, a, 5, start=7)
