@@ -814,6 +814,7 @@ static void fill_slot(ls_service *s, info_slot *sl, const ls_entry_stats *st) {
     mi->model_path = mc ? mc->model_path : "";
     mi->background_dir = mc ? mc->background_dir : "";
     mi->crop_rects_path = mc ? mc->crop_rects_path : "";
+    mi->audio_encoder_path = mc && mc->encoder_path ? mc->encoder_path : "";
     mi->num_frames = mc ? mc->num_frames : 0; /* replaced by the real count once loaded */
     mi->pinned = st->pinned_config;
     mi->preload = mc ? mc->preload : 0;

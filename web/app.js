@@ -1,13 +1,18 @@
-// app.js - the demo page: pick a model, play synthetic speech through it
-// over gRPC-Web, watch the statistics.
+// app.js - the demo page: pick a model, play speech (or synthetic audio
+// features) through it over gRPC-Web, watch the statistics.
 //
-// Playback is a small pipeline: a producer sends InferBatchComposite
-// requests (at most two batches ahead of the screen), decodes the returned
-// PNGs into ImageBitmaps and queues them; a 25 fps timer draws one queued
-// frame per tick. window.lsDemo exposes the state for the end-to-end test
+// Playback is a small pipeline: a producer fills a queue of decoded frames
+// (ImageBitmaps); a 25 fps timer draws one queued frame per tick. Two
+// producers:
+//  - speech (models with an audio encoder): the page fetches /speech.wav,
+//    sends it in one RenderSpeech call and queues each streamed batch as it
+//    arrives; the audio starts with the first frame drawn;
+//  - features: InferBatchComposite requests of synthetic audio windows (at
+//    most two batches ahead of the screen), the visual input built by the
+//    server. window.lsDemo exposes the state for the end-to-end test
 // (tests/browser), including the exact request bytes of the batch whose
 // frame is on the canvas.
-import { call, encode, unary, decode, GrpcError } from './grpcweb.js';
+import { call, encode, unary, stream, decode, GrpcError } from './grpcweb.js';
 
 const $ = (id) => document.getElementById(id);
 // ?server=http://host:port talks to another lipsyncd (it must list this
@@ -22,6 +27,9 @@ const demo = window.lsDemo = {
   state: 'idle',        // idle | playing | done | error
   framesDrawn: 0,
   lastDrawn: null,      // { frame, indexInBatch, batchStart, batchSize }
+  source: null,         // what the last Play used: 'speech' | 'features'
+  totalFrames: 0,       // frames the speech has (N + 2), once known
+  audioStarted: false,  // speech: the audio element began playing
   drawnBatchRequest: null, // framed gRPC-Web body (Uint8Array) of that frame's batch
   errors: [],
   models: [],
@@ -181,33 +189,17 @@ const prod = (dims) => dims.reduce((x, y) => x * y, 1);
 
 // ---------------------------------------------------------------- playback
 
-async function play() {
-  const token = ++playToken;
-  const id = $('model').value;
-  const total = Math.max(1, Number($('frames').value) | 0);
-  const batch = Math.min(32, Math.max(1, Number($('batch').value) | 0));
-  const start = Math.max(0, Number($('start').value) | 0);
-  const info = models.find((m) => m.model_id === id) || {};
-  // Audio only: the server builds the visual input from the avatar's frames.
+// Features producer: InferBatchComposite batches of synthetic windows.
+function featuresProducer({ token, id, total, batch, start, info, queue }) {
   const aDims = perFrame(info.inputs && info.inputs[1] && info.inputs[1].shape, DEFAULT_AUDIO);
   const aLen = prod(aDims);
-
-  Object.assign(demo, { state: 'playing', framesDrawn: 0, lastDrawn: null, drawnBatchRequest: null });
-  Object.assign(playback, { requests: 0, drawnTimes: [] });
-  $('play').disabled = true;
-  $('stop').disabled = false;
-  setStatus(`playing ${total} frames of ${id} in batches of ${batch}`);
-
-  const ctx = $('canvas').getContext('2d');
-  const queue = [];
-  let produced = 0, producerDone = false, failed = null;
-
-  const producer = (async () => {
+  return async () => {
     for (let s = 0; s < total && token === playToken; s += batch) {
       while (queue.length >= AHEAD_BATCHES * batch && token === playToken) await sleep(10);
       const b = Math.min(batch, total - s);
       const audio = new Float32Array(b * aLen);
       for (let i = 0; i < b; i++) audio.set(makeAudioWindow(start + s + i, aLen), i * aLen);
+      // Audio only: the server builds the visual input from the avatar's frames.
       const body = encode.CompositeBatchRequest({ model_id: id, audio_features: audio,
         batch_size: b, start_frame_idx: start + s }).finishFramed();
       const resp = decode('CompositeBatchResponse', await unary(BASE, 'InferBatchComposite', body, opts()));
@@ -219,10 +211,63 @@ async function play() {
       for (let i = 0; i < resp.composited_frames.length; i++) {
         const bitmap = await createImageBitmap(new Blob([resp.composited_frames[i]], { type: 'image/png' }));
         queue.push({ frame: start + s + i, indexInBatch: i, record, bitmap });
-        produced++;
       }
     }
-  })().catch((e) => { failed = e; }).finally(() => { producerDone = true; });
+  };
+}
+
+// Speech producer: one RenderSpeech call with the demo speech; frames are
+// queued batch by batch as the stream delivers them.
+function speechProducer({ token, id, batch, start, queue, audio }) {
+  return async () => {
+    const r = await fetch(`${BASE}/speech.wav`);
+    if (!r.ok) throw new Error(`GET /speech.wav: HTTP ${r.status} (the config has no http.speech_wav)`);
+    const wav = new Uint8Array(await r.arrayBuffer());
+    audio.src = URL.createObjectURL(new Blob([wav], { type: 'audio/wav' }));
+    const body = encode.RenderSpeechRequest({ model_id: id, wav, batch_size: batch, start_frame_idx: start,
+      output_format: 'png' }).finishFramed();
+    const record = { batchStart: start, batchSize: batch, request: body };
+    const t0 = performance.now();
+    await stream(BASE, 'RenderSpeech', body, async (msg) => {
+      if (token !== playToken) return;
+      const resp = decode('RenderSpeechResponse', msg);
+      playback.requests++;
+      playback.lastTotal = performance.now() - t0;
+      playback.lastInfer = resp.inference_time_ms;
+      playback.lastComposite = resp.composite_time_ms;
+      demo.totalFrames = resp.total_frames;
+      for (let i = 0; i < resp.frames.length; i++) {
+        const bitmap = await createImageBitmap(new Blob([resp.frames[i]], { type: 'image/png' }));
+        queue.push({ frame: resp.first_frame_index + i, indexInBatch: i, record, bitmap });
+      }
+    }, opts());
+  };
+}
+
+async function play() {
+  const token = ++playToken;
+  const id = $('model').value;
+  const total = Math.max(1, Number($('frames').value) | 0);
+  const batch = Math.min(32, Math.max(1, Number($('batch').value) | 0));
+  const start = Math.max(0, Number($('start').value) | 0);
+  const info = models.find((m) => m.model_id === id) || {};
+  const speech = $('source').value === 'speech' && !!info.audio_encoder_path;
+  const audio = $('audio');
+
+  Object.assign(demo, { state: 'playing', framesDrawn: 0, lastDrawn: null, drawnBatchRequest: null,
+    source: speech ? 'speech' : 'features', totalFrames: speech ? 0 : total, audioStarted: false });
+  Object.assign(playback, { requests: 0, drawnTimes: [] });
+  $('play').disabled = true;
+  $('stop').disabled = false;
+  setStatus(speech ? `speaking through ${id} (RenderSpeech, batches of ${batch})`
+    : `playing ${total} frames of ${id} in batches of ${batch}`);
+
+  const ctx = $('canvas').getContext('2d');
+  const queue = [];
+  let producerDone = false, failed = null;
+  const run = speech ? speechProducer({ token, id, batch, start, queue, audio })
+    : featuresProducer({ token, id, total, batch, start, info, queue });
+  const producer = run().catch((e) => { failed = e; }).finally(() => { producerDone = true; });
 
   await new Promise((resolve) => {
     const timer = setInterval(() => {
@@ -235,6 +280,10 @@ async function play() {
       if (!f) return; // the network is behind: hold the last frame
       ctx.drawImage(f.bitmap, 0, 0, ctx.canvas.width, ctx.canvas.height);
       f.bitmap.close();
+      if (speech && !demo.audioStarted) {
+        demo.audioStarted = true; // frame 0 is on screen: the speech starts with it
+        audio.play().catch((e) => demo.errors.push(`audio: ${e.message}`));
+      }
       demo.framesDrawn++;
       demo.lastDrawn = { frame: f.frame, indexInBatch: f.indexInBatch, batchStart: f.record.batchStart,
         batchSize: f.record.batchSize };
@@ -249,16 +298,17 @@ async function play() {
   });
   await producer;
   for (const f of queue.splice(0)) f.bitmap.close();
+  if (token !== playToken || failed) audio.pause();
   if (token !== playToken) return; // superseded by Stop or another Play
   $('play').disabled = false;
   $('stop').disabled = true;
   if (failed) {
     demo.state = 'error';
-    setStatus(`InferBatchComposite: ${errText(failed)}`, true);
+    setStatus(`${speech ? 'RenderSpeech' : 'InferBatchComposite'}: ${errText(failed)}`, true);
   } else {
     demo.state = 'done';
-    setStatus(`played ${demo.framesDrawn} of ${produced} frames`);
-    $('start').value = String(start + total);
+    setStatus(`played ${demo.framesDrawn} frames${speech ? ' of speech' : ''}`);
+    if (!speech) $('start').value = String(start + total);
   }
   renderPlayback();
   refreshModels();
@@ -266,6 +316,7 @@ async function play() {
 
 function stop() {
   playToken++;
+  $('audio').pause();
   demo.state = 'idle';
   $('play').disabled = false;
   $('stop').disabled = true;

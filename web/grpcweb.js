@@ -4,11 +4,12 @@
 //  - protobuf: an encoder for the request messages and a schema-driven
 //    decoder for the responses (proto3 wire format: varints, 64-bit doubles,
 //    length-delimited strings, bytes, sub-messages and packed repeated ints);
-//  - gRPC-Web: one unary call = POST <base>/multitenant.MultiTenantLipSync/
+//  - gRPC-Web: one call = POST <base>/multitenant.MultiTenantLipSync/
 //    <Method> with content-type application/grpc-web+proto; the body is one
 //    frame (flag byte 0, 4-byte big-endian length, message); the response is
 //    data frames and one trailer frame (flag 0x80) holding grpc-status and a
-//    percent-encoded grpc-message.
+//    percent-encoded grpc-message. A server-streaming call (RenderSpeech) is
+//    the same with many data frames, read as they arrive (`stream`).
 // The tensors of CompositeBatchRequest are sent as `bytes` of little-endian
 // float32, which is the same wire encoding as the proto's packed floats.
 
@@ -40,6 +41,13 @@ class Writer {
   }
   uint(field, v) { if (v) { this.tag(field, 0); this.varint(v); } return this; }
   bool(field, v) { return this.uint(field, v ? 1 : 0); }
+  // The message bytes, unframed (for a sub-message field).
+  finish() {
+    const out = new Uint8Array(this.len);
+    let o = 0;
+    for (const p of this.parts) { out.set(p, o); o += p.length; }
+    return out;
+  }
   // The frame header is reserved in front so the body is built with one copy.
   finishFramed() {
     const out = new Uint8Array(5 + this.len);
@@ -73,6 +81,13 @@ export const encode = {
     .bytes(3, floatBytes(m.audio_features))
     .uint(4, m.batch_size)
     .uint(5, m.start_frame_idx),
+  // audio: { wav } (RIFF WAVE bytes).
+  RenderSpeechRequest: (m) => new Writer()
+    .string(1, m.model_id)
+    .bytes(2, new Writer().bytes(1, m.wav).finish())
+    .string(3, m.output_format)
+    .uint(5, m.start_frame_idx)
+    .uint(6, m.batch_size),
 };
 
 // ---------------------------------------------------------------- decoding
@@ -93,7 +108,7 @@ S.ModelInfo = {
   5: ['model_path', 'string'], 6: ['background_dir', 'string'], 7: ['crop_rects_path', 'string'],
   8: ['num_frames', 'int64'], 9: ['inputs', 'message', 'TensorInfo', true],
   10: ['outputs', 'message', 'TensorInfo', true], 11: ['stats', 'message', 'ModelStats'],
-  12: ['pinned', 'bool'], 13: ['preload', 'bool'],
+  12: ['pinned', 'bool'], 13: ['preload', 'bool'], 14: ['audio_encoder_path', 'string'],
 };
 S.ListModelsResponse = { 1: ['models', 'message', 'ModelInfo', true] };
 S.GetModelStatsResponse = {
@@ -107,6 +122,12 @@ S.LoadModelResponse = { 1: ['success', 'bool'], 2: ['error', 'string'], 3: ['loa
 S.UnloadModelResponse = { 1: ['success', 'bool'], 2: ['error', 'string'], 3: ['state', 'string'] };
 S.HealthResponse = { 1: ['healthy', 'bool'], 2: ['status', 'string'], 3: ['loaded_models', 'int64'],
   4: ['configured_models', 'int64'], 5: ['version', 'string'], 6: ['uptime_s', 'double'] };
+S.RenderSpeechResponse = {
+  1: ['first_frame_index', 'int64'], 2: ['frames', 'bytes', null, true], 3: ['output_format', 'string'],
+  4: ['frame_width', 'int64'], 5: ['frame_height', 'int64'], 6: ['inference_time_ms', 'double'],
+  7: ['composite_time_ms', 'double'], 8: ['total_frames', 'int64'], 9: ['input_time_ms', 'double'],
+  10: ['feature_time_ms', 'double'],
+};
 S.CompositeBatchResponse = {
   1: ['composited_frames', 'bytes', null, true], 2: ['inference_time_ms', 'double'],
   3: ['composite_time_ms', 'double'], 4: ['model_loaded', 'bool'], 5: ['success', 'bool'],
@@ -216,6 +237,41 @@ export async function unary(base, method, framedBody, { authorization, signal } 
   const code = Number(trailers['grpc-status']);
   if (code !== 0) throw new GrpcError(code, decodeURIComponent(trailers['grpc-message'] || ''), message);
   return message || new Uint8Array(0);
+}
+
+// A server-streaming call: onMessage(bytes) for each response message as it
+// arrives (it may return a promise: reading waits for it). Resolves once the
+// trailers say OK; rejects with GrpcError.
+export async function stream(base, method, framedBody, onMessage, { authorization, signal } = {}) {
+  const headers = { 'content-type': 'application/grpc-web+proto', 'x-grpc-web': '1',
+    'x-user-agent': 'lipsyncd-demo/1' };
+  if (authorization) headers.authorization = authorization;
+  const resp = await fetch(`${base}/${SERVICE}/${method}`, { method: 'POST', headers, body: framedBody, signal });
+  if (!resp.ok) throw new GrpcError(-resp.status, `HTTP ${resp.status}: ${(await resp.text()).trim()}`);
+  const reader = resp.body.getReader();
+  let buf = new Uint8Array(0), trailers = null;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (value) {
+      const joined = new Uint8Array(buf.length + value.length);
+      joined.set(buf);
+      joined.set(value, buf.length);
+      buf = joined;
+    }
+    // Every complete frame in the buffer.
+    while (buf.length >= 5) {
+      const n = new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getUint32(1);
+      if (buf.length < 5 + n) break;
+      const flags = buf[0], payload = buf.slice(5, 5 + n);
+      buf = buf.slice(5 + n);
+      if (flags & 0x80) trailers = parseTrailers(payload);
+      else await onMessage(payload);
+    }
+    if (done) break;
+  }
+  if (!trailers) throw new GrpcError(13, 'stream ended without trailers');
+  const code = Number(trailers['grpc-status']);
+  if (code !== 0) throw new GrpcError(code, decodeURIComponent(trailers['grpc-message'] || ''));
 }
 
 // Typed convenience: call('ListModels', 'ListModelsRequest', {}, 'ListModelsResponse').

@@ -2,11 +2,12 @@
 // /usr/bin/chromium through playwright-core; no browser is downloaded).
 //
 //   node demo.mjs --url http://127.0.0.1:PORT/ --out DIR [--model demo] [--frames 12] [--batch 4]
+//                 [--source features|speech]
 //
 // Opens the page, picks the model, plays, and writes to DIR:
 //   canvas.rgba   the canvas pixels after the last frame (width*height*4)
-//   request.bin   the gRPC-Web body (5-byte frame + CompositeBatchRequest)
-//                 of the batch that frame came from
+//   request.bin   the gRPC-Web body (5-byte frame + CompositeBatchRequest, or
+//                 RenderSpeechRequest for speech) of the call that frame came from
 //   result.json   what was drawn (frame index, index in its batch, counts)
 //   screenshot.png
 // The caller (test_browser_demo.py) replays request.bin over native gRPC
@@ -18,7 +19,7 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 
 function args() {
-  const a = { model: 'demo', frames: 12, batch: 4, chromium: '/usr/bin/chromium' };
+  const a = { model: 'demo', frames: 12, batch: 4, source: 'features', chromium: '/usr/bin/chromium' };
   const v = process.argv.slice(2);
   for (let i = 0; i < v.length; i += 2) a[v[i].replace(/^--/, '')] = v[i + 1];
   if (!a.url || !a.out) throw new Error('usage: node demo.mjs --url URL --out DIR [--model ID] [--frames N] [--batch B]');
@@ -34,7 +35,8 @@ async function main() {
     headless: true,
     viewport: { width: 1500, height: 1100 },
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--autoplay-policy=no-user-gesture-required', '--mute-audio'],
   });
   const problems = [];
   try {
@@ -64,6 +66,7 @@ async function main() {
     await page.waitForFunction((id) => window.lsDemo && window.lsDemo.ready &&
       [...document.querySelectorAll('#model option')].some((o) => o.value === id), a.model, { timeout: 30000 });
     await page.selectOption('#model', a.model);
+    await page.selectOption('#source', a.source);
     await page.fill('#frames', String(a.frames));
     await page.fill('#batch', String(a.batch));
     await page.fill('#start', '0');
@@ -73,6 +76,8 @@ async function main() {
     const demo = await page.evaluate(() => ({
       state: window.lsDemo.state, framesDrawn: window.lsDemo.framesDrawn,
       lastDrawn: window.lsDemo.lastDrawn, errors: window.lsDemo.errors,
+      source: window.lsDemo.source, totalFrames: window.lsDemo.totalFrames,
+      audioStarted: window.lsDemo.audioStarted,
       status: document.getElementById('status').textContent,
       drawSums: window.__drawSums,
     }));
