@@ -106,6 +106,7 @@ void ls_config_defaults(ls_config *cfg) {
     cfg->stats_report_seconds = 300;
     cfg->load_retry_seconds = 10;
     cfg->audio_max_seconds = 600;
+    cfg->sessions_max = 64;
     cfg->http_enabled = 1;
     cfg->http_listen = strdup("0.0.0.0:8053");
     cfg->web_root = strdup(LS_WEB_ROOT);
@@ -506,7 +507,9 @@ static int online_cpus(void) {
 /* Sections                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static const char *const ROOT_KEYS[] = {"server", "capacity", "models", "audio", "http", "auth", "tls", NULL};
+static const char *const ROOT_KEYS[] = {"server", "capacity", "models", "audio", "sessions", "http", "auth", "tls",
+                                        NULL};
+static const char *const SESSIONS_KEYS[] = {"max", NULL};
 static const char *const AUDIO_KEYS[] = {"max_seconds", NULL};
 static const char *const ENCODER_KEYS[] = {"model_path", "kind", NULL};
 static const char *const ENCODER_KINDS[] = {"ave", NULL};
@@ -911,6 +914,22 @@ static int parse_audio(cfg_parser *p, const yaml_node_t *key, const yaml_node_t 
     return 0;
 }
 
+/* sessions: live StreamSession calls. */
+static int parse_sessions(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map) {
+    int r = expect_mapping(p, key, map, "sessions");
+    if (r <= 0) return r;
+    if (check_keys(p, map, "in sessions", "key") != 0) return -1;
+    FOR_EACH_PAIR(map, pair) {
+        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
+        if (!strcmp(text(k), "max"))
+            r = get_int(p, k, v, "sessions.max", 1, 100000, &p->cfg->sessions_max);
+        else
+            r = unknown_key(p, k, "in sessions", SESSIONS_KEYS);
+        if (r != 0) return -1;
+    }
+    return 0;
+}
+
 static int parse_http(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map) {
     ls_config *cfg = p->cfg;
     int r = expect_mapping(p, key, map, "http");
@@ -1101,6 +1120,8 @@ static int parse_root(cfg_parser *p, const yaml_node_t *root) {
             r = parse_http(p, k, v);
         else if (!strcmp(name, "audio"))
             r = parse_audio(p, k, v);
+        else if (!strcmp(name, "sessions"))
+            r = parse_sessions(p, k, v);
         else if (!strcmp(name, "auth"))
             r = parse_auth(p, k, v);
         else if (!strcmp(name, "tls"))

@@ -49,6 +49,8 @@
  *         kind: ave                  # the only kind: SyncTalk_2D's "ave" features
  *   audio:                           # speech in (ExtractAudioFeatures, RenderSpeech)
  *     max_seconds: 600               # longer audio is INVALID_ARGUMENT
+ *   sessions:                        # live StreamSession calls
+ *     max: 64                        # at once; more get RESOURCE_EXHAUSTED
  *   http:
  *     enabled: true                  # HTTP/1.1 listener: /metrics, /healthz, /readyz, gRPC-Web, demo page
  *     listen: "0.0.0.0:8053"
@@ -135,7 +137,9 @@ typedef struct {
     double stats_report_seconds;/* default 300 */
     double load_retry_seconds;  /* default 10 */
     /* audio */
-    double audio_max_seconds;   /* default 600 */
+    double audio_max_seconds;   /* default 600; also the longest session */
+    /* sessions */
+    int sessions_max;           /* default 64: live StreamSession calls at once */
     /* http */
     int http_enabled;      /* default 1 */
     char *http_listen;     /* default "0.0.0.0:8053" */

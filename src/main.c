@@ -258,6 +258,8 @@ int main(int argc, char **argv) {
                                .n_methods = n_methods,
                                .streams = streams,
                                .n_streams = n_streams,
+                               /* Live sessions are streams; Watch and reflection get 32 beside them. */
+                               .max_streams = cfg.sessions_max + 32,
                                .ctx = svc};
     if (cfg.tls_cert_file) {
         tls_cert = read_text(cfg.tls_cert_file);

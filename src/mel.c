@@ -135,6 +135,10 @@ static inline float emph(const float *x, size_t n, ptrdiff_t i) {
 }
 
 int ls_mel_compute(const float *x, size_t n, float *out, ls_err *err) {
+    return ls_mel_compute_range(x, n, 0, ls_mel_frames(n), out, err);
+}
+
+int ls_mel_compute_range(const float *x, size_t n, size_t first, size_t last, float *out, ls_err *err) {
     if (!atomic_load_explicit(&g_ready, memory_order_acquire))
         return ls_err_set(err, LS_FAILED_PRECONDITION, "mel features used before ls_mel_init");
     fft_real *in = FFT(malloc)(sizeof(fft_real) * LS_MEL_NFFT);
@@ -144,9 +148,9 @@ int ls_mel_compute(const float *x, size_t n, float *out, ls_err *err) {
         FFT(free)(spec);
         return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for the mel FFT buffers");
     }
-    const size_t frames = ls_mel_frames(n);
+    assert(first <= last && last <= ls_mel_frames(n));
     float mag[NBINS];
-    for (size_t t = 0; t < frames; t++) {
+    for (size_t t = first; t < last; t++) {
         /* Frame t covers padded samples [t*hop, t*hop + n_fft), i.e. signal
          * samples from t*hop - n_fft/2. */
         ptrdiff_t s0 = (ptrdiff_t)(t * LS_MEL_HOP) - LS_MEL_NFFT / 2;
@@ -158,7 +162,7 @@ int ls_mel_compute(const float *x, size_t n, float *out, ls_err *err) {
         }
         FFT(execute_dft_r2c)(g_plan, in, spec);
         for (int k = 0; k < NBINS; k++) mag[k] = (float)sqrt(spec[k][0] * spec[k][0] + spec[k][1] * spec[k][1]);
-        float *row = out + t * LS_MEL_BINS;
+        float *row = out + (t - first) * LS_MEL_BINS;
         for (int m = 0; m < LS_MEL_BINS; m++) {
             float acc = 0;
             for (int k = g_lo[m]; k < g_hi[m]; k++) acc += g_w[m][k] * mag[k];

@@ -66,6 +66,13 @@ size_t ls_mel_frames(size_t n);
  * ls_mel_init, RESOURCE_EXHAUSTED). */
 int ls_mel_compute(const float *x, size_t n, float *out, ls_err *err);
 
+/* Frames [first, last) of the features of x[0..n) (last <= ls_mel_frames(n))
+ * into out, which holds (last - first) x 80 floats: each equal to that
+ * frame of ls_mel_compute(x, n). A live caller with the first n samples of a
+ * longer signal gets the final value of frame t whenever t * 200 + 400 <= n
+ * (its window and its pre-emphasis lie inside what has arrived). */
+int ls_mel_compute_range(const float *x, size_t n, size_t first, size_t last, float *out, ls_err *err);
+
 /* N, the number of encoder windows for T mel frames:
  * int((T - 16) / 80.0 * 25) + 2, evaluated in double exactly so. T < 16:
  * -1 with INVALID_ARGUMENT "audio too short: T mel frames, need at least 16". */

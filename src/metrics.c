@@ -51,6 +51,7 @@ typedef struct {
     uint64_t requests[N_CODES];
     hist h[LS_HIST_COUNT_];
     double audio_seconds;
+    uint64_t session_frames;
 } model_series;
 
 struct ls_metrics {
@@ -157,6 +158,14 @@ void ls_metrics_audio(ls_metrics *m, const char *model, double seconds) {
     pthread_mutex_lock(&m->mu);
     model_series *s = find(m, model);
     if (s) s->audio_seconds += seconds;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void ls_metrics_session_frames(ls_metrics *m, const char *model, size_t frames) {
+    if (!m) return;
+    pthread_mutex_lock(&m->mu);
+    model_series *s = find(m, model);
+    if (s) s->session_frames += frames;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -275,6 +284,9 @@ int ls_metrics_render(ls_metrics *m, const ls_entry_stats *st, int n, const ls_r
     family(&w, "lipsync_audio_seconds_total", "counter",
            "Seconds of speech (at 16 kHz, after resampling) whose features a model computed.");
     for (size_t i = 0; i < nm; i++) sample(&w, "lipsync_audio_seconds_total", snap[i].id, NULL, snap[i].audio_seconds);
+    family(&w, "lipsync_session_frames_total", "counter", "Frames sent by live sessions (StreamSession).");
+    for (size_t i = 0; i < nm; i++)
+        sample(&w, "lipsync_session_frames_total", snap[i].id, NULL, (double)snap[i].session_frames);
 
     for (int k = 0; k < LS_HIST_COUNT_; k++) {
         const hist_def *d = &HISTS[k];

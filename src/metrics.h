@@ -59,6 +59,9 @@ void ls_metrics_observe(ls_metrics *m, ls_hist h, const char *model, double seco
  * (lipsync_audio_seconds_total{model}). */
 void ls_metrics_audio(ls_metrics *m, const char *model, double seconds);
 
+/* Frames a live session sent (lipsync_session_frames_total{model}). */
+void ls_metrics_session_frames(ls_metrics *m, const char *model, size_t frames);
+
 /* What the scrape adds besides the registry snapshot. */
 typedef struct {
     int queue_depth;   /* requests received and waiting for a worker */

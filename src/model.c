@@ -499,12 +499,26 @@ void ls_speech_free(ls_speech *s) {
     memset(s, 0, sizeof *s);
 }
 
+static int no_encoder(const ls_model *m, ls_err *err) {
+    return ls_err_set(err, LS_FAILED_PRECONDITION,
+                      "model '%s' has no audio encoder: speech needs models.%s.audio_encoder.model_path", m->id, m->id);
+}
+
+int ls_model_check_speech(const ls_model *m, ls_err *err) { return m->encoder ? 0 : no_encoder(m, err); }
+
+int ls_model_encode(ls_model *m, const float *windows, size_t count, float *out, ls_err *err) {
+    if (!m->encoder) return no_encoder(m, err);
+    int rc = 0;
+    for (size_t k = 0; !rc && k < count; k += ENCODER_CHUNK) {
+        size_t c = count - k < ENCODER_CHUNK ? count - k : ENCODER_CHUNK;
+        rc = ls_encoder_run(m->encoder, windows + k * LS_MEL_BINS * LS_MEL_WINDOW, (int)c, out + k * LS_FEAT_DIM, err);
+    }
+    return rc;
+}
+
 int ls_model_speech(ls_model *m, const float *samples, size_t n, int want_mel, ls_speech *out, ls_err *err) {
     memset(out, 0, sizeof *out);
-    if (!m->encoder)
-        return ls_err_set(err, LS_FAILED_PRECONDITION,
-                          "model '%s' has no audio encoder: speech needs models.%s.audio_encoder.model_path", m->id,
-                          m->id);
+    if (!m->encoder) return no_encoder(m, err);
     uint64_t t0 = ls_mono_ns();
     size_t T = ls_mel_frames(n), N = 0;
     float *mel = malloc(T * LS_MEL_BINS * sizeof(float));

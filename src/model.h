@@ -48,12 +48,21 @@ typedef struct {
 /* Whether the model was configured with an audio encoder. */
 int ls_model_has_encoder(const ls_model *m);
 
+/* 0 when the model takes speech, else -1 with FAILED_PRECONDITION naming the
+ * config key it lacks. */
+int ls_model_check_speech(const ls_model *m, ls_err *err);
+
 /* Features of samples[0..n) (16 kHz mono). Errors: FAILED_PRECONDITION when
  * the model has no audio encoder (naming the config key), INVALID_ARGUMENT
  * "audio too short" under 16 mel frames (~0.19 s), the encoder's failures.
  * On success free *out with ls_speech_free. */
 int ls_model_speech(ls_model *m, const float *samples, size_t n, int want_mel, ls_speech *out, ls_err *err);
 void ls_speech_free(ls_speech *s);
+
+/* Run the model's audio encoder on count mel windows (count x 80 x 16
+ * floats, as ls_mel_windows writes them) into out (count x 512). Errors as
+ * ls_model_speech. */
+int ls_model_encode(ls_model *m, const float *windows, size_t count, float *out, ls_err *err);
 
 /* The U-Net windows of video frames [first, first + count) (of n_feat + 2)
  * into out: count x 32 x 16 x 16 floats. */

@@ -3,6 +3,7 @@
 #include "service.h"
 
 #include <malloc.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "model.h"
 #include "multitenant.pb-c.h"
 #include "reflection.h"
+#include "speech.h"
 #include "wire.h"
 
 #define LS_VERSION "0.1.0"
@@ -33,6 +35,7 @@ struct ls_service {
     uint64_t start_ns;
     atomic_int ready;
     atomic_int draining;
+    atomic_int sessions;        /* live StreamSession calls */
     ls_metrics *metrics;
     uint64_t next_idle_ns, next_report_ns;
 };
@@ -756,6 +759,275 @@ static ls_code h_render_grpc(void *ctx, const ls_call_info *call, ls_stream *st,
     return code;
 }
 
+/* ---- StreamSession: a live session ---- */
+
+/* Latency percentile of a session (nearest rank over the frames sent). */
+static int cmp_dbl(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct {
+    ls_service *s;
+    ls_stream *st;
+    const char *id;
+    ls_session_hold hold;
+    ls_speech_stream *sp;
+    ls_format format;
+    int quality, batch, channels, f32;
+    int64_t start;
+    float *win;           /* batch windows */
+    double *lat;          /* per frame sent: ms from its audio's arrival */
+    size_t n_lat, cap_lat;
+    uint64_t audio_ns;    /* arrival of the chunk (or end) that made frames ready */
+} session;
+
+static int send_session(ls_stream *st, const Multitenant__SessionResponse *r, ls_err *err) {
+    ls_buf b = {0};
+    if (pack(&r->base, &b, err) != LS_OK) return -1;
+    int rc = ls_stream_send(st, b.data, b.len);
+    ls_buf_free(&b);
+    if (rc) ls_err_set(err, LS_CANCELLED, "client went away");
+    return rc;
+}
+
+/* Render and send every ready frame, batch by batch, in order. */
+static int session_render(session *ss, ls_err *err) {
+    const ls_avatar *av = ls_model_avatar(ss->hold.handle);
+    size_t ready;
+    while ((ready = ls_speech_stream_ready(ss->sp)) > 0) {
+        size_t count = ready < (size_t)ss->batch ? ready : (size_t)ss->batch;
+        size_t first = ls_speech_stream_taken(ss->sp);
+        ls_speech_stream_take(ss->sp, count, ss->win);
+        ls_lease lease = {0};
+        if (ls_registry_acquire(ss->s->reg, ss->id, &lease, err) != 0) return -1;
+        ls_infer_req ir = {.server_visual = 1,
+                           .audio = ss->win,
+                           .n_audio = count * WINDOW_FLOATS,
+                           .batch = (int)count,
+                           .start_frame = ss->start + (int64_t)first,
+                           .png_level = ss->s->cfg->png_level,
+                           .format = ss->format,
+                           .jpeg_quality = ss->quality,
+                           .finite_checked = 1,
+                           .visual_bad = -1,
+                           .audio_bad = -1};
+        ls_infer_result res;
+        int rc = ls_model_infer(lease.handle, &ir, &res, err);
+        ls_registry_release(ss->s->reg, &lease, rc == 0, res.inference_ms, res.composite_ms);
+        if (rc) return -1;
+        if (ss->n_lat + count > ss->cap_lat) {
+            size_t cap = (ss->cap_lat ? ss->cap_lat * 2 : 256) + count;
+            double *l = realloc(ss->lat, cap * sizeof *l);
+            if (!l) {
+                ls_infer_result_free(&res);
+                return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for session statistics");
+            }
+            ss->lat = l;
+            ss->cap_lat = cap;
+        }
+        for (size_t i = 0; !rc && i < count; i++) {
+            Multitenant__Frame f = MULTITENANT__FRAME__INIT;
+            f.index = (int64_t)(first + i);
+            f.pts_ms = f.index * 40;
+            f.avatar_frame = ls_avatar_frame_index(av, ss->start + f.index);
+            f.data = (ProtobufCBinaryData){res.frames[i].len, res.frames[i].data};
+            f.keyframe = 1;
+            Multitenant__SessionResponse r = MULTITENANT__SESSION_RESPONSE__INIT;
+            r.kind_case = MULTITENANT__SESSION_RESPONSE__KIND_FRAME;
+            r.frame = &f;
+            rc = send_session(ss->st, &r, err);
+            if (!rc) ss->lat[ss->n_lat++] = (double)(ls_mono_ns() - ss->audio_ns) / 1e6;
+        }
+        ls_infer_result_free(&res);
+        if (rc) {
+            ls_err_prefix(err, "after %zu frames sent", ss->n_lat);
+            return -1;
+        }
+        ls_metrics_session_frames(ss->s->metrics, ss->id, count);
+    }
+    return 0;
+}
+
+/* One AudioChunk: whole sample frames of the session's encoding, mixed to
+ * mono, pushed into the incremental front end. */
+static int session_audio(session *ss, const Multitenant__AudioChunk *a, ls_err *err) {
+    size_t bps = ss->f32 ? 4 : 2, frame = bps * (size_t)ss->channels;
+    size_t len = a ? a->pcm.len : 0;
+    if (len % frame)
+        return ls_err_set(err, LS_INVALID_ARGUMENT,
+                          "audio.pcm: expected whole sample frames of %zu bytes (%s, %d channels), got %zu bytes",
+                          frame, ss->f32 ? "f32le" : "s16le", ss->channels, len);
+    size_t n = len / frame;
+    if ((double)(ls_speech_stream_samples(ss->sp) + n) / LS_MEL_RATE > ss->s->cfg->audio_max_seconds)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "session audio: longer than audio.max_seconds (%.0f s)",
+                          ss->s->cfg->audio_max_seconds);
+    if (n == 0) return 0;
+    float *mono = malloc(n * sizeof *mono);
+    if (!mono) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for %zu samples", n);
+    const uint8_t *p = a->pcm.data;
+    for (size_t i = 0; i < n; i++) {
+        double acc = 0;
+        for (int c = 0; c < ss->channels; c++, p += bps) {
+            if (ss->f32) {
+                uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+                float v;
+                memcpy(&v, &u, 4);
+                if (!isfinite(v)) {
+                    free(mono);
+                    return ls_err_set(err, LS_INVALID_ARGUMENT, "audio.pcm: sample %zu is not finite", i);
+                }
+                acc += v < -1.0f ? -1.0 : v > 1.0f ? 1.0 : v;
+            } else {
+                acc += (int16_t)(p[0] | p[1] << 8) / 32768.0;
+            }
+        }
+        mono[i] = (float)(acc / ss->channels);
+    }
+    int rc = ls_speech_stream_push(ss->sp, mono, n, err);
+    free(mono);
+    return rc;
+}
+
+/* SessionStart: validate, pin the model, open the front end. */
+static int session_start(session *ss, const ls_call_info *call, const Multitenant__SessionStart *q, ls_err *err) {
+    ls_service *s = ss->s;
+    const ls_config *cfg = s->cfg;
+    ss->id = q->model_id;
+    ss->batch = q->batch_size ? q->batch_size : 5;
+    ss->channels = q->channels;
+    ss->start = q->start_frame_idx;
+    const char *enc = q->pcm_encoding ? q->pcm_encoding : "";
+    if (check_model_id(ss->id, err) != 0 || authorize(s, call, ss->id, 0, NULL, err) != 0) return -1;
+    if (strcmp(enc, "s16le") && strcmp(enc, "f32le"))
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "start.pcm_encoding: expected s16le or f32le, got '%.16s'",
+                          check_model_id(enc, NULL) == 0 ? enc : "?");
+    ss->f32 = !strcmp(enc, "f32le");
+    if (q->sample_rate != LS_MEL_RATE)
+        return ls_err_set(err, LS_INVALID_ARGUMENT,
+                          "start.sample_rate: expected 16000 (sessions take 16 kHz audio; resample before sending), "
+                          "got %d",
+                          q->sample_rate);
+    if (ss->channels < 1 || ss->channels > 32)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "start.channels: expected 1..32, got %d", ss->channels);
+    if (ss->batch < 1 || ss->batch > cfg->max_batch)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "start.batch_size: expected 1..%d (0 = 5), got %d",
+                          cfg->max_batch, ss->batch);
+    if (ss->start < 0)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "start.start_frame_idx: expected >= 0, got %lld",
+                          (long long)ss->start);
+    if (resolve_format(cfg, ss->id, q->output_format, q->output_format ? strlen(q->output_format) : 0,
+                       q->jpeg_quality, &ss->format, &ss->quality, err) != 0)
+        return -1;
+    if (ls_registry_session_hold(s->reg, ss->id, &ss->hold, err) != 0) return -1;
+    if (ls_model_check_speech(ss->hold.handle, err) != 0) return -1;
+    ss->sp = ls_speech_stream_new(ss->hold.handle);
+    ss->win = malloc((size_t)ss->batch * WINDOW_FLOATS * sizeof(float));
+    if (!ss->sp || !ss->win) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory starting a session");
+    const ls_avatar *av = ls_model_avatar(ss->hold.handle);
+    Multitenant__SessionStarted started = MULTITENANT__SESSION_STARTED__INIT;
+    started.session_id = (char *)(call && call->request_id ? call->request_id : "");
+    started.model_loaded = ss->hold.loaded_now;
+    started.frame_width = ls_avatar_width(av);
+    started.frame_height = ls_avatar_height(av);
+    started.fps = LS_VIDEO_FPS;
+    /* Frame i waits for samples up to (floor(3.2 (i + 6)) + 15) * 200 + 400,
+     * i.e. 452.5 ms past its own time (40 i ms) in the long run. */
+    started.lookahead_ms = 453;
+    started.output_format = (char *)format_name(ss->format);
+    Multitenant__SessionResponse r = MULTITENANT__SESSION_RESPONSE__INIT;
+    r.kind_case = MULTITENANT__SESSION_RESPONSE__KIND_STARTED;
+    r.started = &started;
+    return send_session(ss->st, &r, err);
+}
+
+/* Phases: start -> audio* -> end (flush) -> ended. The first message must be
+ * a start; the session ends at SessionEnd or the client's half-close. */
+static ls_code h_session(void *ctx, const ls_call_info *call, ls_stream *st, ls_err *err) {
+    ls_service *s = ctx;
+    session ss = {.s = s, .st = st};
+    ls_buf msg = {0};
+    int rc = 0, started = 0, counted = 0, ended = 0;
+    Multitenant__SessionRequest *q = NULL;
+    int got = ls_stream_recv(st, &msg);
+    if (got < 0) rc = ls_err_set(err, LS_CANCELLED, "cancelled before the session started");
+    if (!rc && got == 0) rc = ls_err_set(err, LS_INVALID_ARGUMENT, "expected a SessionRequest with start, got none");
+    if (!rc && !(q = multitenant__session_request__unpack(NULL, msg.len, msg.data))) {
+        bad_message("SessionRequest", err);
+        rc = -1;
+    }
+    if (!rc && q->kind_case != MULTITENANT__SESSION_REQUEST__KIND_START)
+        rc = ls_err_set(err, LS_INVALID_ARGUMENT, "the first message of a session must be start");
+    if (!rc) {
+        if (atomic_fetch_add(&s->sessions, 1) >= s->cfg->sessions_max)
+            rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "%d live sessions already (sessions.max)", s->cfg->sessions_max);
+        counted = 1;
+    }
+    char id[129] = ""; /* ids are at most 128 characters (check_model_id) */
+    if (!rc) {
+        rc = session_start(&ss, call, q->start, err);
+        if (ss.id) snprintf(id, sizeof id, "%s", ss.id);
+        ss.id = id; /* the request message is freed below, the id must stay */
+        started = rc == 0;
+    }
+    if (q) multitenant__session_request__free_unpacked(q, NULL);
+    q = NULL;
+    while (!rc && !ended) {
+        got = ls_stream_recv(st, &msg);
+        ss.audio_ns = ls_mono_ns();
+        if (got < 0) {
+            rc = ls_err_set(err, LS_CANCELLED, "client cancelled the session after %zu frames", ss.n_lat);
+            break;
+        }
+        if (got > 0 && !(q = multitenant__session_request__unpack(NULL, msg.len, msg.data))) {
+            rc = -1;
+            bad_message("SessionRequest", err);
+            break;
+        }
+        int kind = got == 0 ? MULTITENANT__SESSION_REQUEST__KIND_END : (int)q->kind_case;
+        if (kind == MULTITENANT__SESSION_REQUEST__KIND_AUDIO) {
+            rc = session_audio(&ss, q->audio, err);
+        } else if (kind == MULTITENANT__SESSION_REQUEST__KIND_END) {
+            rc = ls_speech_stream_finish(ss.sp, err);
+            ended = 1;
+        } else {
+            rc = ls_err_set(err, LS_INVALID_ARGUMENT, "a session takes exactly one start, as its first message");
+        }
+        if (q) multitenant__session_request__free_unpacked(q, NULL);
+        q = NULL;
+        if (!rc) rc = session_render(&ss, err);
+    }
+    if (!rc) {
+        qsort(ss.lat, ss.n_lat, sizeof *ss.lat, cmp_dbl);
+        Multitenant__SessionEnded e = MULTITENANT__SESSION_ENDED__INIT;
+        e.frames = (int64_t)ss.n_lat;
+        e.audio_seconds = (double)ls_speech_stream_samples(ss.sp) / LS_MEL_RATE;
+        e.p50_latency_ms = ss.n_lat ? ss.lat[(ss.n_lat - 1) / 2] : 0;
+        e.p99_latency_ms = ss.n_lat ? ss.lat[(size_t)((double)(ss.n_lat - 1) * 0.99)] : 0;
+        Multitenant__SessionResponse r = MULTITENANT__SESSION_RESPONSE__INIT;
+        r.kind_case = MULTITENANT__SESSION_RESPONSE__KIND_ENDED;
+        r.ended = &e;
+        /* Unpinned before the last message and the status. */
+        ls_registry_session_release(s->reg, &ss.hold);
+        rc = send_session(st, &r, err);
+        if (!rc)
+            LOG_INFO("StreamSession model '%s': %lld frames, %.2f s of audio, latency p50 %.0f ms p99 %.0f ms", id,
+                     (long long)e.frames, e.audio_seconds, e.p50_latency_ms, e.p99_latency_ms);
+    }
+    ls_registry_session_release(s->reg, &ss.hold); /* no-op when released */
+    if (rc) {
+        if (err->code == LS_OK) err->code = LS_INTERNAL;
+        LOG_WARN("StreamSession model '%s': %s after %zu frames: %s", started ? id : "(not started)",
+                 ls_code_name(err->code), ss.n_lat, err->msg);
+    }
+    ls_speech_stream_free(ss.sp);
+    free(ss.win);
+    free(ss.lat);
+    ls_buf_free(&msg);
+    if (counted) atomic_fetch_sub(&s->sessions, 1);
+    return rc ? err->code : LS_OK;
+}
+
 /* ---- model info (ListModels / GetModelStats) ---- */
 
 /* Everything one ModelInfo points to, allocated together and freed together. */
@@ -1043,6 +1315,7 @@ const ls_method *ls_service_methods(size_t *n) {
 
 static const ls_stream_method stream_methods[] = {
     {SVC "RenderSpeech", h_render_grpc},
+    {SVC "StreamSession", h_session},
     {"/grpc.health.v1.Health/Watch", ls_health_watch},
     {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", ls_reflection_info},
     {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", ls_reflection_info},

@@ -49,7 +49,11 @@ class TestHundredRequests(lstest.ServerTestCase):
         # Every frame has been prepared by request 20; after that the server
         # holds nothing per request, so 80 more must not grow it by more than
         # allocator noise.
-        self.assertLess(rss[1] - rss[0], 32 * 1024, "RSS grew from %d to %d KiB" % tuple(rss))
+        # Under ASan freed memory sits in its quarantine (256 MB) before it is
+        # reused, so RSS grows with what requests free, leak or not; there
+        # LeakSanitizer's exit check is the test.
+        if not lstest.SLOW:
+            self.assertLess(rss[1] - rss[0], 32 * 1024, "RSS grew from %d to %d KiB" % tuple(rss))
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ class TestReflection(lstest.ServerTestCase):
         service = pool.FindServiceByName("multitenant.MultiTenantLipSync")
         self.assertEqual({m.name for m in service.methods},
                          {"InferBatchComposite", "ListModels", "GetModelStats", "LoadModel",
-                          "UnloadModel", "Health"})
+                          "UnloadModel", "Health", "ExtractAudioFeatures", "RenderSpeech", "StreamSession"})
         method = service.methods_by_name["ListModels"]
         request_cls = message_class(pool, method.input_type.full_name)
         response_cls = message_class(pool, method.output_type.full_name)

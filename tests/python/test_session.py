@@ -1,0 +1,224 @@
+"""StreamSession, through the real gRPC client: the session's frames are
+RenderSpeech's for the concatenated audio whatever the chunking (the
+contract), they leave in order with no gap while audio is still arriving,
+sessions run side by side, and bad streams get precise statuses.
+"""
+
+import os
+import queue
+import shutil
+import subprocess
+import tempfile
+import threading
+import unittest
+import wave
+
+import grpc
+import numpy as np
+
+import lstest
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+_root = tempfile.mkdtemp(prefix="session-", dir=lstest._tmp_root)
+ENCODER = {"model_path": os.path.join(lstest.DEMO_DIR, "models", "demo_encoder.onnx")}
+
+
+def _speech_s16(text, seconds=None):
+    """espeak-ng speech resampled to 16 kHz in numpy, as s16le bytes."""
+    path = os.path.join(_root, "s%d.wav" % abs(hash(text)))
+    subprocess.run([shutil.which("espeak-ng"), "-w", path, text], check=True, timeout=60)
+    with wave.open(path, "rb") as w:
+        rate = w.getframerate()
+        x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float64)
+    n = int(round(len(x) * 16000 / rate))
+    y = np.fft.irfft(np.fft.rfft(x)[:n // 2 + 1], n) * (n / len(x))
+    if seconds:
+        y = y[:int(seconds * 16000)]
+    return np.clip(np.round(y), -32768, 32767).astype("<i2").tobytes()
+
+
+class TestSession(lstest.ServerTestCase):
+    MODELS = {}
+    CAPACITY = {"max_models": 4}
+    SERVER_OPTS = {"worker_threads": 2}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.MODELS = {"demo": lstest.demo_model_config("demo", audio_encoder=ENCODER),
+                      "demo_b1": lstest.demo_model_config("demo_b1", audio_encoder=ENCODER),
+                      "mute": lstest.demo_model_config("demo")}
+        cls.pcm = _speech_s16("A live session streams speech in and frames out, one chunk at a time.")
+        super().setUpClass()
+
+    def start_msg(self, mid="demo", **kw):
+        opts = dict(model_id=mid, pcm_encoding="s16le", sample_rate=16000, channels=1, output_format="png")
+        opts.update(kw)
+        return self.pb2.SessionRequest(start=self.pb2.SessionStart(**opts))
+
+    def audio_msg(self, b):
+        return self.pb2.SessionRequest(audio=self.pb2.AudioChunk(pcm=b))
+
+    def end_msg(self):
+        return self.pb2.SessionRequest(end=self.pb2.SessionEnd())
+
+    def chunks(self, pcm, sizes_rng):
+        out, i = [], 0
+        while i < len(pcm):
+            n = 2 * int(sizes_rng())
+            out.append(pcm[i:i + n])
+            i += n
+        return out
+
+    def session(self, msgs, **kw):
+        return list(self.stub.StreamSession(iter(msgs), timeout=lstest.RPC_TIMEOUT_S, **kw))
+
+    def render(self, pcm, mid="demo", start=0):
+        req = self.pb2.RenderSpeechRequest(
+            model_id=mid, start_frame_idx=start, batch_size=5, output_format="png",
+            audio=self.pb2.AudioInput(pcm=pcm, pcm_encoding="s16le", sample_rate=16000, channels=1))
+        frames = []
+        for r in self.stub.RenderSpeech(req, timeout=lstest.RPC_TIMEOUT_S):
+            frames.extend(r.frames)
+        return frames
+
+    def frames_of(self, resps):
+        self.assertEqual(resps[0].WhichOneof("kind"), "started")
+        self.assertEqual(resps[-1].WhichOneof("kind"), "ended")
+        frames = [r.frame for r in resps[1:-1]]
+        self.assertTrue(all(r.WhichOneof("kind") == "frame" for r in resps[1:-1]))
+        self.assertEqual([f.index for f in frames], list(range(len(frames))), "indices in order, no gap")
+        self.assertEqual([f.pts_ms for f in frames], [40 * i for i in range(len(frames))])
+        self.assertEqual(resps[-1].ended.frames, len(frames))
+        return frames
+
+    def test_chunking_invariance(self):
+        want = self.render(self.pcm, start=3)
+        rng = np.random.default_rng(11)
+        cuts = [lambda: rng.integers(1, 16001),       # 1 sample .. 1 s
+                lambda: rng.integers(1, 40),          # tiny chunks
+                lambda: 320]                          # 20 ms, as a live client sends
+        for k, cut in enumerate(cuts):
+            with self.subTest(cut=k):
+                parts = self.chunks(self.pcm, cut)
+                msgs = [self.start_msg(start_frame_idx=3)] + [self.audio_msg(p) for p in parts]
+                msgs.insert(2, self.audio_msg(b""))   # an empty chunk is valid
+                resps = self.session(msgs + [self.end_msg()])
+                frames = self.frames_of(resps)
+                self.assertEqual(len(frames), len(want))
+                self.assertEqual([f.data for f in frames], list(want))
+                n = 50
+                self.assertEqual([f.avatar_frame for f in frames], [(3 + i) % n for i in range(len(frames))])
+                self.assertAlmostEqual(resps[-1].ended.audio_seconds, len(self.pcm) / 2 / 16000.0, places=6)
+        # Half-closing without SessionEnd ends the session the same way.
+        resps = self.session([self.start_msg(start_frame_idx=3), self.audio_msg(self.pcm)])
+        self.assertEqual([f.data for f in self.frames_of(resps)], list(want))
+
+    def test_frames_leave_while_audio_arrives(self):
+        started = resps = None
+        got = queue.Queue()
+        gate = threading.Event()
+        first, rest = self.pcm[:2 * 16000 * 2], self.pcm[2 * 16000 * 2:]
+
+        def requests():
+            yield self.start_msg(mid="demo_b1", batch_size=1)
+            for i in range(0, len(first), 640):
+                yield self.audio_msg(first[i:i + 640])
+            gate.wait(30)          # no more audio until a frame has come back
+            yield self.audio_msg(rest)
+            yield self.end_msg()
+
+        call = self.stub.StreamSession(requests(), timeout=lstest.RPC_TIMEOUT_S)
+        resps = []
+        for r in call:
+            resps.append(r)
+            if r.WhichOneof("kind") == "frame" and not gate.is_set():
+                got.put(r.frame.index)
+                gate.set()
+        self.assertFalse(got.empty(), "no frame before the end of the audio")
+        started = resps[0].started
+        self.assertEqual((started.frame_width, started.frame_height, started.fps, started.lookahead_ms),
+                         (1280, 720, 25.0, 453))
+        frames = self.frames_of(resps)
+        # 2 s of audio make frames up to about (2000 - 453) / 40 = 38 final.
+        n_early = sum(1 for r in resps[1:] if r.WhichOneof("kind") == "frame")
+        self.assertGreater(n_early, 30)
+        self.assertEqual(len(frames), len(self.render(self.pcm, mid="demo_b1")))
+
+    def test_concurrent_sessions(self):
+        results = {}
+        pcm = self.pcm[:16000 * 2 * 2]
+        want = self.render(pcm)
+
+        def run(k):
+            parts = self.chunks(pcm, lambda: 160 * (k + 1))
+            try:
+                resps = self.session([self.start_msg()] + [self.audio_msg(p) for p in parts] + [self.end_msg()])
+                results[k] = [f.data for f in self.frames_of(resps)]
+            except Exception as e:  # reported below
+                results[k] = e
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(lstest.RPC_TIMEOUT_S)
+        for k in range(6):
+            self.assertEqual(results.get(k), list(want), "session %d" % k)
+
+    def test_live_session_pins_its_model(self):
+        seen = {}
+        gate = threading.Event()
+
+        def requests():
+            yield self.start_msg()
+            yield self.audio_msg(self.pcm[:32000])
+            gate.wait(30)
+            yield self.end_msg()
+
+        call = self.stub.StreamSession(requests(), timeout=lstest.RPC_TIMEOUT_S)
+        it = iter(call)
+        self.assertEqual(next(it).WhichOneof("kind"), "started")
+        st = self.stub.GetModelStats(self.pb2.GetModelStatsRequest(model_id="demo"), timeout=10).models[0]
+        seen["live"] = st.stats.live_sessions
+        gate.set()
+        rest = list(it)
+        self.assertEqual(seen["live"], 1)
+        self.assertEqual(rest[-1].WhichOneof("kind"), "ended")
+        st = self.stub.GetModelStats(self.pb2.GetModelStatsRequest(model_id="demo"), timeout=10).models[0]
+        self.assertEqual(st.stats.live_sessions, 0)
+
+    def assertStatus(self, code, words, msgs):
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.session(msgs)
+        self.assertEqual(cm.exception.code(), code, cm.exception.details())
+        self.assertIn(words, cm.exception.details())
+
+    def test_bad_streams(self):
+        a = self.audio_msg(self.pcm[:3200])
+        self.assertStatus(INVALID, "first message", [a, self.end_msg()])
+        self.assertStatus(INVALID, "exactly one start", [self.start_msg(), a, self.start_msg()])
+        self.assertStatus(grpc.StatusCode.NOT_FOUND, "nosuch", [self.start_msg(mid="nosuch")])
+        self.assertStatus(INVALID, "pcm_encoding", [self.start_msg(pcm_encoding="u8")])
+        self.assertStatus(INVALID, "sample_rate", [self.start_msg(sample_rate=44100)])
+        self.assertStatus(INVALID, "channels", [self.start_msg(channels=0)])
+        self.assertStatus(INVALID, "whole sample frames", [self.start_msg(), self.audio_msg(b"\x00\x01\x02")])
+        self.assertStatus(INVALID, "whole sample frames", [self.start_msg(channels=2), self.audio_msg(b"\x00" * 6)])
+        self.assertStatus(INVALID, "too short", [self.start_msg(), self.audio_msg(b"\x00" * 200), self.end_msg()])
+        self.assertStatus(grpc.StatusCode.FAILED_PRECONDITION, "audio_encoder", [self.start_msg(mid="mute")])
+        # A message that is not a SessionRequest.
+        raw = self.server.channel.stream_stream("/%s/StreamSession" % lstest.SERVICE, request_serializer=None,
+                                                response_deserializer=self.pb2.SessionResponse.FromString)
+        with self.assertRaises(grpc.RpcError) as cm:
+            list(raw(iter([self.start_msg().SerializeToString(), b"\xff\xff\xff"]), timeout=30))
+        self.assertEqual(cm.exception.code(), INVALID)
+        self.assertIn("malformed SessionRequest", cm.exception.details())
+        # A client that cancels mid-stream: the server carries on.
+        call = self.stub.StreamSession(iter([self.start_msg(), self.audio_msg(self.pcm)]), timeout=30)
+        next(iter(call))
+        call.cancel()
+        self.assertEqual(self.stub.Health(self.pb2.HealthRequest(), timeout=10).status, "SERVING")
+        resps = self.session([self.start_msg(), self.audio_msg(self.pcm[:32000]), self.end_msg()])
+        self.assertEqual(resps[-1].WhichOneof("kind"), "ended")
+
+
+if __name__ == "__main__":
+    unittest.main()
