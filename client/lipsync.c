@@ -31,6 +31,7 @@
 #include <grpc/support/time.h>
 
 #include "common.h"
+#include "audio.h"
 #include "multitenant.pb-c.h"
 
 #define DEFAULT_SERVER "127.0.0.1:50053"
@@ -259,7 +260,8 @@ typedef struct {
     int start;
     const char *out_dir;
     const char *visual_path; /* --visual FILE: float32 visual tensor */
-    const char *wav_path;    /* speak --wav FILE */
+    const char *wav_path;    /* speak/session --wav FILE */
+    bool realtime;           /* session --realtime: pace the audio at real time */
     bool client_visual;      /* --visual client (or FILE): send a visual tensor */
     const char *audio_path;
     const char *format;     /* "", "png", "jpeg" or "raw" */
@@ -301,6 +303,11 @@ static const char USAGE[] =
     "                            RenderSpeech: the server turns the speech into frames\n"
     "                            (N+2 at 25 fps), streamed N per message (default 5);\n"
     "                            writes DIR/frame_NNNNNN.png ... and prints frames/s\n"
+    "  session ID --wav FILE.wav [--realtime] [--out DIR] [--batch N] [--start K] [--format F]\n"
+    "                            StreamSession: the WAV (decoded, 16 kHz) in 20 ms chunks\n"
+    "                            (paced at real time with --realtime); prints frames, first\n"
+    "                            frame latency and frame latency percentiles (receipt minus\n"
+    "                            sending the last audio a frame depends on); --out writes them\n"
     "  bench ID [--batch N] [--requests M] [--concurrency C] [--warmup W] [--format F]\n"
     "           [--tensor-dtype f32|f16|u8] [--visual server|client] [--channel-per-thread]\n"
     "                            M requests over C threads (defaults 5, 50, 1, 2); W warmup\n"
@@ -342,7 +349,7 @@ static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
 enum {
     OPT_SERVER = 256, OPT_TIMEOUT, OPT_HELP, OPT_FORCE, OPT_BATCH, OPT_START, OPT_OUT,
     OPT_VISUAL, OPT_AUDIO, OPT_REQUESTS, OPT_CONCURRENCY, OPT_WARMUP, OPT_PER_THREAD, OPT_FORMAT, OPT_DTYPE,
-    OPT_WAV,
+    OPT_WAV, OPT_REALTIME,
 };
 
 /* --server/--timeout are accepted after the command too. */
@@ -370,6 +377,15 @@ static const struct option OPTS_SPEAK[] = {
     {"batch", required_argument, NULL, OPT_BATCH},
     {"start", required_argument, NULL, OPT_START},
     {"format", required_argument, NULL, OPT_FORMAT},
+    {0}};
+static const struct option OPTS_SESSION[] = {
+    COMMON_OPTS,
+    {"wav", required_argument, NULL, OPT_WAV},
+    {"out", required_argument, NULL, OPT_OUT},
+    {"batch", required_argument, NULL, OPT_BATCH},
+    {"start", required_argument, NULL, OPT_START},
+    {"format", required_argument, NULL, OPT_FORMAT},
+    {"realtime", no_argument, NULL, OPT_REALTIME},
     {0}};
 static const struct option OPTS_BENCH[] = {
     COMMON_OPTS,
@@ -413,6 +429,7 @@ static int apply_option(cli_args *a, int opt, const char *optname, const char *v
         return 0;
     case OPT_AUDIO: a->audio_path = val; return 0;
     case OPT_WAV: a->wav_path = val; return 0;
+    case OPT_REALTIME: a->realtime = true; return 0;
     case OPT_FORMAT:
         if (strcmp(val, "png") && strcmp(val, "jpeg") && strcmp(val, "raw"))
             return usage_error("--format: expected png, jpeg or raw, got '%s'", val), -1;
@@ -1106,6 +1123,251 @@ static int cmd_speak(const client *c) {
     return EXIT_OK;
 }
 
+static int cmp_double(const void *pa, const void *pb) {
+    double a = *(const double *)pa, b = *(const double *)pb;
+    return (a > b) - (a < b);
+}
+
+/* Nearest-rank percentile of a sorted array. */
+static double percentile(const double *sorted, size_t n, double p) {
+    size_t rank = (size_t)ceil(p / 100.0 * (double)n);
+    if (rank < 1) rank = 1;
+    return sorted[rank - 1];
+}
+
+/* ------------------------------------------------------------------------ */
+/* session                                                                   */
+
+#define CHUNK_SAMPLES 320 /* 20 ms at 16 kHz */
+
+typedef struct {
+    grpc_call *call;
+    grpc_completion_queue *cq;
+    const float *x;
+    size_t n;
+    bool realtime;
+    int64_t *sent_ns;     /* per chunk: when it was handed to gRPC */
+    size_t n_chunks;
+    int64_t end_ns;
+    int failed;
+} session_sender;
+
+static int send_msg(session_sender *s, const ProtobufCMessage *m, int close) {
+    grpc_slice b = pack_to_slice(m);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&b, 1);
+    grpc_slice_unref(b);
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_MESSAGE;
+    ops[0].data.send_message.send_message = bb;
+    ops[1].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    int ok = grpc_call_start_batch(s->call, ops, close ? 2 : 1, s, NULL) == GRPC_CALL_OK;
+    if (ok) {
+        grpc_event ev = grpc_completion_queue_pluck(s->cq, s, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        ok = ev.type == GRPC_OP_COMPLETE && ev.success;
+    }
+    grpc_byte_buffer_destroy(bb);
+    return ok ? 0 : -1;
+}
+
+/* The audio, 20 ms a message (paced when realtime), then SessionEnd. */
+static void *session_send(void *arg) {
+    session_sender *s = arg;
+    int64_t t0 = (int64_t)ls_mono_ns();
+    for (size_t k = 0; k < s->n_chunks && !s->failed; k++) {
+        if (s->realtime) {
+            int64_t due = t0 + (int64_t)k * 20000000, now = (int64_t)ls_mono_ns();
+            if (due > now) {
+                struct timespec ts = {(time_t)((due - now) / 1000000000), (long)((due - now) % 1000000000)};
+                nanosleep(&ts, NULL);
+            }
+        }
+        size_t a = k * CHUNK_SAMPLES, len = s->n - a < CHUNK_SAMPLES ? s->n - a : CHUNK_SAMPLES;
+        Multitenant__AudioChunk c = MULTITENANT__AUDIO_CHUNK__INIT;
+        c.pcm = (ProtobufCBinaryData){len * 4, (uint8_t *)(uintptr_t)(s->x + a)};
+        Multitenant__SessionRequest r = MULTITENANT__SESSION_REQUEST__INIT;
+        r.kind_case = MULTITENANT__SESSION_REQUEST__KIND_AUDIO;
+        r.audio = &c;
+        s->sent_ns[k] = (int64_t)ls_mono_ns();
+        if (send_msg(s, &r.base, 0) != 0) s->failed = 1;
+    }
+    Multitenant__SessionEnd e = MULTITENANT__SESSION_END__INIT;
+    Multitenant__SessionRequest r = MULTITENANT__SESSION_REQUEST__INIT;
+    r.kind_case = MULTITENANT__SESSION_REQUEST__KIND_END;
+    r.end = &e;
+    s->end_ns = (int64_t)ls_mono_ns();
+    if (!s->failed && send_msg(s, &r.base, 1) != 0) s->failed = 1;
+    return NULL;
+}
+
+/* The chunk holding the last sample frame i depends on (speech.h), or -1
+ * when it is past the audio (the frame waited for SessionEnd). */
+static long dependency_chunk(long i, size_t n) {
+    long mel = (80 * (i + 6)) / 25 + 15;     /* last mel frame of encoder window i + 6 */
+    long sample = mel * 200 + 400 - 1;
+    return (size_t)sample < n ? sample / CHUNK_SAMPLES : -1;
+}
+
+static int cmd_session(const client *c) {
+    const cli_args *a = c->args;
+    if (!a->wav_path) return usage_error("session: --wav FILE is required"), EXIT_USAGE;
+    if (a->out_dir && strcmp(a->out_dir, ".") && make_dirs(a->out_dir) != 0) {
+        fprintf(stderr, "error: %s: %s\n", a->out_dir, strerror(errno));
+        return EXIT_RPC;
+    }
+    FILE *f = fopen(a->wav_path, "rb");
+    ls_buf wav = {0};
+    char chunk[65536];
+    size_t n;
+    int ok = f != NULL;
+    while (f && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (ls_buf_append(&wav, chunk, n) != 0) ok = 0;
+    if (f) fclose(f);
+    ls_audio pcm = {0};
+    ls_err err = {0};
+    if (!ok || ls_audio_decode_wav(wav.data, wav.len, 36000, &pcm, &err) != 0) {
+        fprintf(stderr, "error: %s: %s\n", a->wav_path, ok ? err.msg : strerror(errno));
+        ls_buf_free(&wav);
+        return EXIT_RPC;
+    }
+    ls_buf_free(&wav);
+
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                         gpr_time_from_micros((int64_t)(a->timeout_s * 1e6), GPR_TIMESPAN));
+    grpc_call *call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                               grpc_slice_from_static_string(SERVICE "StreamSession"), NULL,
+                                               deadline, NULL);
+    session_sender snd = {.call = call, .cq = cq, .x = pcm.samples, .n = pcm.n, .realtime = a->realtime};
+    snd.n_chunks = (pcm.n + CHUNK_SAMPLES - 1) / CHUNK_SAMPLES;
+    snd.sent_ns = calloc(snd.n_chunks ? snd.n_chunks : 1, sizeof *snd.sent_ns);
+    grpc_metadata_array initial_md, trailing_md;
+    grpc_metadata_array_init(&initial_md);
+    grpc_metadata_array_init(&trailing_md);
+    grpc_op op0[2];
+    memset(op0, 0, sizeof op0);
+    op0[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    op0[1].op = GRPC_OP_RECV_INITIAL_METADATA;
+    op0[1].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
+    int rc = snd.sent_ns && grpc_call_start_batch(call, op0, 2, op0, NULL) == GRPC_CALL_OK ? 0 : -1;
+    /* The start message, then audio from a thread of its own while this one
+     * reads frames. */
+    Multitenant__SessionStart st = MULTITENANT__SESSION_START__INIT;
+    st.model_id = (char *)a->id;
+    st.output_format = (char *)(a->format ? a->format : "");
+    st.start_frame_idx = a->start;
+    st.pcm_encoding = "f32le";
+    st.sample_rate = 16000;
+    st.channels = 1;
+    st.batch_size = a->batch;
+    Multitenant__SessionRequest sr = MULTITENANT__SESSION_REQUEST__INIT;
+    sr.kind_case = MULTITENANT__SESSION_REQUEST__KIND_START;
+    sr.start = &st;
+    int64_t t0 = (int64_t)ls_mono_ns();
+    if (!rc) rc = send_msg(&snd, &sr.base, 0);
+    pthread_t th;
+    int started = !rc && pthread_create(&th, NULL, session_send, &snd) == 0;
+    long frames = 0, next = 0;
+    double *lat = calloc(snd.n_chunks + 64, sizeof *lat);
+    size_t n_lat = 0, cap_lat = snd.n_chunks + 64;
+    int64_t first_ns = 0;
+    int ended = 0;
+    while (started && lat) {
+        grpc_byte_buffer *bb = NULL;
+        grpc_op rop;
+        memset(&rop, 0, sizeof rop);
+        rop.op = GRPC_OP_RECV_MESSAGE;
+        rop.data.recv_message.recv_message = &bb;
+        if (grpc_call_start_batch(call, &rop, 1, &rop, NULL) != GRPC_CALL_OK) break;
+        grpc_event ev = grpc_completion_queue_pluck(cq, &rop, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        if (ev.type != GRPC_OP_COMPLETE || !ev.success || !bb) break;
+        int64_t now = (int64_t)ls_mono_ns();
+        grpc_byte_buffer_reader reader;
+        grpc_slice msg = grpc_byte_buffer_reader_init(&reader, bb) ? grpc_byte_buffer_reader_readall(&reader)
+                                                                   : grpc_empty_slice();
+        grpc_byte_buffer_reader_destroy(&reader);
+        grpc_byte_buffer_destroy(bb);
+        Multitenant__SessionResponse *r = multitenant__session_response__unpack(NULL, GRPC_SLICE_LENGTH(msg),
+                                                                                 GRPC_SLICE_START_PTR(msg));
+        grpc_slice_unref(msg);
+        if (!r) {
+            fprintf(stderr, "error: malformed SessionResponse\n");
+            rc = -1;
+            break;
+        }
+        if (r->kind_case == MULTITENANT__SESSION_RESPONSE__KIND_FRAME) {
+            const Multitenant__Frame *fr = r->frame;
+            if (fr->index != next) {
+                fprintf(stderr, "error: frame %lld arrived, expected %ld\n", (long long)fr->index, next);
+                rc = -1;
+            }
+            if (!first_ns) first_ns = now;
+            long dep = dependency_chunk(next, pcm.n);
+            int64_t dep_ns = dep >= 0 ? snd.sent_ns[dep] : snd.end_ns;
+            if (n_lat < cap_lat && dep_ns) lat[n_lat++] = (double)(now - dep_ns) / 1e6;
+            if (a->out_dir && strcmp(a->out_dir, ".")) {
+                char path[PATH_MAX];
+                snprintf(path, sizeof path, "%s/frame_%06ld.%s", a->out_dir, next,
+                         !a->format || !strcmp(a->format, "png") ? "png" : !strcmp(a->format, "jpeg") ? "jpg" : "rgb");
+                if (write_file(path, fr->data.data, fr->data.len) != 0) rc = -1;
+            }
+            next++;
+            frames++;
+        } else if (r->kind_case == MULTITENANT__SESSION_RESPONSE__KIND_ENDED) {
+            ended = 1;
+        }
+        multitenant__session_response__free_unpacked(r, NULL);
+        if (rc) {
+            grpc_call_cancel(call, NULL);
+            break;
+        }
+    }
+    if (started) {
+        if (rc) snd.failed = 1;
+        pthread_join(th, NULL);
+    }
+    grpc_status_code code = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    grpc_op sop;
+    memset(&sop, 0, sizeof sop);
+    sop.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    sop.data.recv_status_on_client.trailing_metadata = &trailing_md;
+    sop.data.recv_status_on_client.status = &code;
+    sop.data.recv_status_on_client.status_details = &details;
+    if (grpc_call_start_batch(call, &sop, 1, &sop, NULL) == GRPC_CALL_OK)
+        grpc_completion_queue_pluck(cq, &sop, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    double secs = (double)((int64_t)ls_mono_ns() - t0) / 1e9;
+    int exit_code = EXIT_OK;
+    if (code != GRPC_STATUS_OK) {
+        fprintf(stderr, "error: %s: %.*s (after %ld frames)\n", status_name(code), (int)GRPC_SLICE_LENGTH(details),
+                (const char *)GRPC_SLICE_START_PTR(details), frames);
+        exit_code = EXIT_RPC;
+    } else if (rc || !ended) {
+        exit_code = EXIT_RPC;
+    } else {
+        qsort(lat, n_lat, sizeof *lat, cmp_double);
+        printf("session %s: %ld frames (%.2f s of audio%s) in %.2f s; first frame after %.0f ms; frame latency "
+               "(receipt - its last audio sent) p50 %.0f ms, p90 %.0f ms, p99 %.0f ms, max %.0f ms\n",
+               a->id, frames, (double)pcm.n / 16000, a->realtime ? ", paced at real time" : "", secs,
+               first_ns ? (double)(first_ns - t0) / 1e6 : 0.0, n_lat ? percentile(lat, n_lat, 50) : 0.0,
+               n_lat ? percentile(lat, n_lat, 90) : 0.0, n_lat ? percentile(lat, n_lat, 99) : 0.0,
+               n_lat ? lat[n_lat - 1] : 0.0);
+    }
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&initial_md);
+    grpc_metadata_array_destroy(&trailing_md);
+    grpc_call_unref(call);
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(cq);
+    free(lat);
+    free(snd.sent_ns);
+    ls_audio_free(&pcm);
+    return exit_code;
+}
+
 /* ------------------------------------------------------------------------ */
 /* bench                                                                     */
 
@@ -1212,18 +1474,6 @@ static void *bench_thread(void *arg) {
         if (bucket != GRPC_STATUS_OK) bench_record_error(ctx, bucket, &st);
     }
     return NULL;
-}
-
-static int cmp_double(const void *pa, const void *pb) {
-    double a = *(const double *)pa, b = *(const double *)pb;
-    return (a > b) - (a < b);
-}
-
-/* Nearest-rank percentile of a sorted array. */
-static double percentile(const double *sorted, size_t n, double p) {
-    size_t rank = (size_t)ceil(p / 100.0 * (double)n);
-    if (rank < 1) rank = 1;
-    return sorted[rank - 1];
 }
 
 static void bench_report(const bench_ctx *ctx, double wall_s) {
@@ -1371,6 +1621,7 @@ static const command COMMANDS[] = {
     {"infer", OPTS_INFER, 1, 1, 1, cmd_infer},
     {"bench", OPTS_BENCH, 1, 1, 5, cmd_bench},
     {"speak", OPTS_SPEAK, 1, 1, 5, cmd_speak},
+    {"session", OPTS_SESSION, 1, 1, 5, cmd_session},
 };
 
 /* Parse the command's own arguments (argv[0] is the command name). Returns 0,

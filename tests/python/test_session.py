@@ -186,6 +186,28 @@ class TestSession(lstest.ServerTestCase):
         st = self.stub.GetModelStats(self.pb2.GetModelStatsRequest(model_id="demo"), timeout=10).models[0]
         self.assertEqual(st.stats.live_sessions, 0)
 
+    def test_cli_session_and_speak(self):
+        wav = os.path.join(lstest.DEMO_DIR, "speech.wav")
+        with open(wav, "rb") as f:
+            total = sum(len(r.frames) for r in self.stub.RenderSpeech(self.pb2.RenderSpeechRequest(
+                model_id="demo", audio=self.pb2.AudioInput(wav=f.read())), timeout=lstest.RPC_TIMEOUT_S))
+        out = os.path.join(_root, "cli-session")
+        p = subprocess.run([lstest.LIPSYNC_CLI, "--server", self.server.addr, "session", "demo", "--wav", wav,
+                            "--out", out, "--format", "jpeg"], capture_output=True, text=True, timeout=300)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("session demo: %d frames" % total, p.stdout)
+        self.assertEqual(sorted(os.listdir(out)), ["frame_%06d.jpg" % i for i in range(total)])
+        out2 = os.path.join(_root, "cli-speak")
+        p = subprocess.run([lstest.LIPSYNC_CLI, "--server", self.server.addr, "speak", "demo", "--wav", wav,
+                            "--out", out2], capture_output=True, text=True, timeout=300)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("wrote %d frames" % total, p.stdout)
+        self.assertEqual(len(os.listdir(out2)), total)
+        p = subprocess.run([lstest.LIPSYNC_CLI, "--server", self.server.addr, "session", "mute", "--wav", wav],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("FAILED_PRECONDITION", p.stderr)
+
     def assertStatus(self, code, words, msgs):
         with self.assertRaises(grpc.RpcError) as cm:
             self.session(msgs)
