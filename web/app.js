@@ -210,7 +210,8 @@ async function play() {
       for (let i = 0; i < b; i++) audio.set(makeAudioWindow(start + s + i, aLen), i * aLen);
       const body = encode.CompositeBatchRequest({ model_id: id, audio_features: audio,
         batch_size: b, start_frame_idx: start + s }).finishFramed();
-      const resp = decode('CompositeBatchResponse', await unary(BASE, 'InferBatchComposite', body, opts()));
+      const resp = decode('CompositeBatchResponse', await unary(BASE, 'InferBatchComposite', body,
+        { ...opts(), modelId: id }));
       playback.requests++;
       playback.lastTotal = resp.total_time_ms;
       playback.lastInfer = resp.inference_time_ms;
