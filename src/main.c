@@ -94,6 +94,26 @@ static int ep_metrics(void *ctx, ls_buf *body, const char **ct) {
     return 200;
 }
 
+/* SIGTERM behind a load balancer: /readyz (and grpc.health.v1) already say
+ * "not ready", but both ports keep serving for grace_s seconds, so that the
+ * balancer's health checks (fall x inter) take this instance out of its pool
+ * before it refuses anything; only then do new calls get refused and the
+ * drain begins. A second SIGINT/SIGTERM cuts the wait short. */
+static void unready_grace(const sigset_t *sigs, double grace_s) {
+    if (grace_s <= 0) return;
+    LOG_INFO("not ready; still serving for %.1f s (server.unready_grace_seconds) before draining", grace_s);
+    uint64_t end = ls_mono_ns() + (uint64_t)(grace_s * 1e9);
+    for (uint64_t now; (now = ls_mono_ns()) < end;) {
+        uint64_t left = end - now;
+        struct timespec ts = {.tv_sec = (time_t)(left / 1000000000u), .tv_nsec = (long)(left % 1000000000u)};
+        int sig = sigtimedwait(sigs, NULL, &ts);
+        if (sig == SIGINT || sig == SIGTERM) {
+            LOG_INFO("received %s again, draining now", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            return;
+        }
+    }
+}
+
 static void *preload_main(void *arg) {
     ls_service_preload(arg);
     return NULL;
@@ -326,6 +346,7 @@ int main(int argc, char **argv) {
     /* /readyz says 503 and new gRPC-Web calls are refused while the gRPC
      * calls in flight finish; the HTTP listener stops last. */
     ls_service_drain(svc);
+    unready_grace(&sigs, cfg.unready_grace_seconds);
     ls_http_drain(http);
     pthread_mutex_lock(&ectx.lock);
     ectx.tr = NULL;
