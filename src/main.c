@@ -35,6 +35,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: lipsyncd [--config FILE] [--listen HOST:PORT] [--log-level debug|info|warn|error]\n"
             "                [--log-format text|json] [--grace SECONDS] [--http-listen HOST:PORT]\n"
+            "                [--unready-grace SECONDS]\n"
             "Serves ONNX lip-sync models over gRPC (service multitenant.MultiTenantLipSync), and over\n"
             "HTTP: gRPC-Web, /metrics, /healthz, /readyz and a demo page (--http-listen enables it).\n"
             "Without --config it serves the built-in demo avatar (%s).\n",
@@ -122,11 +123,13 @@ static void *preload_main(void *arg) {
 int main(int argc, char **argv) {
     const char *config_path = NULL, *listen = NULL, *http_listen = NULL;
     double grace = -1; /* --grace overrides server.drain_seconds */
+    double unready = -1; /* --unready-grace overrides server.unready_grace_seconds */
     static const struct option opts[] = {
         {"config", required_argument, 0, 'c'}, {"listen", required_argument, 0, 'l'},
         {"log-level", required_argument, 0, 'v'}, {"grace", required_argument, 0, 'g'},
         {"log-format", required_argument, 0, 'f'},
         {"http-listen", required_argument, 0, 'H'},
+        {"unready-grace", required_argument, 0, 'U'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
     };
     int ch;
@@ -143,6 +146,7 @@ int main(int argc, char **argv) {
         case 'l': listen = optarg; break;
         case 'H': http_listen = optarg; break;
         case 'g': grace = atof(optarg); break;
+        case 'U': unready = atof(optarg); break;
         case 'v':
             if (!strcmp(optarg, "debug")) ls_log_set_level(LS_LOG_DEBUG);
             else if (!strcmp(optarg, "info")) ls_log_set_level(LS_LOG_INFO);
@@ -179,6 +183,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (grace < 0) grace = cfg.drain_seconds;
+    if (unready >= 0) cfg.unready_grace_seconds = unready; /* one shared config, set per deployment */
     if (listen) {
         char *l = strdup(listen);
         if (!l) return 1;
