@@ -144,11 +144,13 @@ static grpc_slice pack_to_slice(const ProtobufCMessage *msg) {
 }
 
 /* One unary call. The request is the concatenation of `req` slices (borrowed:
- * the byte buffer takes its own references). Returns 0 with *resp holding the
- * serialized response (caller unrefs), or -1 with *st describing the failure;
- * st->code is set in both cases. */
-static int rpc_call(grpc_channel *ch, const char *method, grpc_slice *req, size_t n_req,
-                    double timeout_s, grpc_slice *resp, rpc_status *st) {
+ * the byte buffer takes its own references). model_id (NULL or "" = none)
+ * also travels as x-model-id metadata: a load balancer in front of several
+ * servers routes by it, since it cannot read the body (docs/SCALING.md).
+ * Returns 0 with *resp holding the serialized response (caller unrefs), or
+ * -1 with *st describing the failure; st->code is set in both cases. */
+static int rpc_call(grpc_channel *ch, const char *method, const char *model_id, grpc_slice *req,
+                    size_t n_req, double timeout_s, grpc_slice *resp, rpc_status *st) {
     *resp = grpc_empty_slice();
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
     gpr_timespec deadline = gpr_time_add(
@@ -168,8 +170,14 @@ static int rpc_call(grpc_channel *ch, const char *method, grpc_slice *req, size_
 
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
+    grpc_metadata md = {.key = grpc_slice_from_static_string("x-model-id"),
+                        .value = grpc_slice_from_static_string(model_id ? model_id : "")};
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
     ops[0].flags = g_wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
+    if (model_id && *model_id) {
+        ops[0].data.send_initial_metadata.count = 1;
+        ops[0].data.send_initial_metadata.metadata = &md;
+    }
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send_bb;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -234,11 +242,11 @@ static int rpc_call(grpc_channel *ch, const char *method, grpc_slice *req, size_
 /* Pack `req`, call, unpack the response as `resp_desc`. Returns the unpacked
  * message (free with protobuf_c_message_free_unpacked) or NULL with *st. */
 static ProtobufCMessage *rpc_message(grpc_channel *ch, double timeout_s, const char *method,
-                                     const ProtobufCMessage *req,
+                                     const char *model_id, const ProtobufCMessage *req,
                                      const ProtobufCMessageDescriptor *resp_desc, rpc_status *st) {
     grpc_slice body = pack_to_slice(req);
     grpc_slice resp;
-    int rc = rpc_call(ch, method, &body, 1, timeout_s, &resp, st);
+    int rc = rpc_call(ch, method, model_id, &body, 1, timeout_s, &resp, st);
     grpc_slice_unref(body);
     if (rc != 0) return NULL;
     ProtobufCMessage *msg = protobuf_c_message_unpack(resp_desc, NULL, GRPC_SLICE_LENGTH(resp),
@@ -471,7 +479,7 @@ static int cmd_list(const client *c) {
     Multitenant__ListModelsRequest req = MULTITENANT__LIST_MODELS_REQUEST__INIT;
     rpc_status st;
     Multitenant__ListModelsResponse *resp = (Multitenant__ListModelsResponse *)rpc_message(
-        c->channel, c->args->timeout_s, SERVICE "ListModels", &req.base,
+        c->channel, c->args->timeout_s, SERVICE "ListModels", NULL, &req.base,
         &multitenant__list_models_response__descriptor, &st);
     if (!resp) return report_status(&st);
 
@@ -552,7 +560,7 @@ static int cmd_stats(const client *c) {
     req.model_id = c->args->id ? (char *)c->args->id : "";
     rpc_status st;
     Multitenant__GetModelStatsResponse *resp = (Multitenant__GetModelStatsResponse *)rpc_message(
-        c->channel, c->args->timeout_s, SERVICE "GetModelStats", &req.base,
+        c->channel, c->args->timeout_s, SERVICE "GetModelStats", req.model_id, &req.base,
         &multitenant__get_model_stats_response__descriptor, &st);
     if (!resp) return report_status(&st);
 
@@ -577,7 +585,7 @@ static int cmd_load(const client *c) {
     req.force_reload = c->args->force;
     rpc_status st;
     Multitenant__LoadModelResponse *resp = (Multitenant__LoadModelResponse *)rpc_message(
-        c->channel, c->args->timeout_s, SERVICE "LoadModel", &req.base,
+        c->channel, c->args->timeout_s, SERVICE "LoadModel", req.model_id, &req.base,
         &multitenant__load_model_response__descriptor, &st);
     if (!resp) return report_status(&st);
 
@@ -600,7 +608,7 @@ static int cmd_unload(const client *c) {
     req.model_id = (char *)c->args->id;
     rpc_status st;
     Multitenant__UnloadModelResponse *resp = (Multitenant__UnloadModelResponse *)rpc_message(
-        c->channel, c->args->timeout_s, SERVICE "UnloadModel", &req.base,
+        c->channel, c->args->timeout_s, SERVICE "UnloadModel", req.model_id, &req.base,
         &multitenant__unload_model_response__descriptor, &st);
     if (!resp) return report_status(&st);
 
@@ -619,7 +627,7 @@ static int cmd_health(const client *c) {
     Multitenant__HealthRequest req = MULTITENANT__HEALTH_REQUEST__INIT;
     rpc_status st;
     Multitenant__HealthResponse *resp = (Multitenant__HealthResponse *)rpc_message(
-        c->channel, c->args->timeout_s, SERVICE "Health", &req.base,
+        c->channel, c->args->timeout_s, SERVICE "Health", NULL, &req.base,
         &multitenant__health_response__descriptor, &st);
     if (!resp) return report_status(&st);
 
@@ -888,7 +896,8 @@ static int cmd_infer(const client *c) {
     rpc_status st;
     grpc_slice raw;
     uint64_t t0 = ls_mono_ns();
-    int call_rc = rpc_call(c->channel, SERVICE "InferBatchComposite", &body, 1, a->timeout_s, &raw, &st);
+    int call_rc =
+        rpc_call(c->channel, SERVICE "InferBatchComposite", a->id, &body, 1, a->timeout_s, &raw, &st);
     double rpc_ms = (double)(ls_mono_ns() - t0) / 1e6;
     grpc_slice_unref(body);
     if (call_rc != 0) return report_status(&st);
@@ -1413,7 +1422,8 @@ static int bench_one(bench_ctx *ctx, grpc_channel *ch, int64_t start, rpc_status
     grpc_slice slices[2] = {ctx->body, grpc_slice_from_copied_buffer((const char *)tail_buf, tail_len)};
 
     grpc_slice raw;
-    int rc = rpc_call(ch, SERVICE "InferBatchComposite", slices, 2, ctx->args->timeout_s, &raw, st);
+    int rc = rpc_call(ch, SERVICE "InferBatchComposite", ctx->args->id, slices, 2, ctx->args->timeout_s, &raw,
+                      st);
     grpc_slice_unref(slices[1]);
     if (rc != 0) return st->code;
 

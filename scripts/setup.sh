@@ -4,7 +4,10 @@
 #      (prometheus for its promtool, which lints /metrics; chromium for the
 #      demo page's browser test; on a systemd host the prometheus package
 #      also enables a Prometheus server on :9090; fftw3 and soxr for the audio
-#      front end, espeak-ng to synthesise the speech its tests use);
+#      front end, espeak-ng to synthesise the speech its tests use; haproxy
+#      and nginx-light for scripts/run-cluster.sh and the scale-out tests,
+#      which start their own instances on loopback ports, never the system
+#      services);
 #   2. fetches ONNX Runtime 1.21.0 into third_party/onnxruntime (ignored by git):
 #      headers from Debian 13's libonnxruntime-dev (downloaded, never installed:
 #      its library needs glibc 2.38), library from the npm package
@@ -21,6 +24,7 @@ PKGS=(build-essential cmake pkg-config clang llvm libclang-rt-14-dev valgrind
       prometheus chromium
       python3 python3-numpy python3-grpcio python3-grpc-tools python3-onnx python3-protobuf python3-pil python3-opencv
       python3-h2
+      haproxy nginx-light
       ca-certificates)
 
 if [ "${LIPSYNC_SKIP_APT:-0}" != 1 ]; then

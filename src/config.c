@@ -95,6 +95,7 @@ void ls_config_defaults(ls_config *cfg) {
     cfg->png_level = 1;
     cfg->max_queue = 256;
     cfg->drain_seconds = 10;
+    cfg->unready_grace_seconds = 0;
     cfg->max_models = 4;
     cfg->max_memory_bytes = 8 * GIB;
     cfg->policy = LS_POLICY_LRU;
@@ -516,7 +517,7 @@ static const char *const ENCODER_KINDS[] = {"ave", NULL};
 
 static const char *const SERVER_KEYS[] = {
     "listen",    "max_message_mb", "worker_threads", "ort_intra_threads", "ort_inter_threads",
-    "max_batch", "png_level", "max_queue", "drain_seconds", NULL};
+    "max_batch", "png_level", "max_queue", "drain_seconds", "unready_grace_seconds", NULL};
 
 static const char *const CAPACITY_KEYS[] = {
     "max_models",         "max_memory_gb",        "eviction_policy",    "idle_unload_minutes",
@@ -576,6 +577,8 @@ static int parse_server(cfg_parser *p, const yaml_node_t *key, const yaml_node_t
             r = get_int(p, k, v, "server.max_queue", 1, 1000000, &cfg->max_queue);
         } else if (!strcmp(name, "drain_seconds")) {
             r = get_number(p, k, v, "server.drain_seconds", 0, 0, 3600, &cfg->drain_seconds);
+        } else if (!strcmp(name, "unready_grace_seconds")) {
+            r = get_number(p, k, v, "server.unready_grace_seconds", 0, 0, 3600, &cfg->unready_grace_seconds);
         } else {
             r = unknown_key(p, k, "in server", SERVER_KEYS);
         }

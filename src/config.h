@@ -10,6 +10,7 @@
  *     png_level: 1                   # ISA-L level 0..3 for flat rows
  *     max_queue: 256                 # requests waiting for a worker; beyond: RESOURCE_EXHAUSTED
  *     drain_seconds: 10              # on SIGTERM, how long in-flight requests may finish
+ *     unready_grace_seconds: 0       # on SIGTERM, /readyz 503 but still serving this long first
  *   capacity:
  *     max_models: 4
  *     max_memory_gb: 8               # may be fractional
@@ -125,6 +126,7 @@ typedef struct {
     int png_level;         /* default 1; range 0..3 */
     int max_queue;         /* default 256; range 1..1000000 */
     double drain_seconds;  /* default 10; range 0..3600 */
+    double unready_grace_seconds; /* default 0; range 0..3600: a balancer's fall x inter */
     /* capacity */
     int max_models;        /* default 4; >= 1 */
     uint64_t max_memory_bytes;  /* default 8 GiB */

@@ -37,7 +37,8 @@
 #define FLAG_TRAILER 0x80
 #define MAX_STATIC_PATH 512
 
-static const char ALLOW_HEADERS[] = "x-grpc-web, content-type, x-user-agent, grpc-timeout, authorization";
+static const char ALLOW_HEADERS[] =
+    "x-grpc-web, content-type, x-user-agent, grpc-timeout, authorization, x-model-id";
 static const char EXPOSE_HEADERS[] = "grpc-status, grpc-message, x-request-id";
 
 struct ls_http {
@@ -602,6 +603,7 @@ static enum MHD_Result run_rpc(ls_http *h, struct MHD_Connection *c, rpc_req *q)
         .received_mono_ns = ls_mono_ns(),
         .cancelled = &never_cancelled,
         .authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "authorization"),
+        .routing_model = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-model-id"),
         .request_id = q->request_id,
     };
     ls_buf resp = {0};

@@ -37,6 +37,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: lipsyncd [--config FILE] [--listen HOST:PORT] [--log-level debug|info|warn|error]\n"
             "                [--log-format text|json] [--grace SECONDS] [--http-listen HOST:PORT]\n"
+            "                [--unready-grace SECONDS]\n"
             "Serves ONNX lip-sync models over gRPC (service multitenant.MultiTenantLipSync), and over\n"
             "HTTP: gRPC-Web, /metrics, /healthz, /readyz and a demo page (--http-listen enables it).\n"
             "Without --config it serves the built-in demo avatar (%s).\n",
@@ -115,6 +116,26 @@ static int ep_metrics(void *ctx, ls_buf *body, const char **ct) {
     return 200;
 }
 
+/* SIGTERM behind a load balancer: /readyz (and grpc.health.v1) already say
+ * "not ready", but both ports keep serving for grace_s seconds, so that the
+ * balancer's health checks (fall x inter) take this instance out of its pool
+ * before it refuses anything; only then do new calls get refused and the
+ * drain begins. A second SIGINT/SIGTERM cuts the wait short. */
+static void unready_grace(const sigset_t *sigs, double grace_s) {
+    if (grace_s <= 0) return;
+    LOG_INFO("not ready; still serving for %.1f s (server.unready_grace_seconds) before draining", grace_s);
+    uint64_t end = ls_mono_ns() + (uint64_t)(grace_s * 1e9);
+    for (uint64_t now; (now = ls_mono_ns()) < end;) {
+        uint64_t left = end - now;
+        struct timespec ts = {.tv_sec = (time_t)(left / 1000000000u), .tv_nsec = (long)(left % 1000000000u)};
+        int sig = sigtimedwait(sigs, NULL, &ts);
+        if (sig == SIGINT || sig == SIGTERM) {
+            LOG_INFO("received %s again, draining now", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            return;
+        }
+    }
+}
+
 static void *preload_main(void *arg) {
     ls_service_preload(arg);
     return NULL;
@@ -123,11 +144,13 @@ static void *preload_main(void *arg) {
 int main(int argc, char **argv) {
     const char *config_path = NULL, *listen = NULL, *http_listen = NULL;
     double grace = -1; /* --grace overrides server.drain_seconds */
+    double unready = -1; /* --unready-grace overrides server.unready_grace_seconds */
     static const struct option opts[] = {
         {"config", required_argument, 0, 'c'}, {"listen", required_argument, 0, 'l'},
         {"log-level", required_argument, 0, 'v'}, {"grace", required_argument, 0, 'g'},
         {"log-format", required_argument, 0, 'f'},
         {"http-listen", required_argument, 0, 'H'},
+        {"unready-grace", required_argument, 0, 'U'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
     };
     int ch;
@@ -144,6 +167,7 @@ int main(int argc, char **argv) {
         case 'l': listen = optarg; break;
         case 'H': http_listen = optarg; break;
         case 'g': grace = atof(optarg); break;
+        case 'U': unready = atof(optarg); break;
         case 'v':
             if (!strcmp(optarg, "debug")) ls_log_set_level(LS_LOG_DEBUG);
             else if (!strcmp(optarg, "info")) ls_log_set_level(LS_LOG_INFO);
@@ -180,6 +204,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (grace < 0) grace = cfg.drain_seconds;
+    if (unready >= 0) cfg.unready_grace_seconds = unready; /* one shared config, set per deployment */
     if (listen) {
         char *l = strdup(listen);
         if (!l) return 1;
@@ -356,6 +381,7 @@ int main(int argc, char **argv) {
     /* /readyz says 503 and new gRPC-Web calls are refused while the gRPC
      * calls in flight finish; the HTTP listener stops last. */
     ls_service_drain(svc);
+    unready_grace(&sigs, cfg.unready_grace_seconds);
     ls_http_drain(http);
     pthread_mutex_lock(&ectx.lock);
     ectx.tr = NULL;

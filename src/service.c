@@ -294,6 +294,21 @@ static int check_model_id(const char *id, ls_err *err) {
     return 0;
 }
 
+/* A load balancer cannot read the protobuf body, so clients also send the
+ * model id as x-model-id metadata and the balancer routes by that
+ * (docs/SCALING.md). If the two disagree, the call may have reached an
+ * instance that does not hold the model, and one of them is a client bug:
+ * refuse it rather than quietly load the avatar on the wrong instance.
+ * Either may be absent (older clients send no metadata; GetModelStats of
+ * everything names no model). The metadata is not echoed (log lines). */
+static int check_routing(const ls_call_info *call, const char *id, ls_err *err) {
+    if (!call || !call->routing_model || !id || !*id || !strcmp(call->routing_model, id)) return 0;
+    return ls_err_set(err, LS_INVALID_ARGUMENT,
+                      "x-model-id metadata (%zu bytes) does not match model_id '%s': a load balancer routes "
+                      "by the metadata, so both must name the same model",
+                      strlen(call->routing_model), id);
+}
+
 /* Tenant keys (auth.h). With auth off, everyone may do everything. A key
  * that may not use a model is told PERMISSION_DENIED with the same words
  * whether or not the model exists, so keys cannot probe other tenants' ids.
@@ -384,6 +399,7 @@ static ls_code h_infer_spans(void *ctx, const ls_call_info *call, const ls_span 
         goto fail;
     }
     if (check_model_id(id, err) != 0) goto fail;
+    if (check_routing(call, id, err) != 0) goto fail;
     if (authorize(s, call, id, 0, NULL, err) != 0) goto fail;
     if (q.batch_size < 1 || q.batch_size > cfg->max_batch) {
         ls_err_set(err, LS_INVALID_ARGUMENT, "batch_size: expected 1..%d, got %d", cfg->max_batch, q.batch_size);
@@ -1182,7 +1198,8 @@ static ls_code h_stats(void *ctx, const ls_call_info *call, const uint8_t *req, 
     if (!q) return bad_message("GetModelStatsRequest", err);
     const char *id = q->model_id && *q->model_id ? q->model_id : NULL;
     const ls_auth_key *who;
-    if ((id && check_model_id(id, err) != 0) || authorize(s, call, id, 0, &who, err) != 0) {
+    if ((id && check_model_id(id, err) != 0) || check_routing(call, id, err) != 0 ||
+        authorize(s, call, id, 0, &who, err) != 0) {
         multitenant__get_model_stats_request__free_unpacked(q, NULL);
         return err->code;
     }
@@ -1223,6 +1240,7 @@ static ls_code h_load(void *ctx, const ls_call_info *call, const uint8_t *req, s
     int already = 0;
     double ms = 0;
     int rc = check_model_id(q->model_id, err);
+    if (!rc) rc = check_routing(call, q->model_id, err);
     if (!rc) rc = authorize(s, call, q->model_id, 1, NULL, err);
     if (!rc) rc = ls_registry_load(s->reg, q->model_id, q->force_reload, &already, &ms, err);
     if (!rc) LOG_INFO("LoadModel '%s': %s", q->model_id, already ? "already loaded" : "loaded");
@@ -1244,6 +1262,7 @@ static ls_code h_unload(void *ctx, const ls_call_info *call, const uint8_t *req,
     Multitenant__UnloadModelResponse r = MULTITENANT__UNLOAD_MODEL_RESPONSE__INIT;
     ls_state st = LS_STATE_UNLOADED;
     int rc = check_model_id(q->model_id, err);
+    if (!rc) rc = check_routing(call, q->model_id, err);
     if (!rc) rc = authorize(s, call, q->model_id, 1, NULL, err);
     if (!rc) rc = ls_registry_unload(s->reg, q->model_id, &st, err);
     if (!rc) LOG_INFO("UnloadModel '%s': %s", q->model_id, ls_state_name(st));

@@ -249,12 +249,12 @@ static void call_path(const call *c, char *path, size_t size) {
     path[plen] = 0;
 }
 
-/* The one piece of metadata a handler may need, copied so it is a C string;
- * NULL when absent. */
-static const char *call_authorization(const call *c, char *auth, size_t size) {
+/* A piece of metadata a handler may need (ls_call_info), copied so it is a
+ * C string (truncated to fit); NULL when absent. */
+static const char *call_metadata(const call *c, const char *key, char *auth, size_t size) {
     for (size_t i = 0; i < c->req_md.count; i++) {
         const grpc_metadata *md = &c->req_md.metadata[i];
-        if (grpc_slice_str_cmp(md->key, "authorization") == 0) {
+        if (grpc_slice_str_cmp(md->key, key) == 0) {
             size_t n = GRPC_SLICE_LENGTH(md->value);
             if (n >= size) n = size - 1;
             memcpy(auth, GRPC_SLICE_START_PTR(md->value), n);
@@ -302,12 +302,12 @@ static void handle(call *c) {
         finish(c, LS_INTERNAL, "cannot read request message", NULL);
         return;
     }
-    char auth[512];
-    const char *authorization = call_authorization(c, auth, sizeof auth);
+    char auth[512], model[160];
     ls_call_info info = {.method = path,
                          .received_mono_ns = c->received_ns,
                          .cancelled = &c->closed_cancelled,
-                         .authorization = authorization,
+                         .authorization = call_metadata(c, "authorization", auth, sizeof auth),
+                         .routing_model = call_metadata(c, "x-model-id", model, sizeof model),
                          .request_id = c->request_id};
     ls_err err = {.code = LS_OK, .msg = ""};
     ls_code code;
@@ -544,12 +544,13 @@ static void *stream_main(void *arg) {
     call *c = sl->c; /* set before this thread was created */
     ls_transport *t = c->t;
     ls_stream *s = c->stream;
-    char path[256], auth[512];
+    char path[256], auth[512], model[160];
     call_path(c, path, sizeof path);
     ls_call_info info = {.method = path,
                          .received_mono_ns = c->received_ns,
                          .cancelled = &c->closed_cancelled,
-                         .authorization = call_authorization(c, auth, sizeof auth),
+                         .authorization = call_metadata(c, "authorization", auth, sizeof auth),
+                         .routing_model = call_metadata(c, "x-model-id", model, sizeof model),
                          .request_id = c->request_id};
     ls_err err = {.code = LS_OK, .msg = ""};
     ls_log_set_request(c->request_id);

@@ -43,6 +43,8 @@ typedef struct {
     uint64_t received_mono_ns; /* when the request message had arrived */
     const atomic_int *cancelled; /* becomes non-zero if the client cancels or goes away */
     const char *authorization;   /* the "authorization" metadata value, or NULL */
+    const char *routing_model;   /* the "x-model-id" metadata value, or NULL: the key a load
+                                  * balancer routes by (the service checks it against the body) */
     const char *request_id;      /* unique per call; in its log lines and x-request-id trailer */
 } ls_call_info;
 

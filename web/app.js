@@ -202,7 +202,8 @@ function featuresProducer({ token, id, total, batch, start, info, queue }) {
       // Audio only: the server builds the visual input from the avatar's frames.
       const body = encode.CompositeBatchRequest({ model_id: id, audio_features: audio,
         batch_size: b, start_frame_idx: start + s }).finishFramed();
-      const resp = decode('CompositeBatchResponse', await unary(BASE, 'InferBatchComposite', body, opts()));
+      const resp = decode('CompositeBatchResponse', await unary(BASE, 'InferBatchComposite', body,
+        { ...opts(), modelId: id }));
       playback.requests++;
       playback.lastTotal = resp.total_time_ms;
       playback.lastInfer = resp.inference_time_ms;

@@ -214,11 +214,14 @@ function parseTrailers(u8) {
 }
 
 // One unary call. framedBody comes from encode.X(...).finishFramed().
+// modelId, for a call that names a model, travels as the x-model-id header:
+// a load balancer in front of several servers routes by it (docs/SCALING.md).
 // Resolves to the response message bytes; rejects with GrpcError.
-export async function unary(base, method, framedBody, { authorization, signal } = {}) {
+export async function unary(base, method, framedBody, { authorization, signal, modelId } = {}) {
   const headers = { 'content-type': 'application/grpc-web+proto', 'x-grpc-web': '1',
     'x-user-agent': 'lipsyncd-demo/1' };
   if (authorization) headers.authorization = authorization;
+  if (modelId) headers['x-model-id'] = modelId;
   const resp = await fetch(`${base}/${SERVICE}/${method}`, { method: 'POST', headers, body: framedBody, signal });
   if (!resp.ok) throw new GrpcError(-resp.status, `HTTP ${resp.status}: ${(await resp.text()).trim()}`);
   const b = new Uint8Array(await resp.arrayBuffer());
@@ -275,7 +278,8 @@ export async function stream(base, method, framedBody, onMessage, { authorizatio
 }
 
 // Typed convenience: call('ListModels', 'ListModelsRequest', {}, 'ListModelsResponse').
+// A request's model_id is sent as x-model-id as well.
 export async function call(base, method, reqType, req, respType, opts) {
   const body = encode[reqType](req).finishFramed();
-  return decode(respType, await unary(base, method, body, opts));
+  return decode(respType, await unary(base, method, body, { modelId: req.model_id, ...opts }));
 }
