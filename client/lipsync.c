@@ -958,8 +958,8 @@ static int cmd_infer(const client *c) {
  * the status. Returns 0 when the status is OK and every message was taken. */
 typedef int (*stream_msg_fn)(void *ctx, grpc_slice msg);
 
-static int rpc_server_stream(grpc_channel *ch, const char *method, grpc_slice req, double timeout_s,
-                             stream_msg_fn on_msg, void *ctx, rpc_status *st) {
+static int rpc_server_stream(grpc_channel *ch, const char *method, const char *model_id, grpc_slice req,
+                             double timeout_s, stream_msg_fn on_msg, void *ctx, rpc_status *st) {
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
     gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                          gpr_time_from_micros((int64_t)(timeout_s * 1e6), GPR_TIMESPAN));
@@ -975,7 +975,11 @@ static int rpc_server_stream(grpc_channel *ch, const char *method, grpc_slice re
 
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
+    grpc_metadata md = {.key = grpc_slice_from_static_string("x-model-id"),
+                        .value = grpc_slice_from_static_string(model_id)};
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = 1; /* the balancer's routing key (docs/SCALING.md) */
+    ops[0].data.send_initial_metadata.metadata = &md;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send_bb;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -1114,7 +1118,7 @@ static int cmd_speak(const client *c) {
     ls_buf_free(&wav);
     speak_ctx k = {.a = a, .t0 = ls_mono_ns(), .format = "png"};
     rpc_status st;
-    rc = rpc_server_stream(c->channel, SERVICE "RenderSpeech", body, a->timeout_s, speak_msg, &k, &st);
+    rc = rpc_server_stream(c->channel, SERVICE "RenderSpeech", a->id, body, a->timeout_s, speak_msg, &k, &st);
     grpc_slice_unref(body);
     double s = (double)(ls_mono_ns() - k.t0) / 1e9;
     if (rc != 0) {
@@ -1255,7 +1259,11 @@ static int cmd_session(const client *c) {
     grpc_metadata_array_init(&trailing_md);
     grpc_op op0[2];
     memset(op0, 0, sizeof op0);
+    grpc_metadata md = {.key = grpc_slice_from_static_string("x-model-id"),
+                        .value = grpc_slice_from_static_string(a->id)};
     op0[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    op0[0].data.send_initial_metadata.count = 1; /* the balancer's routing key */
+    op0[0].data.send_initial_metadata.metadata = &md;
     op0[1].op = GRPC_OP_RECV_INITIAL_METADATA;
     op0[1].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
     int rc = snd.sent_ns && grpc_call_start_batch(call, op0, 2, op0, NULL) == GRPC_CALL_OK ? 0 : -1;

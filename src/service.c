@@ -557,7 +557,8 @@ static int speech_features(ls_service *s, const ls_call_info *call, const char *
                            const Multitenant__AudioInput *audio, int want_mel, ls_lease *lease, ls_speech *sp,
                            double *audio_seconds, ls_err *err) {
     const ls_config *cfg = s->cfg;
-    if (check_model_id(id, err) != 0 || authorize(s, call, id, 0, NULL, err) != 0) return -1;
+    if (check_model_id(id, err) != 0 || check_routing(call, id, err) != 0 || authorize(s, call, id, 0, NULL, err) != 0)
+        return -1;
     ls_audio pcm;
     if (decode_speech(cfg, audio, &pcm, err) != 0) return -1;
     *audio_seconds = (double)pcm.n / LS_MEL_RATE;
@@ -914,7 +915,9 @@ static int session_start(session *ss, const ls_call_info *call, const Multitenan
     ss->channels = q->channels;
     ss->start = q->start_frame_idx;
     const char *enc = q->pcm_encoding ? q->pcm_encoding : "";
-    if (check_model_id(ss->id, err) != 0 || authorize(s, call, ss->id, 0, NULL, err) != 0) return -1;
+    if (check_model_id(ss->id, err) != 0 || check_routing(call, ss->id, err) != 0 ||
+        authorize(s, call, ss->id, 0, NULL, err) != 0)
+        return -1;
     if (strcmp(enc, "s16le") && strcmp(enc, "f32le"))
         return ls_err_set(err, LS_INVALID_ARGUMENT, "start.pcm_encoding: expected s16le or f32le, got '%.16s'",
                           check_model_id(enc, NULL) == 0 ? enc : "?");

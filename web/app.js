@@ -241,7 +241,7 @@ function speechProducer({ token, id, batch, start, queue, audio }) {
         const bitmap = await createImageBitmap(new Blob([resp.frames[i]], { type: 'image/png' }));
         queue.push({ frame: resp.first_frame_index + i, indexInBatch: i, record, bitmap });
       }
-    }, opts());
+    }, { modelId: id, ...opts() });
   };
 }
 

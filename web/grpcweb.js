@@ -245,10 +245,11 @@ export async function unary(base, method, framedBody, { authorization, signal, m
 // A server-streaming call: onMessage(bytes) for each response message as it
 // arrives (it may return a promise: reading waits for it). Resolves once the
 // trailers say OK; rejects with GrpcError.
-export async function stream(base, method, framedBody, onMessage, { authorization, signal } = {}) {
+export async function stream(base, method, framedBody, onMessage, { authorization, signal, modelId } = {}) {
   const headers = { 'content-type': 'application/grpc-web+proto', 'x-grpc-web': '1',
     'x-user-agent': 'lipsyncd-demo/1' };
   if (authorization) headers.authorization = authorization;
+  if (modelId) headers['x-model-id'] = modelId;
   const resp = await fetch(`${base}/${SERVICE}/${method}`, { method: 'POST', headers, body: framedBody, signal });
   if (!resp.ok) throw new GrpcError(-resp.status, `HTTP ${resp.status}: ${(await resp.text()).trim()}`);
   const reader = resp.body.getReader();
