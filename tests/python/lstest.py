@@ -305,11 +305,13 @@ class ServerTestCase(unittest.TestCase):
     SERVER_OPTS = None
     CAPACITY = None
     HTTP_OPTS = None
+    EXTRA_YAML = ""
     server = None
 
     @classmethod
     def setUpClass(cls):
-        cls.server = LsServer(cls.MODELS, cls.SERVER_OPTS, cls.CAPACITY, http=cls.HTTP_OPTS).start()
+        cls.server = LsServer(cls.MODELS, cls.SERVER_OPTS, cls.CAPACITY, http=cls.HTTP_OPTS,
+                              extra_yaml=cls.EXTRA_YAML).start()
         cls.pb2, _ = stubs()
         cls.stub = cls.server.stub
 

@@ -6,7 +6,7 @@ balancer or grpc_health_probe would. Service names: "" and
 multitenant.MultiTenantLipSync are the server, a model id is that model
 (NOT_SERVING once its load failed), anything else is NOT_FOUND (Check) or
 SERVICE_UNKNOWN (Watch). Watch streams run on their own threads in the
-server, at most 32 at once; a cancelled one frees its place; a server that
+server, at most sessions.max + 32 at once; a cancelled one frees its place; a server that
 stops sends its watchers NOT_SERVING, then ends them with UNAVAILABLE, without
 waiting for the drain grace period."""
 
@@ -23,7 +23,10 @@ import lstest
 from lstest import demo_model_config
 
 SERVER_NAME = "multitenant.MultiTenantLipSync"
-MAX_STREAMS = 32  # transport.c's default
+# The transport's stream places: sessions.max + 32 (main.c); the servers
+# here set sessions.max to 1.
+MAX_STREAMS = 33
+SESSIONS_YAML = "sessions:\n  max: 1\n"
 
 
 def health_pb2():
@@ -86,6 +89,7 @@ class Watcher:
 class TestHealth(lstest.ServerTestCase):
     """Check and Watch against a server with a preloaded model, a lazy one, a
     broken one and one whose file a test removes and restores."""
+    EXTRA_YAML = SESSIONS_YAML
 
     @classmethod
     def setUpClass(cls):
