@@ -198,22 +198,24 @@ static int open_session(const char *path, OrtSession **out, ls_err *err) {
     return rc;
 }
 
+/* open_session, then the model's input and output counts. */
+static int open_counted(const char *path, OrtSession **out, size_t *nin, size_t *nout, ls_err *err) {
+    if (!g_env) return ls_err_set(err, LS_INTERNAL, "ls_engine_global_init was not called");
+    int rc = open_session(path, out, err);
+    if (!rc) rc = check(ort->SessionGetInputCount(*out, nin), err, LS_FAILED_PRECONDITION, path);
+    if (!rc) rc = check(ort->SessionGetOutputCount(*out, nout), err, LS_FAILED_PRECONDITION, path);
+    return rc;
+}
+
 ls_engine *ls_engine_open(const char *path, ls_err *err) {
-    if (!g_env) {
-        ls_err_set(err, LS_INTERNAL, "ls_engine_global_init was not called");
-        return NULL;
-    }
     ls_engine *e = calloc(1, sizeof *e);
     if (!e || !(e->path = strdup(path))) {
         free(e);
         ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory opening %s", path);
         return NULL;
     }
-    int rc = open_session(path, &e->session, err);
-
     size_t nin = 0, nout = 0;
-    if (!rc) rc = check(ort->SessionGetInputCount(e->session, &nin), err, LS_FAILED_PRECONDITION, path);
-    if (!rc) rc = check(ort->SessionGetOutputCount(e->session, &nout), err, LS_FAILED_PRECONDITION, path);
+    int rc = open_counted(path, &e->session, &nin, &nout, err);
     if (!rc && (nin != 2 || nout < 1))
         rc = ls_err_set(err, LS_FAILED_PRECONDITION,
                         "%s: model has %zu inputs and %zu outputs, expected 2 inputs (visual, audio) and 1 output",
@@ -347,20 +349,14 @@ static int check_encoder_shapes(ls_encoder *e, ls_err *err) {
 }
 
 ls_encoder *ls_encoder_open(const char *path, ls_err *err) {
-    if (!g_env) {
-        ls_err_set(err, LS_INTERNAL, "ls_engine_global_init was not called");
-        return NULL;
-    }
     ls_encoder *e = calloc(1, sizeof *e);
     if (!e || !(e->path = strdup(path))) {
         free(e);
         ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory opening %s", path);
         return NULL;
     }
-    int rc = open_session(path, &e->session, err);
     size_t nin = 0, nout = 0;
-    if (!rc) rc = check(ort->SessionGetInputCount(e->session, &nin), err, LS_FAILED_PRECONDITION, path);
-    if (!rc) rc = check(ort->SessionGetOutputCount(e->session, &nout), err, LS_FAILED_PRECONDITION, path);
+    int rc = open_counted(path, &e->session, &nin, &nout, err);
     if (!rc && (nin != 1 || nout < 1))
         rc = ls_err_set(err, LS_FAILED_PRECONDITION,
                         "%s: audio encoder has %zu inputs and %zu outputs, expected 1 input (mel window) and 1 output",

@@ -37,7 +37,9 @@ def balancer_binary(kind):
 
 def avatar_models(n, num_frames=5, prefix="av"):
     """n avatars served from the demo files (few frames: cheap to load)."""
-    return {"%s%02d" % (prefix, i): lstest.demo_model_config("demo", num_frames=num_frames) for i in range(n)}
+    enc = {"model_path": os.path.join(lstest.DEMO_DIR, "models", "demo_encoder.onnx")}
+    return {"%s%02d" % (prefix, i): lstest.demo_model_config("demo", num_frames=num_frames, audio_encoder=enc)
+            for i in range(n)}
 
 
 class Balancer:

@@ -109,6 +109,32 @@ class AffinityChecks(_ClusterCase):
         call.cancel()
 
 
+    def test_4_session_through_balancer(self):
+        """A live StreamSession through the balancer: routed by x-model-id to
+        the avatar's instance, every frame back in order."""
+        pb2, _ = lstest.stubs()
+        mid = "av05"
+        t = cluster.np.arange(16000) / 16000.0
+        pcm = (8000 * cluster.np.sin(2 * cluster.np.pi * 220 * t)).astype("<i2").tobytes()
+        audio = pb2.AudioInput(pcm=pcm, pcm_encoding="s16le", sample_rate=16000, channels=1)
+        md = [("x-model-id", mid)]
+        want = sum(len(r.frames) for r in self.cl.stub.RenderSpeech(
+            pb2.RenderSpeechRequest(model_id=mid, audio=audio), metadata=md, timeout=60))
+
+        def reqs():
+            yield pb2.SessionRequest(start=pb2.SessionStart(model_id=mid, pcm_encoding="s16le", sample_rate=16000,
+                                                            channels=1))
+            for i in range(0, len(pcm), 640):
+                yield pb2.SessionRequest(audio=pb2.AudioChunk(pcm=pcm[i:i + 640]))
+            yield pb2.SessionRequest(end=pb2.SessionEnd())
+        resps = list(self.cl.stub.StreamSession(reqs(), metadata=md, timeout=60))
+        frames = [r.frame.index for r in resps if r.WhichOneof("kind") == "frame"]
+        self.assertEqual(frames, list(range(want)))
+        self.assertEqual(resps[-1].WhichOneof("kind"), "ended")
+        if self.KIND == "haproxy":
+            self.assertEqual(len(self.cl.placement()[mid]), 1)
+
+
 def _post_query(url, body, model):
     frame = b"\x00" + len(body).to_bytes(4, "big") + body
     req = urllib.request.Request(url + "/%s/InferBatchComposite?model=%s" % (lstest.SERVICE, model), data=frame,
@@ -157,8 +183,14 @@ class FailoverChecks(_ClusterCase):
             alive = [k for k in range(3) if k != victim]
             after = cl.placement(alive)
             stats = {k: cl.stats(cl.instances[k]) for k in alive}
+            # After a SIGKILL the request in flight is re-dispatched (HAProxy's
+            # retry picks the next server before the dead one is marked down),
+            # so that one avatar may also load where the retry sent it: at
+            # most one of the victim's avatars on two survivors.
+            doubled = [m for m, o in before.items() if o == victim and len(after[m]) == 2]
+            self.assertLessEqual(len(doubled), 1 if sig == signal.SIGKILL else 0, doubled)
             for mid, owner in before.items():
-                if owner == victim:
+                if owner == victim and mid not in doubled:
                     self.assertEqual(len(after[mid]), 1, "%s (was on the stopped instance) on %s" %
                                      (mid, after[mid]))
                 else:
