@@ -315,13 +315,16 @@ class Server:
 
 # ---------------------------------------------------------------- CLI bench
 
-def cli_bench(addr, model_id, batch, requests, concurrency, warmup=2, per_thread=True, dtype=None, visual="client"):
+def cli_bench(addr, model_id, batch, requests, concurrency, warmup=2, per_thread=True, dtype=None, visual="client",
+              fmt=None):
     """Run `lipsync bench` and parse its report (dtype: --tensor-dtype;
     visual: "client" sends a visual tensor, "server" sends audio only)."""
     cmd = [LIPSYNC_CLI, "--server", addr, "bench", model_id, "--batch", str(batch), "--requests",
            str(requests), "--concurrency", str(concurrency), "--warmup", str(warmup), "--visual", visual]
     if dtype:
         cmd += ["--tensor-dtype", dtype]
+    if fmt:
+        cmd += ["--format", fmt]
     if per_thread:
         cmd.append("--channel-per-thread")
     import resource
@@ -346,7 +349,7 @@ def cli_bench(addr, model_id, batch, requests, concurrency, warmup=2, per_thread
     m = re.search(r"request\s+(\d+) bytes", text)
     if m:
         r["request_bytes"] = int(m.group(1))
-    m = re.search(r"input .*p50 ([\d.]+) ms", text)
+    m = re.search(r"^\s*input\s+server-built.*p50 ([\d.]+) ms", text, re.M)
     if m:
         r["input_p50_ms"] = float(m.group(1))
     return r
