@@ -108,6 +108,7 @@ void ls_config_defaults(ls_config *cfg) {
     cfg->load_retry_seconds = 10;
     cfg->audio_max_seconds = 600;
     cfg->sessions_max = 64;
+    cfg->sessions_stall_seconds = 30;
     cfg->http_enabled = 1;
     cfg->http_listen = strdup("0.0.0.0:8053");
     cfg->web_root = strdup(LS_WEB_ROOT);
@@ -510,7 +511,7 @@ static int online_cpus(void) {
 
 static const char *const ROOT_KEYS[] = {"server", "capacity", "models", "audio", "sessions", "http", "auth", "tls",
                                         NULL};
-static const char *const SESSIONS_KEYS[] = {"max", NULL};
+static const char *const SESSIONS_KEYS[] = {"max", "stall_timeout_s", NULL};
 static const char *const AUDIO_KEYS[] = {"max_seconds", NULL};
 static const char *const ENCODER_KEYS[] = {"model_path", "kind", NULL};
 static const char *const ENCODER_KINDS[] = {"ave", NULL};
@@ -926,6 +927,8 @@ static int parse_sessions(cfg_parser *p, const yaml_node_t *key, const yaml_node
         yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
         if (!strcmp(text(k), "max"))
             r = get_int(p, k, v, "sessions.max", 1, 100000, &p->cfg->sessions_max);
+        else if (!strcmp(text(k), "stall_timeout_s"))
+            r = get_number(p, k, v, "sessions.stall_timeout_s", 0, 1, 3600, &p->cfg->sessions_stall_seconds);
         else
             r = unknown_key(p, k, "in sessions", SESSIONS_KEYS);
         if (r != 0) return -1;

@@ -52,6 +52,7 @@
  *     max_seconds: 600               # longer audio is INVALID_ARGUMENT
  *   sessions:                        # live StreamSession calls
  *     max: 64                        # at once; more get RESOURCE_EXHAUSTED
+ *     stall_timeout_s: 30            # a client that takes no frame this long: DEADLINE_EXCEEDED
  *   http:
  *     enabled: true                  # HTTP/1.1 listener: /metrics, /healthz, /readyz, gRPC-Web, demo page
  *     listen: "0.0.0.0:8053"
@@ -142,6 +143,7 @@ typedef struct {
     double audio_max_seconds;   /* default 600; also the longest session */
     /* sessions */
     int sessions_max;           /* default 64: live StreamSession calls at once */
+    double sessions_stall_seconds; /* default 30: a client not reading a frame this long ends its session */
     /* http */
     int http_enabled;      /* default 1 */
     char *http_listen;     /* default "0.0.0.0:8053" */

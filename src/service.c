@@ -799,13 +799,21 @@ typedef struct {
     uint64_t audio_ns;    /* arrival of the chunk (or end) that made frames ready */
 } session;
 
-static int send_session(ls_stream *st, const Multitenant__SessionResponse *r, ls_err *err) {
+/* One message to the client. A client that takes nothing for
+ * sessions.stall_timeout_s has its call ended with DEADLINE_EXCEEDED (the
+ * transport sends that status; nothing is queued meanwhile: the session
+ * waits on this one message). */
+static int send_session(ls_stream *st, const ls_config *cfg, const Multitenant__SessionResponse *r, ls_err *err) {
     ls_buf b = {0};
     if (pack(&r->base, &b, err) != LS_OK) return -1;
-    int rc = ls_stream_send(st, b.data, b.len);
+    int rc = ls_stream_send_timeout(st, b.data, b.len, (int)(cfg->sessions_stall_seconds * 1000));
     ls_buf_free(&b);
-    if (rc) ls_err_set(err, LS_CANCELLED, "client went away");
-    return rc;
+    if (rc == -2)
+        ls_err_set(err, LS_DEADLINE_EXCEEDED, "the client read no frame for %.0f s (sessions.stall_timeout_s)",
+                   cfg->sessions_stall_seconds);
+    else if (rc)
+        ls_err_set(err, LS_CANCELLED, "client went away");
+    return rc ? -1 : 0;
 }
 
 /* Render and send every ready frame, batch by batch, in order. */
@@ -853,7 +861,7 @@ static int session_render(session *ss, ls_err *err) {
             Multitenant__SessionResponse r = MULTITENANT__SESSION_RESPONSE__INIT;
             r.kind_case = MULTITENANT__SESSION_RESPONSE__KIND_FRAME;
             r.frame = &f;
-            rc = send_session(ss->st, &r, err);
+            rc = send_session(ss->st, ss->s->cfg, &r, err);
             if (!rc) ss->lat[ss->n_lat++] = (double)(ls_mono_ns() - ss->audio_ns) / 1e6;
         }
         ls_infer_result_free(&res);
@@ -957,7 +965,7 @@ static int session_start(session *ss, const ls_call_info *call, const Multitenan
     Multitenant__SessionResponse r = MULTITENANT__SESSION_RESPONSE__INIT;
     r.kind_case = MULTITENANT__SESSION_RESPONSE__KIND_STARTED;
     r.started = &started;
-    return send_session(ss->st, &r, err);
+    return send_session(ss->st, s->cfg, &r, err);
 }
 
 /* Phases: start -> audio* -> end (flush) -> ended. The first message must be
@@ -1028,7 +1036,7 @@ static ls_code h_session(void *ctx, const ls_call_info *call, ls_stream *st, ls_
         r.ended = &e;
         /* Unpinned before the last message and the status. */
         ls_registry_session_release(s->reg, &ss.hold);
-        rc = send_session(st, &r, err);
+        rc = send_session(st, s->cfg, &r, err);
         if (!rc)
             LOG_INFO("StreamSession model '%s': %lld frames, %.2f s of audio, latency p50 %.0f ms p99 %.0f ms", id,
                      (long long)e.frames, e.audio_seconds, e.p50_latency_ms, e.p99_latency_ms);

@@ -9,6 +9,7 @@
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -448,16 +449,37 @@ static void stream_event(ls_stream *s, tag_kind kind, int ok) {
 
 /* Start ops with tag and wait for their completion: 0 ok, -1 failed.
  * *started says whether gRPC accepted the batch. */
+/* Start a batch and wait for it. timeout_ms > 0: past it the call is
+ * cancelled with DEADLINE_EXCEEDED and `stall_msg`, the batch then completes
+ * unsuccessfully, and -2 is returned. */
 static int stream_batch(ls_stream *s, const grpc_op *ops, size_t n, call_tag *tag, int *done, int *ok,
-                        int *started) {
+                        int *started, int timeout_ms, const char *stall_msg) {
     pthread_mutex_lock(&s->mu);
     *done = 0;
     pthread_mutex_unlock(&s->mu);
     *started = grpc_call_start_batch(s->c->call, ops, n, tag, NULL) == GRPC_CALL_OK;
     if (!*started) return -1;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    int stalled = 0;
     pthread_mutex_lock(&s->mu);
-    while (!*done) pthread_cond_wait(&s->cond, &s->mu);
-    int rc = *ok ? 0 : -1;
+    while (!*done) {
+        if (timeout_ms <= 0 || stalled) {
+            pthread_cond_wait(&s->cond, &s->mu);
+        } else if (pthread_cond_timedwait(&s->cond, &s->mu, &until) == ETIMEDOUT && !*done) {
+            stalled = 1;
+            pthread_mutex_unlock(&s->mu);
+            grpc_call_cancel_with_status(s->c->call, GRPC_STATUS_DEADLINE_EXCEEDED, stall_msg, NULL);
+            pthread_mutex_lock(&s->mu);
+        }
+    }
+    int rc = stalled ? -2 : *ok ? 0 : -1;
     pthread_mutex_unlock(&s->mu);
     return rc;
 }
@@ -474,7 +496,7 @@ int ls_stream_recv(ls_stream *s, ls_buf *msg) {
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &s->recv_buf;
     int started;
-    int rc = stream_batch(s, &op, 1, &s->recv_tag, &s->recv_done, &s->recv_ok, &started);
+    int rc = stream_batch(s, &op, 1, &s->recv_tag, &s->recv_done, &s->recv_ok, &started, 0, NULL);
     pthread_mutex_lock(&s->mu);
     s->in_recv = 0;
     pthread_mutex_unlock(&s->mu);
@@ -493,7 +515,9 @@ int ls_stream_recv(ls_stream *s, ls_buf *msg) {
     return got ? 1 : -1;
 }
 
-int ls_stream_send(ls_stream *s, const uint8_t *data, size_t len) {
+int ls_stream_send(ls_stream *s, const uint8_t *data, size_t len) { return ls_stream_send_timeout(s, data, len, 0); }
+
+int ls_stream_send_timeout(ls_stream *s, const uint8_t *data, size_t len, int timeout_ms) {
     grpc_slice sl = grpc_slice_from_copied_buffer((const char *)data, len);
     s->send_buf = grpc_raw_byte_buffer_create(&sl, 1);
     grpc_slice_unref(sl);
@@ -504,7 +528,9 @@ int ls_stream_send(ls_stream *s, const uint8_t *data, size_t len) {
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n++].data.send_message.send_message = s->send_buf;
     int started;
-    int rc = stream_batch(s, ops, n, &s->send_tag, &s->send_done, &s->send_ok, &started);
+    char msg[96];
+    snprintf(msg, sizeof msg, "the client did not read the stream for %d ms (stall timeout)", timeout_ms);
+    int rc = stream_batch(s, ops, n, &s->send_tag, &s->send_done, &s->send_ok, &started, timeout_ms, msg);
     if (started) s->c->sent_initial_md = 1;
     grpc_byte_buffer_destroy(s->send_buf);
     s->send_buf = NULL;

@@ -105,6 +105,11 @@ int ls_stream_recv(ls_stream *s, ls_buf *msg);
  * the call is cancelled or broken. */
 int ls_stream_send(ls_stream *s, const uint8_t *data, size_t len);
 
+/* ls_stream_send with a stall bound: a client that does not take the message
+ * within timeout_ms (> 0; 0 = wait forever) has the call cancelled with
+ * DEADLINE_EXCEEDED saying so, and -2 is returned. */
+int ls_stream_send_timeout(ls_stream *s, const uint8_t *data, size_t len, int timeout_ms);
+
 /* Non-zero once the client has cancelled the call or gone away. */
 int ls_stream_cancelled(ls_stream *s);
 

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import unittest
 import wave
 
@@ -240,6 +241,53 @@ class TestSession(lstest.ServerTestCase):
         self.assertEqual(self.stub.Health(self.pb2.HealthRequest(), timeout=10).status, "SERVING")
         resps = self.session([self.start_msg(), self.audio_msg(self.pcm[:32000]), self.end_msg()])
         self.assertEqual(resps[-1].WhichOneof("kind"), "ended")
+
+
+
+
+
+class TestSessionStall(lstest.ServerTestCase):
+    """A client that stops reading: the session waits on one frame (bounded
+    memory), then ends with DEADLINE_EXCEEDED after sessions.stall_timeout_s;
+    another session on the same server is not affected."""
+    MODELS = {"demo": lstest.demo_model_config("demo", audio_encoder=ENCODER)}
+    EXTRA_YAML = "sessions:\n  stall_timeout_s: 2\n"
+
+    def test_stalled_client_gets_deadline_exceeded(self):
+        pcm = _speech_s16("A client that stops reading its frames.", seconds=3.0)
+
+        def requests(p):
+            yield self.pb2.SessionRequest(start=self.pb2.SessionStart(
+                model_id="demo", pcm_encoding="s16le", sample_rate=16000, channels=1, output_format="raw"))
+            yield self.pb2.SessionRequest(audio=self.pb2.AudioChunk(pcm=p))
+            yield self.pb2.SessionRequest(end=self.pb2.SessionEnd())
+
+        stalled = self.stub.StreamSession(requests(pcm), timeout=60)
+        first = next(stalled)                       # started; then nothing is read
+        self.assertEqual(first.WhichOneof("kind"), "started")
+        t0 = time.monotonic()
+        # Meanwhile another session completes normally.
+        other = list(self.stub.StreamSession(requests(pcm[:32000]), timeout=60))
+        self.assertEqual(other[-1].WhichOneof("kind"), "ended")
+        rss0 = _rss_kib(self.server.proc.pid)
+        time.sleep(4.0)                             # past the 2 s stall timeout
+        self.assertLess(_rss_kib(self.server.proc.pid) - rss0, 64 * 1024, "memory grew while stalled")
+        with self.assertRaises(grpc.RpcError) as cm:
+            for _ in stalled:
+                pass
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED, cm.exception.details())
+        self.assertIn("stall", cm.exception.details())
+        self.assertLess(time.monotonic() - t0, 30)
+        st = self.stub.GetModelStats(self.pb2.GetModelStatsRequest(model_id="demo"), timeout=10).models[0]
+        self.assertEqual(st.stats.live_sessions, 0)
+
+
+def _rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
 
 
 if __name__ == "__main__":
