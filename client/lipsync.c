@@ -958,6 +958,24 @@ static int cmd_infer(const client *c) {
  * the status. Returns 0 when the status is OK and every message was taken. */
 typedef int (*stream_msg_fn)(void *ctx, grpc_slice msg);
 
+/* The whole file into *out (errno set on failure). 0 or -1. */
+static int read_whole_file(const char *path, ls_buf *out) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    char chunk[65536];
+    size_t n;
+    int rc = 0;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (ls_buf_append(out, chunk, n) != 0) {
+            rc = -1;
+            errno = ENOMEM;
+            break;
+        }
+    if (ferror(f)) rc = -1;
+    fclose(f);
+    return rc;
+}
+
 static int rpc_server_stream(grpc_channel *ch, const char *method, const char *model_id, grpc_slice req,
                              double timeout_s, stream_msg_fn on_msg, void *ctx, rpc_status *st) {
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
@@ -1092,15 +1110,8 @@ static int cmd_speak(const client *c) {
         fprintf(stderr, "error: %s: %s\n", a->out_dir, strerror(errno));
         return EXIT_RPC;
     }
-    FILE *f = fopen(a->wav_path, "rb");
     ls_buf wav = {0};
-    char chunk[65536];
-    size_t n;
-    int rc = f ? 0 : -1;
-    while (f && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if (ls_buf_append(&wav, chunk, n) != 0) rc = -1;
-    if (f && ferror(f)) rc = -1;
-    if (f) fclose(f);
+    int rc = read_whole_file(a->wav_path, &wav);
     if (rc != 0) {
         fprintf(stderr, "error: cannot read %s: %s\n", a->wav_path, strerror(errno));
         ls_buf_free(&wav);
@@ -1228,14 +1239,8 @@ static int cmd_session(const client *c) {
         fprintf(stderr, "error: %s: %s\n", a->out_dir, strerror(errno));
         return EXIT_RPC;
     }
-    FILE *f = fopen(a->wav_path, "rb");
     ls_buf wav = {0};
-    char chunk[65536];
-    size_t n;
-    int ok = f != NULL;
-    while (f && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if (ls_buf_append(&wav, chunk, n) != 0) ok = 0;
-    if (f) fclose(f);
+    int ok = read_whole_file(a->wav_path, &wav) == 0;
     ls_audio pcm = {0};
     ls_err err = {0};
     if (!ok || ls_audio_decode_wav(wav.data, wav.len, 36000, &pcm, &err) != 0) {

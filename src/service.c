@@ -635,6 +635,23 @@ static ls_code h_features(void *ctx, const ls_call_info *call, const uint8_t *re
     return code;
 }
 
+/* The model request for count frames of speech windows (finite: they come
+ * from the encoder) at avatar position start, visual input server-built. */
+static ls_infer_req speech_req(const ls_service *s, const float *windows, size_t count, int64_t start,
+                               ls_format format, int quality) {
+    return (ls_infer_req){.server_visual = 1,
+                          .audio = windows,
+                          .n_audio = count * WINDOW_FLOATS,
+                          .batch = (int)count,
+                          .start_frame = start,
+                          .png_level = s->cfg->png_level,
+                          .format = format,
+                          .jpeg_quality = quality,
+                          .finite_checked = 1,
+                          .visual_bad = -1,
+                          .audio_bad = -1};
+}
+
 /* One RenderSpeech response: frames [first, first + count) of the speech,
  * packed and handed to emit. Returns 0, -1 with err set, or 1 when the
  * client has gone. */
@@ -642,17 +659,7 @@ static int render_batch(ls_service *s, ls_model *m, const ls_speech *sp, size_t 
                         ls_format format, int quality, float *win, double feature_ms, ls_emit_fn emit, void *ectx,
                         double *inf_ms, double *comp_ms, ls_err *err) {
     ls_speech_windows(sp, first, count, win);
-    ls_infer_req ir = {.server_visual = 1,
-                       .audio = win,
-                       .n_audio = count * WINDOW_FLOATS,
-                       .batch = (int)count,
-                       .start_frame = start + (int64_t)first,
-                       .png_level = s->cfg->png_level,
-                       .format = format,
-                       .jpeg_quality = quality,
-                       .finite_checked = 1,
-                       .visual_bad = -1,
-                       .audio_bad = -1};
+    ls_infer_req ir = speech_req(s, win, count, start + (int64_t)first, format, quality);
     ls_infer_result res;
     if (ls_model_infer(m, &ir, &res, err) != 0) return -1;
     *inf_ms += res.inference_ms;
@@ -826,17 +833,7 @@ static int session_render(session *ss, ls_err *err) {
         ls_speech_stream_take(ss->sp, count, ss->win);
         ls_lease lease = {0};
         if (ls_registry_acquire(ss->s->reg, ss->id, &lease, err) != 0) return -1;
-        ls_infer_req ir = {.server_visual = 1,
-                           .audio = ss->win,
-                           .n_audio = count * WINDOW_FLOATS,
-                           .batch = (int)count,
-                           .start_frame = ss->start + (int64_t)first,
-                           .png_level = ss->s->cfg->png_level,
-                           .format = ss->format,
-                           .jpeg_quality = ss->quality,
-                           .finite_checked = 1,
-                           .visual_bad = -1,
-                           .audio_bad = -1};
+        ls_infer_req ir = speech_req(ss->s, ss->win, count, ss->start + (int64_t)first, ss->format, ss->quality);
         ls_infer_result res;
         int rc = ls_model_infer(lease.handle, &ir, &res, err);
         ls_registry_release(ss->s->reg, &lease, rc == 0, res.inference_ms, res.composite_ms);

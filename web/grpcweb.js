@@ -217,13 +217,19 @@ function parseTrailers(u8) {
 // modelId, for a call that names a model, travels as the x-model-id header:
 // a load balancer in front of several servers routes by it (docs/SCALING.md).
 // Resolves to the response message bytes; rejects with GrpcError.
-export async function unary(base, method, framedBody, { authorization, signal, modelId } = {}) {
+// POST one call; resolves to the fetch Response once its status is 200.
+async function post(base, method, framedBody, { authorization, signal, modelId } = {}) {
   const headers = { 'content-type': 'application/grpc-web+proto', 'x-grpc-web': '1',
     'x-user-agent': 'lipsyncd-demo/1' };
   if (authorization) headers.authorization = authorization;
   if (modelId) headers['x-model-id'] = modelId;
   const resp = await fetch(`${base}/${SERVICE}/${method}`, { method: 'POST', headers, body: framedBody, signal });
   if (!resp.ok) throw new GrpcError(-resp.status, `HTTP ${resp.status}: ${(await resp.text()).trim()}`);
+  return resp;
+}
+
+export async function unary(base, method, framedBody, opts) {
+  const resp = await post(base, method, framedBody, opts);
   const b = new Uint8Array(await resp.arrayBuffer());
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
   let message = null, trailers = null;
@@ -245,13 +251,8 @@ export async function unary(base, method, framedBody, { authorization, signal, m
 // A server-streaming call: onMessage(bytes) for each response message as it
 // arrives (it may return a promise: reading waits for it). Resolves once the
 // trailers say OK; rejects with GrpcError.
-export async function stream(base, method, framedBody, onMessage, { authorization, signal, modelId } = {}) {
-  const headers = { 'content-type': 'application/grpc-web+proto', 'x-grpc-web': '1',
-    'x-user-agent': 'lipsyncd-demo/1' };
-  if (authorization) headers.authorization = authorization;
-  if (modelId) headers['x-model-id'] = modelId;
-  const resp = await fetch(`${base}/${SERVICE}/${method}`, { method: 'POST', headers, body: framedBody, signal });
-  if (!resp.ok) throw new GrpcError(-resp.status, `HTTP ${resp.status}: ${(await resp.text()).trim()}`);
+export async function stream(base, method, framedBody, onMessage, opts) {
+  const resp = await post(base, method, framedBody, opts);
   const reader = resp.body.getReader();
   let buf = new Uint8Array(0), trailers = null;
   for (;;) {
