@@ -188,8 +188,9 @@ class Load:
     counts successes and failures (with the first errors kept)."""
 
     def __init__(self, cluster, ids, threads=1, batch=1, client_retries=0):
-        """client_retries: UNAVAILABLE answers re-sent by the client (what a
-        gRPC retry policy does), counted in .retried."""
+        """client_retries: UNAVAILABLE (or, from nginx, CANCELLED) answers
+        re-sent by the client (what a gRPC retry policy does), counted in
+        .retried."""
         self.cluster, self.ids, self.batch = cluster, list(ids), batch
         self.client_retries = client_retries
         self.ok = 0
@@ -212,7 +213,10 @@ class Load:
                         self.cluster.infer(mid, batch=self.batch, timeout=20)
                         break
                     except grpc.RpcError as e:
-                        if e.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.client_retries:
+                        # UNAVAILABLE from the instance or the balancer; CANCELLED is how
+                        # nginx reports a stream its upstream connection lost mid-call.
+                        retryable = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+                        if e.code() not in retryable or attempt == self.client_retries:
                             raise
                         with self.lock:
                             self.retried += 1

@@ -168,9 +168,12 @@ class FailoverChecks(_ClusterCase):
             # and every move seen below is the failover's.
             # nginx cannot re-send a gRPC request it has started to send (the
             # body is streamed, not buffered): the one in flight when an
-            # instance is killed gets UNAVAILABLE, which the client retries.
-            # HAProxy re-sends it itself (retry-on empty-response).
-            retries = 1 if self.KIND == "nginx" and sig == signal.SIGKILL else 0
+            # instance is killed, or closes its connection at the end of its
+            # drain (nginx has no active health checks, so it keeps sending
+            # to a draining instance), gets UNAVAILABLE or CANCELLED, which
+            # the client retries. HAProxy re-sends it itself (retry-on
+            # empty-response) and takes a draining instance out first.
+            retries = 1 if self.KIND == "nginx" else 0
             load = cluster.Load(cl, cl.models, threads=1, client_retries=retries).start()
             time.sleep(0.5)
             cl.instances[victim].proc.send_signal(sig)
