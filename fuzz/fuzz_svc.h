@@ -75,6 +75,9 @@ static void fz_setup(void) {
                      "  max_models: 2\n"
                      "  max_memory_gb: 1\n"
                      "  load_retry_seconds: 0\n"
+                     /* Requests switch models every call: no churn guard, or a
+                      * full capacity of just-loaded models would refuse them. */
+                     "  min_residency_seconds: 0\n"
                      "models:\n"
                      "  missing:\n"
                      "    model_path: /nonexistent-lipsyncd-fuzz/m.onnx\n"
