@@ -69,6 +69,13 @@ int ls_buf_reserve(ls_buf *b, size_t extra); /* 0 ok, -1 out of memory */
 int ls_buf_append(ls_buf *b, const void *p, size_t n);
 void ls_buf_free(ls_buf *b);
 
+/* Float tensors handed to ONNX Runtime start at a multiple of this (engine.h
+ * says why: results must not depend on where a tensor lies). */
+#define LS_TENSOR_ALIGN 64
+/* `bytes` (rounded up to LS_TENSOR_ALIGN) at an LS_TENSOR_ALIGN-aligned
+ * address; free() it. NULL on out of memory. */
+void *ls_alloc_aligned(size_t bytes);
+
 /* Append a whole file to buf. Returns 0, or an errno value (EFBIG when it
  * is longer than limit bytes). */
 int ls_read_file(const char *path, ls_buf *buf, size_t limit);

@@ -3,6 +3,7 @@
 #include "engine.h"
 
 #include <onnxruntime_c_api.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,9 +271,35 @@ static int wrap(const ls_tensor_info *t, int64_t b, const float *data, OrtValue 
                  err, LS_INTERNAL, "ORT tensor");
 }
 
+/* `n` floats at p, at an address ORT's kernels treat like any other: p itself
+ * when LS_TENSOR_ALIGN-aligned, else a copy in *copy (the caller frees it).
+ * Why: ORT's vectorised reductions (ReduceMean and friends) start their
+ * packets at the first aligned element, so the order of the sum, and so the
+ * last bit of the result, depends on the input's address mod 16. Measured on
+ * the demo encoder and U-Net (tests/test_engine.c): inputs 4, 8 or 12 bytes
+ * off gave other bits. Under ASan malloc returns 8-byte aligned blocks, and a
+ * session's frames then differed from RenderSpeech's for the same audio. */
+static const float *aligned_input(const float *p, size_t n, float **copy, ls_err *err) {
+    *copy = NULL;
+    if (((uintptr_t)p & (LS_TENSOR_ALIGN - 1)) == 0) return p;
+    if (!(*copy = ls_alloc_aligned(n * sizeof(float)))) {
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for an aligned copy of %zu input floats", n);
+        return NULL;
+    }
+    memcpy(*copy, p, n * sizeof(float));
+    return *copy;
+}
+
 /* One ORT Run over `b` frames; audio must hold b windows. */
 static int run_chunk(ls_engine *e, const float *visual, const float *audio, int b, float *out, ls_err *err) {
     OrtValue *in[2] = {NULL, NULL}, *o = NULL;
+    float *vcopy = NULL, *acopy = NULL;
+    visual = aligned_input(visual, (size_t)b * e->visual_per_frame, &vcopy, err);
+    if (visual) audio = aligned_input(audio, (size_t)b * e->audio_per_frame, &acopy, err);
+    if (!visual || !audio) {
+        free(vcopy);
+        return -1;
+    }
     int rc = wrap(&e->in[0], b, visual, &in[e->in_index[0]], err);
     if (!rc) rc = wrap(&e->in[1], b, audio, &in[e->in_index[1]], err);
     if (!rc) rc = wrap(&e->out, b, out, &o, err);
@@ -284,6 +311,8 @@ static int run_chunk(ls_engine *e, const float *visual, const float *audio, int 
     for (int i = 0; i < 2; i++)
         if (in[i]) ort->ReleaseValue(in[i]);
     if (o) ort->ReleaseValue(o);
+    free(vcopy);
+    free(acopy);
     return rc;
 }
 
@@ -293,7 +322,7 @@ int ls_engine_run(ls_engine *e, const float *visual, const float *audio, int aud
     float *shared = NULL;
     if (audio_shared && chunk > 1) {
         /* Broadcast the single window to every frame of a chunk. Small: 32 KiB a frame. */
-        shared = malloc((size_t)chunk * e->audio_per_frame * sizeof(float));
+        shared = ls_alloc_aligned((size_t)chunk * e->audio_per_frame * sizeof(float));
         if (!shared) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for audio windows");
         for (int i = 0; i < chunk; i++)
             memcpy(shared + (size_t)i * e->audio_per_frame, audio, e->audio_per_frame * sizeof(float));
@@ -390,7 +419,10 @@ int ls_encoder_run(ls_encoder *e, const float *in, int batch, float *out, ls_err
             return ls_err_set(err, LS_INTERNAL, "%s: fixed batch %d does not divide %d windows", e->path,
                               e->fixed_batch, batch);
         OrtValue *vi = NULL, *vo = NULL;
-        rc = wrap(&e->in, b, in + (size_t)done * 80 * 16, &vi, err);
+        float *copy = NULL;
+        const float *x = aligned_input(in + (size_t)done * 80 * 16, (size_t)b * 80 * 16, &copy, err);
+        if (!x) return -1;
+        rc = wrap(&e->in, b, x, &vi, err);
         if (!rc) rc = wrap(&e->out, b, out + (size_t)done * 512, &vo, err);
         if (!rc) {
             rc = check(ort->Run(e->session, NULL, e->in_names, (const OrtValue *const *)&vi, 1, e->out_names, 1, &vo),
@@ -399,6 +431,7 @@ int ls_encoder_run(ls_encoder *e, const float *in, int batch, float *out, ls_err
         }
         if (vi) ort->ReleaseValue(vi);
         if (vo) ort->ReleaseValue(vo);
+        free(copy);
         done += b;
     }
     return rc;

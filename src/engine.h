@@ -9,7 +9,12 @@
  * still serves any batch: ls_engine_run splits it into chunks.
  *
  * All sessions share one process-wide ONNX Runtime environment with global
- * thread pools, so N loaded models do not mean N thread pools. */
+ * thread pools, so N loaded models do not mean N thread pools.
+ *
+ * Results do not depend on where the inputs lie: the same values give the
+ * same bits at any address (an input not LS_TENSOR_ALIGN-aligned is copied
+ * first; engine.c says why). Callers allocate with ls_alloc_aligned
+ * or ls_tensor_alloc to skip the copy. */
 #ifndef LS_ENGINE_H
 #define LS_ENGINE_H
 

@@ -529,7 +529,7 @@ int ls_model_speech(ls_model *m, const float *samples, size_t n, int want_mel, l
     float *feat = NULL, *in = NULL;
     if (!rc) {
         feat = malloc(N * LS_FEAT_DIM * sizeof(float));
-        in = malloc((size_t)ENCODER_CHUNK * LS_MEL_BINS * LS_MEL_WINDOW * sizeof(float));
+        in = ls_alloc_aligned((size_t)ENCODER_CHUNK * LS_MEL_BINS * LS_MEL_WINDOW * sizeof(float));
         if (!feat || !in) rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for %zu encoder windows", N);
     }
     for (size_t k = 0; !rc && k < N; k += ENCODER_CHUNK) {

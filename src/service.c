@@ -738,7 +738,7 @@ static ls_code h_render(void *ctx, const ls_call_info *call, const uint8_t *req,
             rc = ls_err_set(err, LS_FAILED_PRECONDITION,
                             "model '%s' takes %zu audio values per frame; speech windows are 32x16x16 = %d", id, apf,
                             WINDOW_FLOATS);
-        else if (!(win = malloc((size_t)batch * WINDOW_FLOATS * sizeof(float))))
+        else if (!(win = ls_alloc_aligned((size_t)batch * WINDOW_FLOATS * sizeof(float))))
             rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for a batch of %d windows", batch);
     }
     size_t total = sp.n_feat + 2, sent = 0;
@@ -946,7 +946,7 @@ static int session_start(session *ss, const ls_call_info *call, const Multitenan
     if (ls_registry_session_hold(s->reg, ss->id, &ss->hold, err) != 0) return -1;
     if (ls_model_check_speech(ss->hold.handle, err) != 0) return -1;
     ss->sp = ls_speech_stream_new(ss->hold.handle);
-    ss->win = malloc((size_t)ss->batch * WINDOW_FLOATS * sizeof(float));
+    ss->win = ls_alloc_aligned((size_t)ss->batch * WINDOW_FLOATS * sizeof(float));
     if (!ss->sp || !ss->win) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory starting a session");
     const ls_avatar *av = ls_model_avatar(ss->hold.handle);
     Multitenant__SessionStarted started = MULTITENANT__SESSION_STARTED__INIT;

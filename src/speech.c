@@ -71,7 +71,7 @@ static int mel_upto(ls_speech_stream *s, size_t upto, ls_err *err) {
 static int encode_upto(ls_speech_stream *s, size_t upto, size_t t, ls_err *err) {
     if (upto <= s->k_done) return 0;
     size_t count = upto - s->k_done;
-    float *win = malloc(count * LS_MEL_BINS * LS_MEL_WINDOW * sizeof(float));
+    float *win = ls_alloc_aligned(count * LS_MEL_BINS * LS_MEL_WINDOW * sizeof(float));
     if (!win || grow(&s->feat, &s->feat_cap, upto * LS_FEAT_DIM) != 0) {
         free(win);
         return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for %zu encoder windows", upto);

@@ -18,6 +18,7 @@
  * value is only a marker: the buffers live in the TLS struct itself). */
 #define _POSIX_C_SOURCE 200112L /* posix_memalign */
 #include "tensorbuf.h"
+#include "common.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -96,13 +97,10 @@ void *ls_tensor_alloc(size_t bytes, size_t *cap) {
         c->cap[best] = c->cap[c->n];
         return p;
     }
-    /* 64-byte aligned: ORT's own allocations are, and vector loads of
-     * every row then stay within cache lines. */
-    size_t size = bytes ? (bytes + 63) & ~(size_t)63 : 64;
-    if (size < bytes) return NULL;
-    void *p = NULL;
-    if (posix_memalign(&p, 64, size) != 0) return NULL;
-    *cap = size;
+    /* Aligned: ORT's own allocations are, vector loads of every row then
+     * stay within cache lines, and the engine need not copy (engine.h). */
+    void *p = ls_alloc_aligned(bytes);
+    if (p) *cap = bytes ? (bytes + LS_TENSOR_ALIGN - 1) & ~(size_t)(LS_TENSOR_ALIGN - 1) : LS_TENSOR_ALIGN;
     return p;
 }
 
