@@ -56,8 +56,9 @@ typedef enum { LS_POLICY_LRU = 0, LS_POLICY_LFU = 1, LS_POLICY_LFU_COUNT = 2 } l
  * (a = -0.75) or INTER_LINEAR. */
 typedef enum { LS_INTERP_CUBIC = 0, LS_INTERP_LINEAR = 1 } ls_interp;
 
-/* Encoding of the returned frames. */
-typedef enum { LS_FORMAT_PNG = 0, LS_FORMAT_JPEG = 1, LS_FORMAT_RAW = 2 } ls_format;
+/* Encoding of the returned frames. H264 is a stream's (video.h), never a
+ * model's configured format. */
+typedef enum { LS_FORMAT_PNG = 0, LS_FORMAT_JPEG = 1, LS_FORMAT_RAW = 2, LS_FORMAT_H264 = 3 } ls_format;
 
 /* Growable byte buffer; owner frees data with free(). */
 typedef struct {

@@ -20,7 +20,10 @@
 #include "pngenc.h"
 #include "pool.h"
 #include "tensorbuf.h"
+#include "video.h"
 #include "visual.h"
+
+#include <libyuv/convert.h>
 
 /* ---- shared engine cache ----------------------------------------------
  * Keyed by model path. An entry being opened is marked `opening`; others
@@ -270,6 +273,8 @@ static int check_request(const ls_model *m, const ls_infer_req *req, int *audio_
 }
 
 void ls_infer_result_free(ls_infer_result *res) {
+    free(res->keyframes);
+    res->keyframes = NULL;
     if (!res->frames) return;
     for (int i = 0; i < res->n_frames; i++) ls_buf_free(&res->frames[i]);
     free(res->frames);
@@ -333,6 +338,19 @@ static int frame_whole(frame_job *j, int i, int idx, ls_err *err) {
         j->res->frames[i] = frame; /* taken over */
         return 0;
     }
+    if (!rc && j->req->format == LS_FORMAT_H264) {
+        /* I420 here, in parallel; ls_model_infer encodes in order. */
+        ls_buf *yuv = &j->res->frames[i];
+        if (ls_buf_reserve(yuv, ls_i420_bytes(w, h)) != 0)
+            rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for frame %d", idx);
+        else {
+            uint8_t *y = yuv->data, *u = y + (size_t)w * h, *v = u + (size_t)(w / 2) * (h / 2);
+            RAWToI420(frame.data, w * 3, y, w, u, w / 2, v, w / 2, w, h); /* RAW = R,G,B bytes */
+            yuv->len = ls_i420_bytes(w, h);
+        }
+        ls_buf_free(&frame);
+        return rc;
+    }
     if (!rc) rc = ls_jpeg_encode_rgb(frame.data, w, h, j->req->jpeg_quality, &j->res->frames[i], err);
     ls_buf_free(&frame);
     return rc;
@@ -343,6 +361,28 @@ static void frame_work(void *arg, int i) {
     int idx = ls_avatar_frame_index(j->m->avatar, j->req->start_frame + i);
     ls_err *err = &j->errs[i];
     j->rcs[i] = j->req->format == LS_FORMAT_PNG ? frame_png(j, i, idx, err) : frame_whole(j, i, idx, err);
+}
+
+/* H264: the batch's I420 pictures through the stream's encoder, in frame
+ * order (the encoder carries state from frame to frame), each replaced by
+ * its access unit. */
+static int encode_video(ls_model *m, const ls_infer_req *req, ls_infer_result *res, ls_err *err) {
+    if (req->format != LS_FORMAT_H264) return 0;
+    assert(req->video);
+    (void)m;
+    for (int i = 0; i < res->n_frames; i++) {
+        ls_buf au = {0};
+        int key = 0;
+        assert(res->frames[i].len == ls_i420_bytes(ls_avatar_width(m->avatar), ls_avatar_height(m->avatar)));
+        if (ls_video_encode(req->video, res->frames[i].data, &au, &key, err) != 0) {
+            ls_buf_free(&au);
+            return -1;
+        }
+        ls_buf_free(&res->frames[i]);
+        res->frames[i] = au;
+        res->keyframes[i] = (unsigned char)key;
+    }
+    return 0;
 }
 
 /* ---- the server-built visual input ---------------------------------------- */
@@ -448,12 +488,14 @@ int ls_model_infer(ls_model *m, const ls_infer_req *req, ls_infer_result *res, l
     ls_err *errs = calloc(b, sizeof *errs);
     int *rcs = calloc(b, sizeof *rcs);
     res->frames = calloc(b, sizeof *res->frames);
+    res->keyframes = malloc(b);
     int rc = 0;
-    if (!pred || !errs || !rcs || !res->frames || (req->server_visual && !built)) {
+    if (!pred || !errs || !rcs || !res->frames || !res->keyframes || (req->server_visual && !built)) {
         rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for a batch of %d", req->batch);
         goto out;
     }
     res->n_frames = req->batch;
+    memset(res->keyframes, 1, b);
 
     const float *visual = req->visual;
     if (req->server_visual) {
@@ -474,8 +516,9 @@ int ls_model_infer(ls_model *m, const ls_infer_req *req, ls_infer_result *res, l
 
     frame_job job = {.m = m, .req = req, .pred = pred, .opf = opf, .res = res, .errs = errs, .rcs = rcs};
     ls_parallel_for(req->batch, frame_work, &job);
-    res->composite_ms = (double)(ls_mono_ns() - t1) / 1e6;
     rc = first_error(rcs, errs, req->batch, err);
+    if (!rc) rc = encode_video(m, req, res, err);
+    res->composite_ms = (double)(ls_mono_ns() - t1) / 1e6;
 out:
     if (rc) ls_infer_result_free(res);
     free(rcs);

@@ -83,6 +83,9 @@ typedef struct {
     int64_t start_frame;   /* >= 0 */
     int png_level;
     ls_format format;      /* encoding of the returned frames */
+    /* LS_FORMAT_H264: the stream's encoder (the caller's, one per stream),
+     * fed the batch's frames in order; NULL otherwise. */
+    struct ls_video *video;
     int jpeg_quality;      /* 1..100, for LS_FORMAT_JPEG */
     /* The caller already scanned the inputs for NaN/Inf (wire.h does it
      * while copying): the first bad index of each, or -1. Else 0 and the
@@ -100,6 +103,7 @@ typedef struct {
 typedef struct {
     ls_buf *frames;        /* batch encoded frames; free with ls_infer_result_free */
     int n_frames;
+    unsigned char *keyframes; /* per frame, 1 = decodes alone (every image format frame) */
     double input_ms;       /* building the visual input (server_visual), else 0 */
     double inference_ms;
     double composite_ms;   /* composite + encode */

@@ -19,6 +19,7 @@
 #include "multitenant.pb-c.h"
 #include "reflection.h"
 #include "speech.h"
+#include "video.h"
 #include "wire.h"
 
 #define LS_VERSION "0.1.0"
@@ -332,18 +333,22 @@ static int authorize(ls_service *s, const ls_call_info *call, const char *model_
 /* Output format of a request: its own (name of len bytes, "" = none), else
  * the model's configured one; jpeg_quality 0 = the model's. */
 static int resolve_format(const ls_config *cfg, const char *id, const char *name, size_t len, int jpeg_quality,
-                          ls_format *format, int *quality, ls_err *err) {
+                          int video, ls_format *format, int *quality, ls_err *err) {
     const ls_model_config *mc = ls_config_find(cfg, id);
     *format = mc ? mc->output_format : LS_FORMAT_PNG;
     *quality = mc ? mc->jpeg_quality : 90;
     if (len) {
-        static const char *const names[] = {"png", "jpeg", "raw"};
+        static const char *const names[] = {"png", "jpeg", "raw", "h264"}; /* order of ls_format */
         int found = -1;
-        for (int k = 0; k < 3; k++)
+        for (int k = 0; k < 4; k++)
             if (len == strlen(names[k]) && !strcmp(name, names[k])) found = k;
+        if (found == LS_FORMAT_H264 && !video)
+            return ls_err_set(err, LS_INVALID_ARGUMENT,
+                              "output_format: h264 is a stream's format (StreamSession: one encoder per session); "
+                              "expected png, jpeg or raw here");
         if (found < 0)
-            return ls_err_set(err, LS_INVALID_ARGUMENT, "output_format: expected png, jpeg or raw, got %zu bytes '%.8s'",
-                              len, check_model_id(name, NULL) == 0 ? name : "?");
+            return ls_err_set(err, LS_INVALID_ARGUMENT, "output_format: expected png, jpeg or raw%s, got %zu bytes '%.8s'",
+                              video ? " or h264" : "", len, check_model_id(name, NULL) == 0 ? name : "?");
         *format = (ls_format)found;
     }
     if (jpeg_quality) {
@@ -356,7 +361,7 @@ static int resolve_format(const ls_config *cfg, const char *id, const char *name
 }
 
 static const char *format_name(ls_format f) {
-    return f == LS_FORMAT_JPEG ? "jpeg" : f == LS_FORMAT_RAW ? "raw" : "png";
+    return f == LS_FORMAT_JPEG ? "jpeg" : f == LS_FORMAT_RAW ? "raw" : f == LS_FORMAT_H264 ? "h264" : "png";
 }
 
 /* ---- InferBatchComposite ---- */
@@ -411,7 +416,7 @@ static ls_code h_infer_spans(void *ctx, const ls_call_info *call, const ls_span 
     }
     ls_format format;
     int quality;
-    if (resolve_format(cfg, id, q.output_format, q.output_format_len, q.jpeg_quality, &format, &quality, err) != 0)
+    if (resolve_format(cfg, id, q.output_format, q.output_format_len, q.jpeg_quality, 0, &format, &quality, err) != 0)
         goto fail;
     if (!q.visual_seen && !q.audio_seen) {
         ls_err_set(err, LS_INVALID_ARGUMENT,
@@ -729,7 +734,7 @@ static ls_code h_render(void *ctx, const ls_call_info *call, const uint8_t *req,
         rc = -1;
     else
         rc = resolve_format(cfg, id, q->output_format, q->output_format ? strlen(q->output_format) : 0,
-                            q->jpeg_quality, &format, &quality, err);
+                            q->jpeg_quality, 0, &format, &quality, err);
     if (!rc) rc = speech_features(s, call, id, q->audio, 0, &lease, &sp, &secs, err);
     if (!rc) {
         leased = 1;
@@ -797,6 +802,7 @@ typedef struct {
     const char *id;
     ls_session_hold hold;
     ls_speech_stream *sp;
+    ls_video *video;      /* h264: the session's encoder */
     ls_format format;
     int quality, batch, channels, f32;
     int64_t start;
@@ -834,6 +840,7 @@ static int session_render(session *ss, ls_err *err) {
         ls_lease lease = {0};
         if (ls_registry_acquire(ss->s->reg, ss->id, &lease, err) != 0) return -1;
         ls_infer_req ir = speech_req(ss->s, ss->win, count, ss->start + (int64_t)first, ss->format, ss->quality);
+        ir.video = ss->video;
         ls_infer_result res;
         int rc = ls_model_infer(lease.handle, &ir, &res, err);
         ls_registry_release(ss->s->reg, &lease, rc == 0, res.inference_ms, res.composite_ms);
@@ -854,7 +861,7 @@ static int session_render(session *ss, ls_err *err) {
             f.pts_ms = f.index * 40;
             f.avatar_frame = ls_avatar_frame_index(av, ss->start + f.index);
             f.data = (ProtobufCBinaryData){res.frames[i].len, res.frames[i].data};
-            f.keyframe = 1;
+            f.keyframe = res.keyframes[i];
             Multitenant__SessionResponse r = MULTITENANT__SESSION_RESPONSE__INIT;
             r.kind_case = MULTITENANT__SESSION_RESPONSE__KIND_FRAME;
             r.frame = &f;
@@ -941,14 +948,32 @@ static int session_start(session *ss, const ls_call_info *call, const Multitenan
         return ls_err_set(err, LS_INVALID_ARGUMENT, "start.start_frame_idx: expected >= 0, got %lld",
                           (long long)ss->start);
     if (resolve_format(cfg, ss->id, q->output_format, q->output_format ? strlen(q->output_format) : 0,
-                       q->jpeg_quality, &ss->format, &ss->quality, err) != 0)
+                       q->jpeg_quality, 1, &ss->format, &ss->quality, err) != 0)
         return -1;
+    ls_video_opts vo = {.fps = LS_VIDEO_FPS,
+                        .bitrate_kbps = q->video_bitrate_kbps ? q->video_bitrate_kbps : 2000,
+                        .keyframe_interval = q->keyframe_interval_frames ? q->keyframe_interval_frames : 50};
+    if (ss->format == LS_FORMAT_H264 && (vo.bitrate_kbps < 100 || vo.bitrate_kbps > 50000))
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "start.video_bitrate_kbps: expected 100..50000 (0 = 2000), got %d",
+                          vo.bitrate_kbps);
+    if (ss->format == LS_FORMAT_H264 && (vo.keyframe_interval < 1 || vo.keyframe_interval > 1000))
+        return ls_err_set(err, LS_INVALID_ARGUMENT,
+                          "start.keyframe_interval_frames: expected 1..1000 (0 = 50), got %d", vo.keyframe_interval);
     if (ls_registry_session_hold(s->reg, ss->id, &ss->hold, err) != 0) return -1;
     if (ls_model_check_speech(ss->hold.handle, err) != 0) return -1;
     ss->sp = ls_speech_stream_new(ss->hold.handle);
     ss->win = ls_alloc_aligned((size_t)ss->batch * WINDOW_FLOATS * sizeof(float));
     if (!ss->sp || !ss->win) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory starting a session");
     const ls_avatar *av = ls_model_avatar(ss->hold.handle);
+    if (ss->format == LS_FORMAT_H264) {
+        vo.width = ls_avatar_width(av);
+        vo.height = ls_avatar_height(av);
+        if (!(ss->video = ls_video_open(&vo, err))) {
+            if (err->code == LS_INVALID_ARGUMENT) err->code = LS_FAILED_PRECONDITION; /* the avatar's size */
+            ls_err_prefix(err, "model '%s'", ss->id);
+            return -1;
+        }
+    }
     Multitenant__SessionStarted started = MULTITENANT__SESSION_STARTED__INIT;
     started.session_id = (char *)(call && call->request_id ? call->request_id : "");
     started.model_loaded = ss->hold.loaded_now;
@@ -959,6 +984,7 @@ static int session_start(session *ss, const ls_call_info *call, const Multitenan
      * i.e. 452.5 ms past its own time (40 i ms) in the long run. */
     started.lookahead_ms = 453;
     started.output_format = (char *)format_name(ss->format);
+    started.codec = (char *)(ss->video ? ls_video_codec(ss->video) : "");
     Multitenant__SessionResponse r = MULTITENANT__SESSION_RESPONSE__INIT;
     r.kind_case = MULTITENANT__SESSION_RESPONSE__KIND_STARTED;
     r.started = &started;
@@ -1010,6 +1036,8 @@ static ls_code h_session(void *ctx, const ls_call_info *call, ls_stream *st, ls_
         }
         int kind = got == 0 ? MULTITENANT__SESSION_REQUEST__KIND_END : (int)q->kind_case;
         if (kind == MULTITENANT__SESSION_REQUEST__KIND_AUDIO) {
+            /* The next frame sent is a key frame, whichever batch it is in. */
+            if (q->audio && q->audio->request_keyframe && ss.video) ls_video_request_keyframe(ss.video);
             rc = session_audio(&ss, q->audio, err);
         } else if (kind == MULTITENANT__SESSION_REQUEST__KIND_END) {
             rc = ls_speech_stream_finish(ss.sp, err);
@@ -1045,6 +1073,7 @@ static ls_code h_session(void *ctx, const ls_call_info *call, ls_stream *st, ls_
                  ls_code_name(err->code), ss.n_lat, err->msg);
     }
     ls_speech_stream_free(ss.sp);
+    ls_video_close(ss.video);
     free(ss.win);
     free(ss.lat);
     ls_buf_free(&msg);
