@@ -316,6 +316,7 @@ static const char USAGE[] =
     "                            (paced at real time with --realtime); prints frames, first\n"
     "                            frame latency and frame latency percentiles (receipt minus\n"
     "                            sending the last audio a frame depends on); --out writes them\n"
+    "                            (F: png|jpeg|raw|h264; h264: --out names one Annex B file)\n"
     "  bench ID [--batch N] [--requests M] [--concurrency C] [--warmup W] [--format F]\n"
     "           [--tensor-dtype f32|f16|u8] [--visual server|client] [--channel-per-thread]\n"
     "                            M requests over C threads (defaults 5, 50, 1, 2); W warmup\n"
@@ -439,8 +440,9 @@ static int apply_option(cli_args *a, int opt, const char *optname, const char *v
     case OPT_WAV: a->wav_path = val; return 0;
     case OPT_REALTIME: a->realtime = true; return 0;
     case OPT_FORMAT:
-        if (strcmp(val, "png") && strcmp(val, "jpeg") && strcmp(val, "raw"))
-            return usage_error("--format: expected png, jpeg or raw, got '%s'", val), -1;
+        /* h264 only makes sense for session; the server says so to others. */
+        if (strcmp(val, "png") && strcmp(val, "jpeg") && strcmp(val, "raw") && strcmp(val, "h264"))
+            return usage_error("--format: expected png, jpeg, raw or h264, got '%s'", val), -1;
         a->format = val;
         return 0;
     case OPT_DTYPE:
@@ -1235,7 +1237,14 @@ static long dependency_chunk(long i, size_t n) {
 static int cmd_session(const client *c) {
     const cli_args *a = c->args;
     if (!a->wav_path) return usage_error("session: --wav FILE is required"), EXIT_USAGE;
-    if (a->out_dir && strcmp(a->out_dir, ".") && make_dirs(a->out_dir) != 0) {
+    /* h264: --out names one Annex B file (every access unit in order). */
+    int video = a->format && !strcmp(a->format, "h264");
+    FILE *h264 = NULL;
+    if (video && a->out_dir && strcmp(a->out_dir, ".") && !(h264 = fopen(a->out_dir, "wb"))) {
+        fprintf(stderr, "error: %s: %s\n", a->out_dir, strerror(errno));
+        return EXIT_RPC;
+    }
+    if (!video && a->out_dir && strcmp(a->out_dir, ".") && make_dirs(a->out_dir) != 0) {
         fprintf(stderr, "error: %s: %s\n", a->out_dir, strerror(errno));
         return EXIT_RPC;
     }
@@ -1289,7 +1298,9 @@ static int cmd_session(const client *c) {
     if (!rc) rc = send_msg(&snd, &sr.base, 0);
     pthread_t th;
     int started = !rc && pthread_create(&th, NULL, session_send, &snd) == 0;
-    long frames = 0, next = 0;
+    long frames = 0, next = 0, keyframes = 0;
+    size_t bytes = 0;
+    char codec[32] = "";
     double *lat = calloc(snd.n_chunks + 64, sizeof *lat);
     size_t n_lat = 0, cap_lat = snd.n_chunks + 64;
     int64_t first_ns = 0;
@@ -1327,7 +1338,12 @@ static int cmd_session(const client *c) {
             long dep = dependency_chunk(next, pcm.n);
             int64_t dep_ns = dep >= 0 ? snd.sent_ns[dep] : snd.end_ns;
             if (n_lat < cap_lat && dep_ns) lat[n_lat++] = (double)(now - dep_ns) / 1e6;
-            if (a->out_dir && strcmp(a->out_dir, ".")) {
+            bytes += fr->data.len;
+            keyframes += fr->keyframe;
+            if (h264 && fwrite(fr->data.data, 1, fr->data.len, h264) != fr->data.len) {
+                fprintf(stderr, "error: %s: %s\n", a->out_dir, strerror(errno));
+                rc = -1;
+            } else if (!video && a->out_dir && strcmp(a->out_dir, ".")) {
                 char path[PATH_MAX];
                 snprintf(path, sizeof path, "%s/frame_%06ld.%s", a->out_dir, next,
                          !a->format || !strcmp(a->format, "png") ? "png" : !strcmp(a->format, "jpeg") ? "jpg" : "rgb");
@@ -1337,6 +1353,9 @@ static int cmd_session(const client *c) {
             frames++;
         } else if (r->kind_case == MULTITENANT__SESSION_RESPONSE__KIND_ENDED) {
             ended = 1;
+        } else if (r->kind_case == MULTITENANT__SESSION_RESPONSE__KIND_STARTED && r->started->codec &&
+                   r->started->codec[0]) {
+            snprintf(codec, sizeof codec, "%s", r->started->codec);
         }
         multitenant__session_response__free_unpacked(r, NULL);
         if (rc) {
@@ -1374,6 +1393,13 @@ static int cmd_session(const client *c) {
                first_ns ? (double)(first_ns - t0) / 1e6 : 0.0, n_lat ? percentile(lat, n_lat, 50) : 0.0,
                n_lat ? percentile(lat, n_lat, 90) : 0.0, n_lat ? percentile(lat, n_lat, 99) : 0.0,
                n_lat ? lat[n_lat - 1] : 0.0);
+        if (frames)
+            printf("session %s: %zu bytes, %.0f kbit/s at 25 fps, %ld key frames%s%s\n", a->id, bytes,
+                   (double)bytes * 8 / ((double)frames / 25) / 1000, keyframes, codec[0] ? ", codec " : "", codec);
+    }
+    if (h264 && fclose(h264) != 0 && exit_code == EXIT_OK) {
+        fprintf(stderr, "error: %s: %s\n", a->out_dir, strerror(errno));
+        exit_code = EXIT_RPC;
     }
     grpc_slice_unref(details);
     grpc_metadata_array_destroy(&initial_md);

@@ -82,7 +82,7 @@ ls_video *ls_video_open(const ls_video_opts *o, ls_err *err) {
     p.iMultipleThreadIdc = 1;     /* one thread: sessions spread over the cores */
     p.bEnableDenoise = false;
     p.bEnableBackgroundDetection = true;
-    p.bEnableAdaptiveQuant = true;
+    p.bEnableAdaptiveQuant = false; /* 2 ms of 7.5 a frame on the demo avatar (bench_video) */
     p.bEnableSceneChangeDetect = false; /* IDRs only at the interval and on request */
     p.bEnableLongTermReference = false;
     SSpatialLayerConfig *l = &p.sSpatialLayers[0];
