@@ -3,6 +3,8 @@
 # (the bundled speech) is recorded once, then each encoder gets the same
 # frames in the same run.
 #   bench/bench_video.sh [BUILD_DIR] [KBPS]
+# Needs libx264-dev (apt-get install libx264-dev): the bench measures x264
+# beside OpenH264; lipsyncd itself never links x264.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$here/build}
