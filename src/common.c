@@ -120,9 +120,14 @@ int ls_read_file(const char *path, ls_buf *buf, size_t limit) {
     return rc;
 }
 
-void *ls_alloc_aligned(size_t bytes) {
+size_t ls_aligned_size(size_t bytes) {
     size_t size = bytes ? (bytes + LS_TENSOR_ALIGN - 1) & ~(size_t)(LS_TENSOR_ALIGN - 1) : LS_TENSOR_ALIGN;
-    if (size < bytes) return NULL;
+    return size < bytes ? 0 : size;
+}
+
+void *ls_alloc_aligned(size_t bytes) {
+    size_t size = ls_aligned_size(bytes);
+    if (!size) return NULL;
     void *p = NULL;
     return posix_memalign(&p, LS_TENSOR_ALIGN, size) == 0 ? p : NULL;
 }

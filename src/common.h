@@ -76,6 +76,8 @@ void ls_buf_free(ls_buf *b);
 /* `bytes` (rounded up to LS_TENSOR_ALIGN) at an LS_TENSOR_ALIGN-aligned
  * address; free() it. NULL on out of memory. */
 void *ls_alloc_aligned(size_t bytes);
+/* The size ls_alloc_aligned gives for `bytes` (0 on overflow). */
+size_t ls_aligned_size(size_t bytes);
 
 /* Append a whole file to buf. Returns 0, or an errno value (EFBIG when it
  * is longer than limit bytes). */

@@ -332,16 +332,17 @@ static int authorize(ls_service *s, const ls_call_info *call, const char *model_
 
 /* Output format of a request: its own (name of len bytes, "" = none), else
  * the model's configured one; jpeg_quality 0 = the model's. */
+static const char *const FORMAT_NAMES[] = {"png", "jpeg", "raw", "h264"}; /* order of ls_format */
+
 static int resolve_format(const ls_config *cfg, const char *id, const char *name, size_t len, int jpeg_quality,
                           int video, ls_format *format, int *quality, ls_err *err) {
     const ls_model_config *mc = ls_config_find(cfg, id);
     *format = mc ? mc->output_format : LS_FORMAT_PNG;
     *quality = mc ? mc->jpeg_quality : 90;
     if (len) {
-        static const char *const names[] = {"png", "jpeg", "raw", "h264"}; /* order of ls_format */
         int found = -1;
-        for (int k = 0; k < 4; k++)
-            if (len == strlen(names[k]) && !strcmp(name, names[k])) found = k;
+        for (int k = 0; k < (int)(sizeof FORMAT_NAMES / sizeof *FORMAT_NAMES); k++)
+            if (len == strlen(FORMAT_NAMES[k]) && !strcmp(name, FORMAT_NAMES[k])) found = k;
         if (found == LS_FORMAT_H264 && !video)
             return ls_err_set(err, LS_INVALID_ARGUMENT,
                               "output_format: h264 is a stream's format (StreamSession: one encoder per session); "
@@ -361,7 +362,7 @@ static int resolve_format(const ls_config *cfg, const char *id, const char *name
 }
 
 static const char *format_name(ls_format f) {
-    return f == LS_FORMAT_JPEG ? "jpeg" : f == LS_FORMAT_RAW ? "raw" : f == LS_FORMAT_H264 ? "h264" : "png";
+    return FORMAT_NAMES[f];
 }
 
 /* ---- InferBatchComposite ---- */
@@ -950,15 +951,12 @@ static int session_start(session *ss, const ls_call_info *call, const Multitenan
     if (resolve_format(cfg, ss->id, q->output_format, q->output_format ? strlen(q->output_format) : 0,
                        q->jpeg_quality, 1, &ss->format, &ss->quality, err) != 0)
         return -1;
-    ls_video_opts vo = {.fps = LS_VIDEO_FPS,
-                        .bitrate_kbps = q->video_bitrate_kbps ? q->video_bitrate_kbps : 2000,
-                        .keyframe_interval = q->keyframe_interval_frames ? q->keyframe_interval_frames : 50};
-    if (ss->format == LS_FORMAT_H264 && (vo.bitrate_kbps < 100 || vo.bitrate_kbps > 50000))
-        return ls_err_set(err, LS_INVALID_ARGUMENT, "start.video_bitrate_kbps: expected 100..50000 (0 = 2000), got %d",
-                          vo.bitrate_kbps);
-    if (ss->format == LS_FORMAT_H264 && (vo.keyframe_interval < 1 || vo.keyframe_interval > 1000))
-        return ls_err_set(err, LS_INVALID_ARGUMENT,
-                          "start.keyframe_interval_frames: expected 1..1000 (0 = 50), got %d", vo.keyframe_interval);
+    ls_video_opts vo = {
+        .fps = LS_VIDEO_FPS,
+        .bitrate_kbps = q->video_bitrate_kbps ? q->video_bitrate_kbps : LS_VIDEO_DEFAULT_KBPS,
+        .keyframe_interval = q->keyframe_interval_frames ? q->keyframe_interval_frames : LS_VIDEO_DEFAULT_KEYINT};
+    /* Before the model is held: a bad option costs no load. */
+    if (ss->format == LS_FORMAT_H264 && ls_video_check(&vo, "start.", err) != 0) return -1;
     if (ls_registry_session_hold(s->reg, ss->id, &ss->hold, err) != 0) return -1;
     if (ls_model_check_speech(ss->hold.handle, err) != 0) return -1;
     ss->sp = ls_speech_stream_new(ss->hold.handle);

@@ -100,7 +100,7 @@ void *ls_tensor_alloc(size_t bytes, size_t *cap) {
     /* Aligned: ORT's own allocations are, vector loads of every row then
      * stay within cache lines, and the engine need not copy (engine.h). */
     void *p = ls_alloc_aligned(bytes);
-    if (p) *cap = bytes ? (bytes + LS_TENSOR_ALIGN - 1) & ~(size_t)(LS_TENSOR_ALIGN - 1) : LS_TENSOR_ALIGN;
+    if (p) *cap = ls_aligned_size(bytes);
     return p;
 }
 

@@ -33,20 +33,23 @@ static ELevelIdc level_for(int w, int h, int fps, int *code) {
     return LEVEL_5_1;
 }
 
+int ls_video_check(const ls_video_opts *o, const char *where, ls_err *err) {
+    if (o->bitrate_kbps < 100 || o->bitrate_kbps > 50000)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "%svideo_bitrate_kbps: expected 100..50000 (0 = %d), got %d", where,
+                          LS_VIDEO_DEFAULT_KBPS, o->bitrate_kbps);
+    if (o->keyframe_interval < 1 || o->keyframe_interval > 1000)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "%skeyframe_interval_frames: expected 1..1000 (0 = %d), got %d",
+                          where, LS_VIDEO_DEFAULT_KEYINT, o->keyframe_interval);
+    return 0;
+}
+
 ls_video *ls_video_open(const ls_video_opts *o, ls_err *err) {
     if (o->width < 16 || o->height < 16 || o->width % 2 || o->height % 2 || o->width > 4096 || o->height > 2304) {
         ls_err_set(err, LS_INVALID_ARGUMENT, "h264: frame size %dx%d: expected even sides, 16..4096 x 16..2304",
                    o->width, o->height);
         return NULL;
     }
-    if (o->bitrate_kbps < 100 || o->bitrate_kbps > 50000) {
-        ls_err_set(err, LS_INVALID_ARGUMENT, "video_bitrate_kbps: expected 100..50000, got %d", o->bitrate_kbps);
-        return NULL;
-    }
-    if (o->keyframe_interval < 1 || o->keyframe_interval > 1000) {
-        ls_err_set(err, LS_INVALID_ARGUMENT, "keyframe_interval_frames: expected 1..1000, got %d", o->keyframe_interval);
-        return NULL;
-    }
+    if (ls_video_check(o, "", err) != 0) return NULL;
     assert(o->fps > 0);
     ls_video *v = calloc(1, sizeof *v);
     if (!v) {

@@ -36,6 +36,15 @@ typedef struct {
 
 typedef struct ls_video ls_video;
 
+/* Defaults a caller applies for an option left at 0. */
+#define LS_VIDEO_DEFAULT_KBPS 2000
+#define LS_VIDEO_DEFAULT_KEYINT 50
+
+/* INVALID_ARGUMENT when bitrate or key frame interval is out of range, the
+ * message naming the option as `where` + its wire name (callers check before
+ * committing resources; ls_video_open checks again). */
+int ls_video_check(const ls_video_opts *o, const char *where, ls_err *err);
+
 /* INVALID_ARGUMENT for options out of range (naming the option), INTERNAL
  * when the encoder refuses its parameters. */
 ls_video *ls_video_open(const ls_video_opts *o, ls_err *err);
