@@ -14,6 +14,7 @@ import time
 import unittest
 import wave
 
+import cv2
 import grpc
 import numpy as np
 
@@ -82,6 +83,20 @@ class TestSession(lstest.ServerTestCase):
             frames.extend(r.frames)
         return frames
 
+    def assertSamePictures(self, got, want, msg=""):
+        """The frames (PNG bytes) decode to the same pixels, in the same order.
+        Pixels, not bytes: ISA-L's level-1 deflate, which pngenc.c uses for
+        low-entropy rows, does not always give the same stream for the same
+        rows (docs/ARCHITECTURE.md, "PNG bytes")."""
+        self.assertEqual(len(got), len(want), msg)
+        for i, (g, w) in enumerate(zip(got, want)):
+            if g == w:
+                continue
+            a = cv2.imdecode(np.frombuffer(g, np.uint8), cv2.IMREAD_UNCHANGED)
+            b = cv2.imdecode(np.frombuffer(w, np.uint8), cv2.IMREAD_UNCHANGED)
+            self.assertIsNotNone(a, "%s frame %d does not decode" % (msg, i))
+            self.assertTrue(np.array_equal(a, b), "%s frame %d: other pixels" % (msg, i))
+
     def frames_of(self, resps):
         self.assertEqual(resps[0].WhichOneof("kind"), "started")
         self.assertEqual(resps[-1].WhichOneof("kind"), "ended")
@@ -105,14 +120,13 @@ class TestSession(lstest.ServerTestCase):
                 msgs.insert(2, self.audio_msg(b""))   # an empty chunk is valid
                 resps = self.session(msgs + [self.end_msg()])
                 frames = self.frames_of(resps)
-                self.assertEqual(len(frames), len(want))
-                self.assertEqual([f.data for f in frames], list(want))
+                self.assertSamePictures([f.data for f in frames], list(want))
                 n = 50
                 self.assertEqual([f.avatar_frame for f in frames], [(3 + i) % n for i in range(len(frames))])
                 self.assertAlmostEqual(resps[-1].ended.audio_seconds, len(self.pcm) / 2 / 16000.0, places=6)
         # Half-closing without SessionEnd ends the session the same way.
         resps = self.session([self.start_msg(start_frame_idx=3), self.audio_msg(self.pcm)])
-        self.assertEqual([f.data for f in self.frames_of(resps)], list(want))
+        self.assertSamePictures([f.data for f in self.frames_of(resps)], list(want), "half-closed")
 
     def test_frames_leave_while_audio_arrives(self):
         started = resps = None
@@ -163,7 +177,8 @@ class TestSession(lstest.ServerTestCase):
         for t in threads:
             t.join(lstest.RPC_TIMEOUT_S)
         for k in range(6):
-            self.assertEqual(results.get(k), list(want), "session %d" % k)
+            self.assertIsInstance(results.get(k), list, "session %d: %r" % (k, results.get(k)))
+            self.assertSamePictures(results[k], list(want), "session %d" % k)
 
     def test_live_session_pins_its_model(self):
         seen = {}
