@@ -32,6 +32,7 @@
 
 #include "common.h"
 #include "audio.h"
+#include "mp4.h"
 #include "multitenant.pb-c.h"
 
 #define DEFAULT_SERVER "127.0.0.1:50053"
@@ -307,10 +308,12 @@ static const char USAGE[] =
     "                            --tensor-dtype: how the tensors travel: f32 (default),\n"
     "                            f16 (both as IEEE binary16, 1/2 the bytes) or u8 (visual\n"
     "                            as uint8 = round(v*255), audio as binary16, ~1/4 the bytes)\n"
-    "  speak ID --wav FILE.wav [--out DIR] [--batch N] [--start K] [--format png|jpeg|raw]\n"
+    "  speak ID --wav FILE.wav [--out DIR|FILE.mp4] [--batch N] [--start K] [--format F]\n"
     "                            RenderSpeech: the server turns the speech into frames\n"
     "                            (N+2 at 25 fps), streamed N per message (default 5);\n"
     "                            writes DIR/frame_NNNNNN.png ... and prints frames/s\n"
+    "                            (F: png|jpeg|raw|h264). --out FILE.mp4: asks for h264 and\n"
+    "                            writes one MP4 (H.264 + the speech as AAC)\n"
     "  session ID --wav FILE.wav [--realtime] [--out DIR] [--batch N] [--start K] [--format F]\n"
     "                            StreamSession: the WAV (decoded, 16 kHz) in 20 ms chunks\n"
     "                            (paced at real time with --realtime); prints frames, first\n"
@@ -440,7 +443,7 @@ static int apply_option(cli_args *a, int opt, const char *optname, const char *v
     case OPT_WAV: a->wav_path = val; return 0;
     case OPT_REALTIME: a->realtime = true; return 0;
     case OPT_FORMAT:
-        /* h264 only makes sense for session; the server says so to others. */
+        /* h264: session and speak; the server refuses it to unary calls. */
         if (strcmp(val, "png") && strcmp(val, "jpeg") && strcmp(val, "raw") && strcmp(val, "h264"))
             return usage_error("--format: expected png, jpeg, raw or h264, got '%s'", val), -1;
         a->format = val;
@@ -1067,7 +1070,37 @@ typedef struct {
     uint64_t t0, first_ns;
     const char *format;  /* of the last message */
     int w, h;
+    int mp4;             /* --out FILE.mp4: keep the access units here */
+    ls_buf *au;          /* per frame (mp4) */
+    int *key;
+    size_t n_au, cap_au;
+    size_t video_bytes;
+    char codec[32];
 } speak_ctx;
+
+/* Keep one access unit of an MP4-bound speech (copied out of the message). */
+static int keep_access_unit(speak_ctx *k, const ProtobufCBinaryData *d, int key) {
+    if (k->n_au == k->cap_au) {
+        size_t cap = k->cap_au ? 2 * k->cap_au : 256;
+        ls_buf *au = realloc(k->au, cap * sizeof *au);
+        if (!au) return -1;
+        k->au = au;
+        int *keys = realloc(k->key, cap * sizeof *keys);
+        if (!keys) return -1;
+        k->key = keys;
+        k->cap_au = cap;
+    }
+    ls_buf b = {0};
+    if (ls_buf_append(&b, d->data, d->len) != 0) return -1;
+    k->au[k->n_au] = b;
+    k->key[k->n_au++] = key;
+    return 0;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
+}
 
 static int speak_msg(void *arg, grpc_slice msg) {
     speak_ctx *k = arg;
@@ -1084,12 +1117,33 @@ static int speak_msg(void *arg, grpc_slice msg) {
                 r->first_frame_index, k->next);
         rc = -1;
     }
-    const char *ext = !strcmp(r->output_format, "jpeg") ? "jpg" : !strcmp(r->output_format, "raw") ? "rgb" : "png";
-    k->format = !strcmp(ext, "jpg") ? "jpeg" : !strcmp(ext, "rgb") ? "raw" : "png";
+    const char *ext = !strcmp(r->output_format, "jpeg")   ? "jpg"
+                      : !strcmp(r->output_format, "raw")  ? "rgb"
+                      : !strcmp(r->output_format, "h264") ? "h264"
+                                                          : "png";
+    k->format = !strcmp(ext, "jpg") ? "jpeg" : !strcmp(ext, "rgb") ? "raw" : !strcmp(ext, "h264") ? "h264" : "png";
     k->w = r->frame_width;
     k->h = r->frame_height;
     k->total = r->total_frames;
+    if (r->codec && r->codec[0]) snprintf(k->codec, sizeof k->codec, "%s", r->codec);
+    int video = !strcmp(k->format, "h264");
+    if (rc == 0 && video && r->n_keyframes != r->n_frames) {
+        fprintf(stderr, "error: %zu key frame flags for %zu frames\n", r->n_keyframes, r->n_frames);
+        rc = -1;
+    }
+    if (rc == 0 && k->mp4 && !video) {
+        fprintf(stderr, "error: the server sent %s frames; an MP4 needs h264\n", k->format);
+        rc = -1;
+    }
     for (size_t i = 0; rc == 0 && i < r->n_frames; i++) {
+        if (video) k->video_bytes += r->frames[i].len;
+        if (k->mp4) {
+            if (keep_access_unit(k, &r->frames[i], r->keyframes[i]) != 0) {
+                fprintf(stderr, "error: out of memory keeping frame %ld\n", k->next + (long)i);
+                rc = -1;
+            }
+            continue;
+        }
         char path[PATH_MAX];
         int n = snprintf(path, sizeof path, "%s/frame_%06ld.%s", k->a->out_dir, k->next + (long)i, ext);
         if (n < 0 || (size_t)n >= sizeof path || write_file(path, r->frames[i].data, r->frames[i].len) != 0) {
@@ -1105,10 +1159,48 @@ static int speak_msg(void *arg, grpc_slice msg) {
     return rc;
 }
 
+/* The speech's access units and its audio (as the server decodes it: 16 kHz
+ * mono) into one MP4. */
+static int speak_mp4(const speak_ctx *k, const ls_buf *wav) {
+    ls_audio pcm = {0};
+    ls_err err = {0};
+    if (ls_audio_decode_wav(wav->data, wav->len, 36000, &pcm, &err) != 0) {
+        fprintf(stderr, "error: %s: %s\n", k->a->wav_path, err.msg);
+        return EXIT_RPC;
+    }
+    mp4_access_unit *au = calloc(k->n_au ? k->n_au : 1, sizeof *au);
+    if (!au) {
+        ls_audio_free(&pcm);
+        fprintf(stderr, "error: out of memory\n");
+        return EXIT_RPC;
+    }
+    for (size_t i = 0; i < k->n_au; i++) au[i] = (mp4_access_unit){k->au[i].data, k->au[i].len, k->key[i]};
+    char msg[256];
+    int rc = mp4_write(k->a->out_dir, k->w, k->h, au, k->n_au, pcm.samples, pcm.n, LS_AUDIO_RATE, msg, sizeof msg);
+    free(au);
+    ls_audio_free(&pcm);
+    if (rc != 0) {
+        fprintf(stderr, "error: %s: %s\n", k->a->out_dir, msg);
+        return EXIT_RPC;
+    }
+    return EXIT_OK;
+}
+
+static void speak_ctx_free(speak_ctx *k) {
+    for (size_t i = 0; i < k->n_au; i++) ls_buf_free(&k->au[i]);
+    free(k->au);
+    free(k->key);
+}
+
 static int cmd_speak(const client *c) {
     const cli_args *a = c->args;
     if (!a->wav_path) return usage_error("speak: --wav FILE is required"), EXIT_USAGE;
-    if (make_dirs(a->out_dir) != 0) {
+    int mp4 = ends_with(a->out_dir, ".mp4");
+    if (mp4 && a->format && strcmp(a->format, "h264"))
+        return usage_error("speak: --out %s is an MP4 file: it takes h264 frames, not --format %s", a->out_dir,
+                           a->format),
+               EXIT_USAGE;
+    if (!mp4 && make_dirs(a->out_dir) != 0) {
         fprintf(stderr, "error: %s: %s\n", a->out_dir, strerror(errno));
         return EXIT_RPC;
     }
@@ -1124,29 +1216,38 @@ static int cmd_speak(const client *c) {
     Multitenant__RenderSpeechRequest req = MULTITENANT__RENDER_SPEECH_REQUEST__INIT;
     req.model_id = (char *)a->id;
     req.audio = &audio;
-    req.output_format = (char *)(a->format ? a->format : "");
+    req.output_format = (char *)(mp4 ? "h264" : a->format ? a->format : "");
     req.batch_size = a->batch;
     req.start_frame_idx = a->start;
     grpc_slice body = pack_to_slice(&req.base);
-    ls_buf_free(&wav);
-    speak_ctx k = {.a = a, .t0 = ls_mono_ns(), .format = "png"};
+    speak_ctx k = {.a = a, .t0 = ls_mono_ns(), .format = "png", .mp4 = mp4};
     rpc_status st;
     rc = rpc_server_stream(c->channel, SERVICE "RenderSpeech", a->id, body, a->timeout_s, speak_msg, &k, &st);
     grpc_slice_unref(body);
     double s = (double)(ls_mono_ns() - k.t0) / 1e9;
+    int code = EXIT_OK;
     if (rc != 0) {
-        if (k.frames) fprintf(stderr, "(%ld frames written before the error)\n", k.frames);
-        return st.code == GRPC_STATUS_OK ? EXIT_RPC : report_status(&st);
-    }
-    if (k.frames != k.total) {
+        if (k.frames) fprintf(stderr, "(%ld frames %s before the error)\n", k.frames, mp4 ? "received" : "written");
+        code = st.code == GRPC_STATUS_OK ? EXIT_RPC : report_status(&st);
+    } else if (k.frames != k.total) {
         fprintf(stderr, "error: %ld frames received, the speech has %d\n", k.frames, k.total);
-        return EXIT_RPC;
+        code = EXIT_RPC;
+    } else if (mp4) {
+        code = speak_mp4(&k, &wav);
     }
-    printf("wrote %ld frames (%s, %dx%d) to %s in %.2f s: %.1f frames/s (%.1f s of video at 25 fps); "
-           "first frames after %.0f ms\n",
-           k.frames, k.format, k.w, k.h, a->out_dir, s, (double)k.frames / s, (double)k.frames / 25.0,
-           k.first_ns ? (double)(k.first_ns - k.t0) / 1e6 : 0.0);
-    return EXIT_OK;
+    if (code == EXIT_OK) {
+        printf("wrote %ld frames (%s, %dx%d) to %s in %.2f s: %.1f frames/s (%.1f s of video at 25 fps); "
+               "first frames after %.0f ms\n",
+               k.frames, k.format, k.w, k.h, a->out_dir, s, (double)k.frames / s, (double)k.frames / 25.0,
+               k.first_ns ? (double)(k.first_ns - k.t0) / 1e6 : 0.0);
+        if (!strcmp(k.format, "h264"))
+            printf("video: %s, %zu bytes, %.0f kbit/s%s\n", k.codec[0] ? k.codec : "h264", k.video_bytes,
+                   k.frames ? (double)k.video_bytes * 8 / ((double)k.frames / 25.0) / 1000 : 0.0,
+                   mp4 ? "; audio: AAC, 16 kHz mono (the speech the server heard)" : "");
+    }
+    speak_ctx_free(&k);
+    ls_buf_free(&wav);
+    return code;
 }
 
 static int cmp_double(const void *pa, const void *pb) {

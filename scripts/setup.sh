@@ -21,6 +21,7 @@ PKGS=(build-essential cmake pkg-config clang llvm libclang-rt-14-dev valgrind
       libgrpc-dev protobuf-c-compiler libprotobuf-c-dev grpc-proto
       libssl-dev libyaml-dev libjansson-dev libisal-dev libspng-dev libpng-dev zlib1g-dev libturbojpeg0-dev
       libmicrohttpd-dev libfftw3-dev libsoxr-dev espeak-ng libopenh264-dev libyuv-dev ffmpeg
+      libavformat-dev libavcodec-dev libavutil-dev
       prometheus chromium
       python3 python3-numpy python3-grpcio python3-grpc-tools python3-onnx python3-protobuf python3-pil python3-opencv
       python3-h2

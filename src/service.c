@@ -345,8 +345,8 @@ static int resolve_format(const ls_config *cfg, const char *id, const char *name
             if (len == strlen(FORMAT_NAMES[k]) && !strcmp(name, FORMAT_NAMES[k])) found = k;
         if (found == LS_FORMAT_H264 && !video)
             return ls_err_set(err, LS_INVALID_ARGUMENT,
-                              "output_format: h264 is a stream's format (StreamSession: one encoder per session); "
-                              "expected png, jpeg or raw here");
+                              "output_format: h264 is a stream's format (StreamSession or RenderSpeech: one encoder "
+                              "per stream); expected png, jpeg or raw here");
         if (found < 0)
             return ls_err_set(err, LS_INVALID_ARGUMENT, "output_format: expected png, jpeg or raw%s, got %zu bytes '%.8s'",
                               video ? " or h264" : "", len, check_model_id(name, NULL) == 0 ? name : "?");
@@ -658,24 +658,46 @@ static ls_infer_req speech_req(const ls_service *s, const float *windows, size_t
                           .audio_bad = -1};
 }
 
+/* H.264 options of a stream from its request's two fields (0 = default);
+ * width and height are the avatar's, filled in once the model is held. */
+static ls_video_opts video_opts(int32_t kbps, int32_t keyint) {
+    return (ls_video_opts){.fps = LS_VIDEO_FPS,
+                           .bitrate_kbps = kbps ? kbps : LS_VIDEO_DEFAULT_KBPS,
+                           .keyframe_interval = keyint ? keyint : LS_VIDEO_DEFAULT_KEYINT};
+}
+
+/* Open a stream's encoder for the held model's avatar. A size the encoder
+ * refuses is the model's precondition, not the request's argument. */
+static ls_video *open_video(ls_video_opts *vo, ls_model *m, ls_err *err) {
+    const ls_avatar *av = ls_model_avatar(m);
+    vo->width = ls_avatar_width(av);
+    vo->height = ls_avatar_height(av);
+    ls_video *v = ls_video_open(vo, err);
+    if (!v && err->code == LS_INVALID_ARGUMENT) err->code = LS_FAILED_PRECONDITION;
+    return v;
+}
+
 /* One RenderSpeech response: frames [first, first + count) of the speech,
  * packed and handed to emit. Returns 0, -1 with err set, or 1 when the
  * client has gone. */
 static int render_batch(ls_service *s, ls_model *m, const ls_speech *sp, size_t first, size_t count, int64_t start,
-                        ls_format format, int quality, float *win, double feature_ms, ls_emit_fn emit, void *ectx,
-                        double *inf_ms, double *comp_ms, ls_err *err) {
+                        ls_format format, int quality, ls_video *video, float *win, double feature_ms,
+                        ls_emit_fn emit, void *ectx, double *inf_ms, double *comp_ms, ls_err *err) {
     ls_speech_windows(sp, first, count, win);
     ls_infer_req ir = speech_req(s, win, count, start + (int64_t)first, format, quality);
+    ir.video = video;
     ls_infer_result res;
     if (ls_model_infer(m, &ir, &res, err) != 0) return -1;
     *inf_ms += res.inference_ms;
     *comp_ms += res.composite_ms;
     ProtobufCBinaryData *frames = calloc(count, sizeof *frames);
+    protobuf_c_boolean *keys = video ? calloc(count, sizeof *keys) : NULL;
     int rc = 0;
-    if (!frames) {
+    if (!frames || (video && !keys)) {
         rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory building a response");
     } else {
         for (size_t i = 0; i < count; i++) frames[i] = (ProtobufCBinaryData){res.frames[i].len, res.frames[i].data};
+        for (size_t i = 0; keys && i < count; i++) keys[i] = res.keyframes[i];
         const ls_avatar *av = ls_model_avatar(m);
         Multitenant__RenderSpeechResponse r = MULTITENANT__RENDER_SPEECH_RESPONSE__INIT;
         r.first_frame_index = (int32_t)first;
@@ -689,6 +711,9 @@ static int render_batch(ls_service *s, ls_model *m, const ls_speech *sp, size_t 
         r.input_time_ms = res.input_ms;
         r.total_frames = (int32_t)(sp->n_feat + 2);
         r.feature_time_ms = first == 0 ? feature_ms : 0;
+        r.n_keyframes = keys ? count : 0;
+        r.keyframes = keys;
+        r.codec = (char *)(video && first == 0 ? ls_video_codec(video) : "");
         ls_buf out = {0};
         if (pack(&r.base, &out, err) != LS_OK)
             rc = -1;
@@ -701,6 +726,7 @@ static int render_batch(ls_service *s, ls_model *m, const ls_speech *sp, size_t 
         ls_buf_free(&out);
     }
     free(frames);
+    free(keys);
     ls_infer_result_free(&res);
     if (rc == 0) {
         ls_metrics_observe(s->metrics, LS_HIST_INFERENCE, ls_model_id(m), res.inference_ms / 1e3);
@@ -727,6 +753,8 @@ static ls_code h_render(void *ctx, const ls_call_info *call, const uint8_t *req,
     ls_speech sp = {0};
     double secs = 0, inf_ms = 0, comp_ms = 0;
     float *win = NULL;
+    ls_video *video = NULL;
+    ls_video_opts vo = video_opts(q->video_bitrate_kbps, q->keyframe_interval_frames);
     if (batch < 1 || batch > cfg->max_batch)
         rc = ls_err_set(err, LS_INVALID_ARGUMENT, "batch_size: expected 1..%d (0 = 5), got %d", cfg->max_batch, batch);
     else if (q->start_frame_idx < 0)
@@ -735,7 +763,9 @@ static ls_code h_render(void *ctx, const ls_call_info *call, const uint8_t *req,
         rc = -1;
     else
         rc = resolve_format(cfg, id, q->output_format, q->output_format ? strlen(q->output_format) : 0,
-                            q->jpeg_quality, 0, &format, &quality, err);
+                            q->jpeg_quality, 1, &format, &quality, err);
+    /* Before the model is leased: a bad option costs no load. */
+    if (!rc && format == LS_FORMAT_H264) rc = ls_video_check(&vo, "", err);
     if (!rc) rc = speech_features(s, call, id, q->audio, 0, &lease, &sp, &secs, err);
     if (!rc) {
         leased = 1;
@@ -746,15 +776,18 @@ static ls_code h_render(void *ctx, const ls_call_info *call, const uint8_t *req,
                             WINDOW_FLOATS);
         else if (!(win = ls_alloc_aligned((size_t)batch * WINDOW_FLOATS * sizeof(float))))
             rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for a batch of %d windows", batch);
+        else if (format == LS_FORMAT_H264 && !(video = open_video(&vo, lease.handle, err)))
+            rc = -1;
     }
     size_t total = sp.n_feat + 2, sent = 0;
     for (size_t first = 0; !rc && first < total; first += (size_t)batch) {
         size_t count = total - first < (size_t)batch ? total - first : (size_t)batch;
-        rc = render_batch(s, lease.handle, &sp, first, count, q->start_frame_idx, format, quality, win,
+        rc = render_batch(s, lease.handle, &sp, first, count, q->start_frame_idx, format, quality, video, win,
                           sp.mel_ms + sp.encoder_ms, emit, ectx, &inf_ms, &comp_ms, err);
         if (rc == 1) rc = ls_err_set(err, LS_CANCELLED, "client went away after %zu of %zu frames", sent, total);
         if (!rc) sent += count;
     }
+    ls_video_close(video);
     if (leased) ls_registry_release(s->reg, &lease, rc == 0, inf_ms, comp_ms);
     ls_code code = rc ? err->code : LS_OK;
     if (rc && err->code != LS_INVALID_ARGUMENT && err->code != LS_CANCELLED && leased)
@@ -951,10 +984,7 @@ static int session_start(session *ss, const ls_call_info *call, const Multitenan
     if (resolve_format(cfg, ss->id, q->output_format, q->output_format ? strlen(q->output_format) : 0,
                        q->jpeg_quality, 1, &ss->format, &ss->quality, err) != 0)
         return -1;
-    ls_video_opts vo = {
-        .fps = LS_VIDEO_FPS,
-        .bitrate_kbps = q->video_bitrate_kbps ? q->video_bitrate_kbps : LS_VIDEO_DEFAULT_KBPS,
-        .keyframe_interval = q->keyframe_interval_frames ? q->keyframe_interval_frames : LS_VIDEO_DEFAULT_KEYINT};
+    ls_video_opts vo = video_opts(q->video_bitrate_kbps, q->keyframe_interval_frames);
     /* Before the model is held: a bad option costs no load. */
     if (ss->format == LS_FORMAT_H264 && ls_video_check(&vo, "start.", err) != 0) return -1;
     if (ls_registry_session_hold(s->reg, ss->id, &ss->hold, err) != 0) return -1;
@@ -963,14 +993,9 @@ static int session_start(session *ss, const ls_call_info *call, const Multitenan
     ss->win = ls_alloc_aligned((size_t)ss->batch * WINDOW_FLOATS * sizeof(float));
     if (!ss->sp || !ss->win) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory starting a session");
     const ls_avatar *av = ls_model_avatar(ss->hold.handle);
-    if (ss->format == LS_FORMAT_H264) {
-        vo.width = ls_avatar_width(av);
-        vo.height = ls_avatar_height(av);
-        if (!(ss->video = ls_video_open(&vo, err))) {
-            if (err->code == LS_INVALID_ARGUMENT) err->code = LS_FAILED_PRECONDITION; /* the avatar's size */
-            ls_err_prefix(err, "model '%s'", ss->id);
-            return -1;
-        }
+    if (ss->format == LS_FORMAT_H264 && !(ss->video = open_video(&vo, ss->hold.handle, err))) {
+        ls_err_prefix(err, "model '%s'", ss->id);
+        return -1;
     }
     Multitenant__SessionStarted started = MULTITENANT__SESSION_STARTED__INIT;
     started.session_id = (char *)(call && call->request_id ? call->request_id : "");

@@ -1,9 +1,12 @@
-"""H.264 sessions (output_format h264): the stream decodes, with Debian's
-ffmpeg (an independent decoder), to the session's raw frames within 35 dB
-PSNR; key frames come at the interval and where a chunk asks, each an IDR
-led by SPS and PPS; the SPS says constrained baseline at the level the codec
-string names, and its VUI says BT.601 limited range; bad video options get
-INVALID_ARGUMENT naming the field, and h264 outside a session is refused.
+"""H.264 streams (output_format h264, StreamSession and RenderSpeech): the
+stream decodes, with Debian's ffmpeg (an independent decoder), to the raw
+frames within 35 dB PSNR; key frames come at the interval and where a chunk
+asks, each an IDR led by SPS and PPS; the SPS says constrained baseline at
+the level the codec string names, and its VUI says BT.601 limited range; bad
+video options get INVALID_ARGUMENT naming the field, and h264 outside a
+stream is refused. `lipsync speak --out F.mp4` writes an MP4 that ffprobe
+reads as h264 1280x720 25 fps + AAC lasting as long as the WAV, whose
+pictures are the raw frames within 35 dB.
 """
 
 import os
@@ -11,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import unittest
+import wave
 
 import grpc
 import numpy as np
@@ -170,13 +174,98 @@ class TestVideo(lstest.ServerTestCase):
             list(self.stub.StreamSession(iter(self.msgs("h265")[:1]), timeout=lstest.RPC_TIMEOUT_S))
         self.assertEqual(cm.exception.code(), INVALID)
         self.assertIn("png, jpeg or raw or h264", cm.exception.details())
-        # A stateless call has no stream to carry an encoder.
-        req = self.pb2.RenderSpeechRequest(model_id="demo", output_format="h264", audio=self.pb2.AudioInput(
-            pcm=self.pcm, pcm_encoding="s16le", sample_rate=16000, channels=1))
+        # RenderSpeech checks the same options, before any work.
+        for kw, field in ((dict(video_bitrate_kbps=50), "video_bitrate_kbps"),
+                          (dict(keyframe_interval_frames=-1), "keyframe_interval_frames")):
+            with self.subTest(render=field):
+                with self.assertRaises(grpc.RpcError) as cm:
+                    list(self.stub.RenderSpeech(self.render_req("h264", **kw), timeout=lstest.RPC_TIMEOUT_S))
+                self.assertEqual(cm.exception.code(), INVALID)
+                self.assertIn(field, cm.exception.details())
+        # A unary call has no stream to carry an encoder.
+        req = self.pb2.CompositeBatchRequest(model_id="demo", batch_size=1, output_format="h264",
+                                             audio_features=[0.0] * (32 * 16 * 16))
         with self.assertRaises(grpc.RpcError) as cm:
-            list(self.stub.RenderSpeech(req, timeout=lstest.RPC_TIMEOUT_S))
+            self.stub.InferBatchComposite(req, timeout=lstest.RPC_TIMEOUT_S)
         self.assertEqual(cm.exception.code(), INVALID)
         self.assertIn("h264 is a stream's format", cm.exception.details())
+
+    def render_req(self, fmt, **kw):
+        return self.pb2.RenderSpeechRequest(model_id="demo", output_format=fmt, audio=self.pb2.AudioInput(
+            pcm=self.pcm, pcm_encoding="s16le", sample_rate=16000, channels=1), **kw)
+
+    def render(self, fmt, **kw):
+        resps = list(self.stub.RenderSpeech(self.render_req(fmt, **kw), timeout=lstest.RPC_TIMEOUT_S))
+        frames, keys = [], []
+        for r in resps:
+            self.assertEqual(r.first_frame_index, len(frames))
+            frames.extend(r.frames)
+            keys.extend(r.keyframes)
+        return resps, frames, keys
+
+    def test_render_speech_h264(self):
+        resps, aus, keys = self.render("h264", batch_size=7, keyframe_interval_frames=30, video_bitrate_kbps=1500)
+        self.assertEqual(resps[0].codec, "avc1.42E01F")
+        self.assertEqual(resps[0].output_format, "h264")
+        self.assertEqual(len(keys), len(aus), "one key frame flag per access unit")
+        self.assertEqual([i for i, k in enumerate(keys) if k], [i for i in range(len(aus)) if i % 30 == 0])
+        for i, (au, k) in enumerate(zip(aus, keys)):
+            types = [t for t, _ in nal_units(au)]
+            self.assertEqual(types[:3] == [7, 8, 5], bool(k), "frame %d: %s" % (i, types))
+        _, raw, _ = self.render("raw")
+        self.assertEqual(len(raw), len(aus))
+
+        class F:  # decode() takes objects with .data
+            def __init__(self, d):
+                self.data = d
+        _, decoded = self.decode([F(a) for a in aus], "render")
+        self.assertEqual(len(decoded), len(aus))
+        for i, fr in enumerate(raw):
+            want = np.frombuffer(fr, np.uint8).reshape(H, W, 3)
+            self.assertGreaterEqual(psnr(decoded[i], want), 35.0, "frame %d" % i)
+
+    def test_cli_speak_mp4(self):
+        wav = os.path.join(self.tmp, "speech.wav")
+        with wave.open(wav, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            w.writeframes(self.pcm)
+        seconds = len(self.pcm) / 2 / 16000.0
+        out = os.path.join(self.tmp, "talk.mp4")
+        p = subprocess.run([lstest.LIPSYNC_CLI, "--server", self.server.addr, "speak", "demo", "--wav", wav,
+                            "--out", out], capture_output=True, text=True, timeout=300)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("avc1.42E01F", p.stdout)
+        probe = subprocess.run([FFPROBE, "-v", "error", "-show_entries",
+                                "stream=codec_type,codec_name,width,height,r_frame_rate,sample_rate,channels:"
+                                "format=duration", "-of", "json", out],
+                               check=True, capture_output=True, text=True, timeout=60).stdout
+        import json
+        info = json.loads(probe)
+        streams = {s["codec_type"]: s for s in info["streams"]}
+        self.assertEqual(sorted(streams), ["audio", "video"])
+        v, a = streams["video"], streams["audio"]
+        self.assertEqual((v["codec_name"], v["width"], v["height"], v["r_frame_rate"]), ("h264", 1280, 720, "25/1"))
+        self.assertEqual((a["codec_name"], a["sample_rate"], a["channels"]), ("aac", "16000", 1))
+        self.assertLessEqual(abs(float(info["format"]["duration"]) - seconds), 0.080,
+                             "MP4 %s s, WAV %.3f s" % (info["format"]["duration"], seconds))
+        # Its pictures are RenderSpeech's raw frames (start 0), within 35 dB.
+        raw = subprocess.run([FFMPEG, "-v", "error", "-i", out, "-map", "0:v", "-f", "rawvideo", "-pix_fmt",
+                              "rgb24", "-"], check=True, capture_output=True, timeout=120).stdout
+        decoded = np.frombuffer(raw, np.uint8).reshape(-1, H, W, 3)
+        _, want, _ = self.render("raw")
+        self.assertEqual(len(decoded), len(want))
+        for i in range(0, len(want), 9):
+            self.assertGreaterEqual(psnr(decoded[i], np.frombuffer(want[i], np.uint8).reshape(H, W, 3)), 35.0,
+                                    "frame %d" % i)
+        # An MP4 holds H.264: another format is a usage error, and no file.
+        bad = os.path.join(self.tmp, "bad.mp4")
+        p = subprocess.run([lstest.LIPSYNC_CLI, "--server", self.server.addr, "speak", "demo", "--wav", wav,
+                            "--out", bad, "--format", "png"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("MP4", p.stderr)
+        self.assertFalse(os.path.exists(bad))
 
 
 if __name__ == "__main__":
