@@ -111,6 +111,7 @@ void ls_config_defaults(ls_config *cfg) {
     cfg->sessions_stall_seconds = 30;
     cfg->http_enabled = 1;
     cfg->http_listen = strdup("0.0.0.0:8053");
+    cfg->http_ws_ping_seconds = 20;
     cfg->web_root = strdup(LS_WEB_ROOT);
     cfg->models = NULL;
     cfg->n_models = 0;
@@ -532,7 +533,8 @@ static const char *const MODEL_KEYS[] = {
 
 static const char *const VISUAL_KEYS[] = {"margin", "mask", "interpolation", "cache", NULL};
 
-static const char *const HTTP_KEYS[] = {"enabled", "listen", "cors_origins", "web_root", "speech_wav", NULL};
+static const char *const HTTP_KEYS[] = {"enabled",    "listen",          "cors_origins", "web_root",
+                                        "speech_wav", "websocket_ping_seconds", NULL};
 
 /* Word lists in the order of their enums. */
 static const char *const POLICY_WORDS[] = {"lru", "lfu", "lfu_count", NULL};
@@ -954,6 +956,8 @@ static int parse_http(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *
             r = get_path(p, k, v, "http.web_root", &cfg->web_root);
         else if (!strcmp(name, "speech_wav"))
             r = get_path(p, k, v, "http.speech_wav", &cfg->speech_wav);
+        else if (!strcmp(name, "websocket_ping_seconds"))
+            r = get_number(p, k, v, "http.websocket_ping_seconds", 0.1, 0, 3600, &cfg->http_ws_ping_seconds);
         else
             r = unknown_key(p, k, "in http", HTTP_KEYS);
         if (r != 0) return -1;

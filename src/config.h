@@ -59,6 +59,8 @@
  *     cors_origins: []               # origins allowed cross-origin ("*" = any); [] = same-origin only
  *     web_root: /path/to/repo/web    # static files of the demo page (default: the source tree's web/)
  *     speech_wav: speech.wav         # optional: served at GET /speech.wav (the demo page's Play)
+ *     websocket_ping_seconds: 20     # WebSocket /session keepalive: ping after this much silence
+ *                                    # (0.1..3600); a peer silent for three of these is gone
  *
  *   auth:                            # optional; absent = no keys needed
  *     enabled: true
@@ -151,6 +153,7 @@ typedef struct {
     size_t n_cors_origins;
     char *web_root;        /* default LS_WEB_ROOT (compiled in: the source tree's web/) */
     char *speech_wav;      /* served at GET /speech.wav (the demo page's speech); NULL = not served */
+    double http_ws_ping_seconds; /* WebSocket keepalive: ping after this much silence (default 20) */
     /* auth (see auth.h); enabled = 0 when the section is absent */
     ls_auth auth;
     /* tls: all NULL = plaintext */

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "ws.h"
 
 /* Each connection is a thread; a browser opens at most six per origin, so
  * this only bounds misbehaving clients. */
@@ -58,6 +59,8 @@ struct ls_http {
     pthread_cond_t slot_cond; /* CLOCK_MONOTONIC, so grpc-timeout deadlines apply */
     int running, waiting;
     int streams;              /* server-streaming calls whose thread still runs */
+    int ws_threads;           /* WebSocket sessions whose thread still runs */
+    atomic_int ws_stopping;   /* ls_http_stop has begun: sessions end */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -333,6 +336,7 @@ typedef struct {
     char request_id[24];
     ls_code code;
     char msg[320];
+    struct ws_job *ws;     /* a WebSocket upgrade not taken over yet */
 } rpc_req;
 
 static void rpc_reject(rpc_req *q, ls_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -664,6 +668,178 @@ static enum MHD_Result start_rpc(ls_http *h, struct MHD_Connection *c, const cha
     return MHD_YES;
 }
 
+/* ------------------------------------------------------------------------ */
+/* WebSocket sessions (ws.h)                                                 */
+/* ------------------------------------------------------------------------ */
+
+typedef struct ws_job {
+    ls_http *h;
+    char *authorization;   /* owned, or NULL */
+    char request_id[24];
+    MHD_socket sock;
+    struct MHD_UpgradeResponseHandle *urh;
+    uint8_t *extra;        /* bytes read past the handshake, owned */
+    size_t n_extra;
+} ws_job;
+
+static void ws_job_free(ws_job *j) {
+    if (!j) return;
+    free(j->authorization);
+    free(j->extra);
+    free(j);
+}
+
+/* A comma-separated header value containing `token` (case-insensitive). */
+static int has_token(const char *v, const char *token) {
+    size_t n = strlen(token);
+    while (v && *v) {
+        while (*v == ' ' || *v == '\t' || *v == ',') v++;
+        const char *e = v;
+        while (*e && *e != ',') e++;
+        const char *t = e;
+        while (t > v && (t[-1] == ' ' || t[-1] == '\t')) t--;
+        if ((size_t)(t - v) == n && !strncasecmp(v, token, n)) return 1;
+        v = e;
+    }
+    return 0;
+}
+
+/* Same origin (http(s)://<Host>) or one of the configured origins. */
+static int ws_origin_ok(const ls_http *h, const char *origin, const char *host) {
+    for (size_t i = 0; i < h->n_origins; i++)
+        if (!strcmp(h->origins[i], "*") || !strcmp(h->origins[i], origin)) return 1;
+    if (!host) return 0;
+    const char *rest = !strncmp(origin, "http://", 7) ? origin + 7 : !strncmp(origin, "https://", 8) ? origin + 8 : NULL;
+    return rest && !strcasecmp(rest, host);
+}
+
+static void *ws_thread(void *arg) {
+    ws_job *j = arg;
+    ls_http *h = j->h;
+    const ls_stream_method *m = h->opts.ws_session;
+    ls_log_set_request(j->request_id);
+    ls_ws_conn *wc = ls_ws_conn_new((int)j->sock, j->extra, j->n_extra, h->opts.max_message_bytes,
+                                    h->opts.ws_ping_ms, &h->ws_stopping);
+    if (!wc) {
+        LOG_WARN("websocket %s: out of memory", m->path);
+    } else {
+        static const atomic_int never_cancelled = 0;
+        ls_call_info info = {.method = m->path,
+                             .received_mono_ns = ls_mono_ns(),
+                             .cancelled = &never_cancelled,
+                             .authorization = j->authorization,
+                             .request_id = j->request_id};
+        ls_err err = {.code = LS_OK, .msg = ""};
+        ls_code code = m->fn(h->opts.ctx, &info, ls_ws_conn_stream(wc), &err);
+        int cc = ls_ws_conn_close(wc, code, err.msg);
+        if (code != LS_OK || cc != LS_WS_CLOSE_NORMAL)
+            LOG_WARN("websocket %s -> %s, close %d: %s", m->path, ls_code_name(code), cc, err.msg);
+        ls_ws_conn_free(wc);
+    }
+    MHD_upgrade_action(j->urh, MHD_UPGRADE_ACTION_CLOSE);
+    ls_log_set_request(NULL);
+    ws_job_free(j);
+    pthread_mutex_lock(&h->lock);
+    h->ws_threads--;
+    pthread_cond_broadcast(&h->slot_cond);
+    pthread_mutex_unlock(&h->lock);
+    return NULL;
+}
+
+/* libmicrohttpd has sent the 101: the socket is ours until
+ * MHD_upgrade_action(CLOSE). The session runs on a thread of its own. */
+static void ws_upgraded(void *cls, struct MHD_Connection *c, void *req_cls, const char *extra_in,
+                        size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh) {
+    (void)cls;
+    (void)c;
+    rpc_req *q = req_cls;
+    ws_job *j = q->ws;
+    q->ws = NULL; /* taken over */
+    ls_http *h = j->h;
+    j->sock = sock;
+    j->urh = urh;
+    if (extra_in_size && (j->extra = malloc(extra_in_size))) {
+        memcpy(j->extra, extra_in, extra_in_size);
+        j->n_extra = extra_in_size;
+    }
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_mutex_lock(&h->lock);
+    h->ws_threads++;
+    pthread_mutex_unlock(&h->lock);
+    pthread_t t;
+    int ok = (!extra_in_size || j->extra) && pthread_create(&t, &at, ws_thread, j) == 0;
+    pthread_attr_destroy(&at);
+    if (!ok) {
+        LOG_WARN("websocket: cannot start a session thread");
+        MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+        ws_job_free(j);
+        pthread_mutex_lock(&h->lock);
+        h->ws_threads--;
+        pthread_cond_broadcast(&h->slot_cond);
+        pthread_mutex_unlock(&h->lock);
+    }
+}
+
+/* GET /session: check the handshake, then switch protocols. */
+static enum MHD_Result ws_upgrade(ls_http *h, struct MHD_Connection *c, rpc_req *q) {
+    const char *up = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_UPGRADE);
+    const char *conn = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONNECTION);
+    const char *ver = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Version");
+    const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Key");
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ORIGIN);
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    if (!up || strcasecmp(up, "websocket") || !conn || !has_token(conn, "upgrade"))
+        return send_text(h, c, MHD_HTTP_UPGRADE_REQUIRED,
+                         "/session is a WebSocket: expected Upgrade: websocket and Connection: Upgrade\n", NULL);
+    if (!ver || strcmp(ver, "13")) {
+        struct MHD_Response *r = MHD_create_response_from_buffer(
+            strlen("expected Sec-WebSocket-Version: 13\n"), (void *)"expected Sec-WebSocket-Version: 13\n",
+            MHD_RESPMEM_PERSISTENT);
+        if (r) MHD_add_response_header(r, "Sec-WebSocket-Version", "13");
+        return queue(h, c, MHD_HTTP_UPGRADE_REQUIRED, r);
+    }
+    char accept[29];
+    if (ls_ws_accept_key(key, accept) != 0)
+        return send_text(h, c, MHD_HTTP_BAD_REQUEST, "Sec-WebSocket-Key: expected the base64 of 16 bytes\n", NULL);
+    if (origin && !ws_origin_ok(h, origin, host))
+        return send_text(h, c, MHD_HTTP_FORBIDDEN,
+                         "origin not allowed: same origin or one of http.cors_origins\n", NULL);
+    if (atomic_load(&h->draining) || atomic_load(&h->ws_stopping))
+        return send_text(h, c, MHD_HTTP_SERVICE_UNAVAILABLE, "the server is stopping\n", NULL);
+    ws_job *j = calloc(1, sizeof *j);
+    if (!j) return MHD_NO;
+    j->h = h;
+    const char *token = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "token");
+    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "authorization");
+    if (token && *token) {
+        size_t n = strlen(token) + 8;
+        if ((j->authorization = malloc(n))) snprintf(j->authorization, n, "Bearer %s", token);
+    } else if (auth) {
+        j->authorization = strdup(auth);
+    }
+    if ((token && *token) || auth) {
+        if (!j->authorization) {
+            ws_job_free(j);
+            return MHD_NO;
+        }
+    }
+    snprintf(j->request_id, sizeof j->request_id, "%06x-s%07llx", h->id_prefix & 0xffffff,
+             (unsigned long long)atomic_fetch_add(&h->next_id, 1) + 1);
+    struct MHD_Response *r = MHD_create_response_for_upgrade(ws_upgraded, NULL);
+    if (!r) {
+        ws_job_free(j);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_UPGRADE, "websocket");
+    MHD_add_response_header(r, "Sec-WebSocket-Accept", accept);
+    q->ws = j; /* ws_upgraded takes it, or on_completed frees it */
+    enum MHD_Result ok = MHD_queue_response(c, MHD_HTTP_SWITCHING_PROTOCOLS, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
                          enum MHD_RequestTerminationCode toe) {
     (void)cls;
@@ -672,6 +848,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
     rpc_req *q = *req_cls;
     if (!q) return;
     ls_buf_free(&q->body);
+    ws_job_free(q->ws); /* the upgrade never happened */
     free(q);
     *req_cls = NULL;
 }
@@ -790,13 +967,16 @@ static enum MHD_Result serve_file(ls_http *h, struct MHD_Connection *c, const ch
 /* ------------------------------------------------------------------------ */
 
 /* A request that is not a gRPC-Web call, answered once it is read. */
-static enum MHD_Result dispatch_plain(ls_http *h, struct MHD_Connection *c, const char *url, const char *method) {
+static enum MHD_Result dispatch_plain(ls_http *h, struct MHD_Connection *c, const char *url, const char *method,
+                                     rpc_req *q) {
     if (!strcmp(method, MHD_HTTP_METHOD_POST)) {
         if (!find_method(h, url)) return send_text(h, c, MHD_HTTP_NOT_FOUND, "not found\n", NULL);
         return send_text(h, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                          "expected content-type application/grpc-web(+proto) or application/grpc-web-text\n", NULL);
     }
     if (!strcmp(method, MHD_HTTP_METHOD_OPTIONS)) return preflight(h, c);
+    if (h->opts.ws_session && !strcmp(url, "/session") && !strcmp(method, MHD_HTTP_METHOD_GET))
+        return ws_upgrade(h, c, q);
     if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD))
         return send_text(h, c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n", "GET, HEAD, POST, OPTIONS");
     for (size_t i = 0; i < h->opts.n_endpoints; i++)
@@ -831,7 +1011,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_data_size = 0; /* consumed (or dropped) */
         return MHD_YES;
     }
-    return q->plain ? dispatch_plain(h, c, url, method) : finish_rpc(h, c, q);
+    return q->plain ? dispatch_plain(h, c, url, method, q) : finish_rpc(h, c, q);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -919,6 +1099,7 @@ ls_http *ls_http_start(const ls_http_opts *opts, ls_err *err) {
     pthread_cond_init(&h->slot_cond, &ca);
     pthread_condattr_destroy(&ca);
     atomic_init(&h->draining, 0);
+    atomic_init(&h->ws_stopping, 0);
     h->id_prefix = (unsigned)(ls_wall_ms() ^ (int64_t)getpid() << 12);
     atomic_init(&h->next_id, 0);
 
@@ -955,7 +1136,7 @@ ls_http *ls_http_start(const ls_http_opts *opts, ls_err *err) {
                                                  : ((struct sockaddr_in *)&ss)->sin_port);
 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
-                     MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
+                     MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE | (v6 ? MHD_USE_IPv6 : 0);
     /* The logger first, or libmicrohttpd reports that on stderr itself. */
     h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
                             MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_CONNECTION_LIMIT,
@@ -987,6 +1168,12 @@ void ls_http_drain(ls_http *h) {
 
 void ls_http_stop(ls_http *h) {
     if (!h) return;
+    /* WebSocket sessions first: their sockets are theirs until they hand
+     * them back, and each notices the flag within a poll slice. */
+    atomic_store(&h->ws_stopping, 1);
+    pthread_mutex_lock(&h->lock);
+    while (h->ws_threads > 0) pthread_cond_wait(&h->slot_cond, &h->lock);
+    pthread_mutex_unlock(&h->lock);
     /* Joins the listening thread and every connection thread, so running
      * handlers finish first; closes the listening socket. */
     MHD_stop_daemon(h->d);

@@ -8,7 +8,16 @@
  *    validation, errors and metrics;
  *  - plain GET endpoints the caller lists (/metrics, /healthz, /readyz);
  *  - the static files under web_root (the demo page), "/" = index.html;
- *  - CORS for the configured origins (preflight and response headers).
+ *  - CORS for the configured origins (preflight and response headers);
+ *  - GET /session upgraded to a WebSocket (ws.h): each binary message one
+ *    serialized request in, one response out, the ws_session handler on a
+ *    thread of its own. Refused before the upgrade: 426 without the upgrade
+ *    headers or with a Sec-WebSocket-Version other than 13, 400 a malformed
+ *    Sec-WebSocket-Key, 403 an Origin that is neither this host nor one of
+ *    cors_origins, 503 while draining. A `token` query parameter becomes
+ *    "authorization: Bearer <token>" (browsers cannot set headers on a
+ *    WebSocket). The handler's status ends the connection as a close frame
+ *    (ws.h: ls_ws_conn_close).
  * Like transport.h it knows HTTP, paths, bytes and threads, and nothing of
  * models.
  *
@@ -59,6 +68,10 @@ typedef struct {
     const char *const *cors_origins;  /* exact Origin values, or "*"; copied */
     size_t n_cors_origins;
     const char *web_root;             /* static files; NULL or missing = none */
+    /* GET /session with a WebSocket upgrade runs this streaming handler over
+     * the connection (ws.h; NULL = no WebSocket endpoint). */
+    const ls_stream_method *ws_session;
+    int ws_ping_ms;                   /* keepalive ping after this much silence (0 = 20 s) */
 } ls_http_opts;
 
 typedef struct ls_http ls_http;

@@ -327,7 +327,14 @@ int main(int argc, char **argv) {
                               .n_endpoints = n_endpoints,
                               .cors_origins = (const char *const *)cfg.cors_origins,
                               .n_cors_origins = cfg.n_cors_origins,
-                              .web_root = cfg.web_root};
+                              .web_root = cfg.web_root,
+                              .ws_session = NULL,
+                              .ws_ping_ms = (int)(cfg.http_ws_ping_seconds * 1000)};
+        /* The WebSocket endpoint carries the same StreamSession handler. */
+        for (size_t i = 0; i < n_streams; i++) {
+            size_t pl = strlen(streams[i].path);
+            if (pl >= 14 && !strcmp(streams[i].path + pl - 14, "/StreamSession")) hopts.ws_session = &streams[i];
+        }
         ls_http *h = ls_http_start(&hopts, &err);
         if (!h) {
             LOG_ERROR("%s", err.msg);
@@ -336,7 +343,8 @@ int main(int argc, char **argv) {
         pthread_mutex_lock(&ectx.lock);
         ectx.http = http = h;
         pthread_mutex_unlock(&ectx.lock);
-        LOG_INFO("http listening on %s (port %d): demo page /, /metrics, /healthz, /readyz, gRPC-Web; "
+        LOG_INFO("http listening on %s (port %d): demo page /, /metrics, /healthz, /readyz, gRPC-Web, "
+                 "WebSocket /session; "
                  "CORS origins: %zu, web root %s",
                  cfg.http_listen, ls_http_port(http), cfg.n_cors_origins, cfg.web_root);
     }

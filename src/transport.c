@@ -57,12 +57,13 @@ typedef struct call {
     char request_id[24];
     grpc_metadata trailer;      /* x-request-id */
     struct call *next;          /* worker queue */
-    ls_stream *stream;          /* streaming calls only */
+    struct gstream *stream;     /* streaming calls only */
     int sent_initial_md;        /* a stream's first send carried the initial metadata */
 } call;
 
 /* A streaming call's rendezvous between its thread and the cq thread. */
-struct ls_stream {
+typedef struct gstream {
+    ls_stream base;             /* first: handlers see this */
     call *c;
     const ls_stream_method *m;
     call_tag recv_tag, send_tag;
@@ -75,7 +76,7 @@ struct ls_stream {
     int stopping;               /* under mu: ls_transport_stop has begun */
     grpc_byte_buffer *recv_buf; /* the stream thread's own, between batches */
     grpc_byte_buffer *send_buf;
-};
+} gstream;
 
 /* One of max_streams places for a stream's thread. */
 typedef struct {
@@ -110,7 +111,7 @@ struct ls_transport {
     int n_streams;              /* busy slots; under lock */
 };
 
-static void stream_free(ls_stream *s) {
+static void stream_free(gstream *s) {
     if (!s) return;
     if (s->recv_buf) grpc_byte_buffer_destroy(s->recv_buf);
     if (s->send_buf) grpc_byte_buffer_destroy(s->send_buf);
@@ -415,9 +416,17 @@ int ls_transport_queue_depth(ls_transport *t) {
  * holds the call's reference that grpc_server_request_call held, so the
  * call outlives every batch it starts. */
 
-static ls_stream *stream_new(call *c, const ls_stream_method *m) {
-    ls_stream *s = calloc(1, sizeof *s);
+static int g_recv(ls_stream *bs, ls_buf *msg);
+static int g_send_timeout(ls_stream *bs, const uint8_t *data, size_t len, int timeout_ms);
+static int g_cancelled(ls_stream *bs);
+static int g_stopping(ls_stream *bs);
+static int g_wait(ls_stream *bs, int timeout_ms);
+static const ls_stream_ops gstream_ops = {g_recv, g_send_timeout, g_cancelled, g_stopping, g_wait};
+
+static gstream *stream_new(call *c, const ls_stream_method *m) {
+    gstream *s = calloc(1, sizeof *s);
     if (!s) return NULL;
+    s->base.ops = &gstream_ops;
     s->c = c;
     s->m = m;
     s->recv_tag = (call_tag){c, TAG_RECV};
@@ -432,7 +441,7 @@ static ls_stream *stream_new(call *c, const ls_stream_method *m) {
 }
 
 /* cq thread: a stream's batch completed, or its call closed. */
-static void stream_event(ls_stream *s, tag_kind kind, int ok) {
+static void stream_event(gstream *s, tag_kind kind, int ok) {
     pthread_mutex_lock(&s->mu);
     if (kind == TAG_RECV) {
         s->recv_done = 1;
@@ -452,7 +461,7 @@ static void stream_event(ls_stream *s, tag_kind kind, int ok) {
 /* Start a batch and wait for it. timeout_ms > 0: past it the call is
  * cancelled with DEADLINE_EXCEEDED and `stall_msg`, the batch then completes
  * unsuccessfully, and -2 is returned. */
-static int stream_batch(ls_stream *s, const grpc_op *ops, size_t n, call_tag *tag, int *done, int *ok,
+static int stream_batch(gstream *s, const grpc_op *ops, size_t n, call_tag *tag, int *done, int *ok,
                         int *started, int timeout_ms, const char *stall_msg) {
     pthread_mutex_lock(&s->mu);
     *done = 0;
@@ -484,7 +493,8 @@ static int stream_batch(ls_stream *s, const grpc_op *ops, size_t n, call_tag *ta
     return rc;
 }
 
-int ls_stream_recv(ls_stream *s, ls_buf *msg) {
+static int g_recv(ls_stream *bs, ls_buf *msg) {
+    gstream *s = (gstream *)bs;
     msg->len = 0;
     pthread_mutex_lock(&s->mu);
     int stopping = s->stopping;
@@ -515,9 +525,8 @@ int ls_stream_recv(ls_stream *s, ls_buf *msg) {
     return got ? 1 : -1;
 }
 
-int ls_stream_send(ls_stream *s, const uint8_t *data, size_t len) { return ls_stream_send_timeout(s, data, len, 0); }
-
-int ls_stream_send_timeout(ls_stream *s, const uint8_t *data, size_t len, int timeout_ms) {
+static int g_send_timeout(ls_stream *bs, const uint8_t *data, size_t len, int timeout_ms) {
+    gstream *s = (gstream *)bs;
     grpc_slice sl = grpc_slice_from_copied_buffer((const char *)data, len);
     s->send_buf = grpc_raw_byte_buffer_create(&sl, 1);
     grpc_slice_unref(sl);
@@ -537,16 +546,18 @@ int ls_stream_send_timeout(ls_stream *s, const uint8_t *data, size_t len, int ti
     return rc;
 }
 
-int ls_stream_cancelled(ls_stream *s) { return atomic_load(&s->c->closed_cancelled); }
+static int g_cancelled(ls_stream *bs) { return atomic_load(&((gstream *)bs)->c->closed_cancelled); }
 
-int ls_stream_stopping(ls_stream *s) {
+static int g_stopping(ls_stream *bs) {
+    gstream *s = (gstream *)bs;
     pthread_mutex_lock(&s->mu);
     int r = s->stopping;
     pthread_mutex_unlock(&s->mu);
     return r;
 }
 
-int ls_stream_wait(ls_stream *s, int timeout_ms) {
+static int g_wait(ls_stream *bs, int timeout_ms) {
+    gstream *s = (gstream *)bs;
     struct timespec until;
     clock_gettime(CLOCK_MONOTONIC, &until);
     if (timeout_ms < 0) timeout_ms = 0;
@@ -569,7 +580,7 @@ static void *stream_main(void *arg) {
     stream_slot *sl = arg;
     call *c = sl->c; /* set before this thread was created */
     ls_transport *t = c->t;
-    ls_stream *s = c->stream;
+    gstream *s = c->stream;
     char path[256], auth[512], model[160];
     call_path(c, path, sizeof path);
     ls_call_info info = {.method = path,
@@ -580,8 +591,8 @@ static void *stream_main(void *arg) {
                          .request_id = c->request_id};
     ls_err err = {.code = LS_OK, .msg = ""};
     ls_log_set_request(c->request_id);
-    ls_code code = s->m->fn(t->opts.ctx, &info, s, &err);
-    if (code != LS_OK && !ls_stream_cancelled(s) && !ls_stream_stopping(s))
+    ls_code code = s->m->fn(t->opts.ctx, &info, &s->base, &err);
+    if (code != LS_OK && !ls_stream_cancelled(&s->base) && !ls_stream_stopping(&s->base))
         LOG_WARN("%s -> %s: %s", path, ls_code_name(code), err.msg);
     ls_log_set_request(NULL);
     finish(c, code, code == LS_OK ? NULL : err.msg, NULL);

@@ -35,6 +35,7 @@
 #include <stdatomic.h>
 
 #include "common.h"
+#include "stream.h"
 #include "wire.h"
 
 /* Facts about the call a handler may use. */
@@ -79,11 +80,11 @@ typedef struct {
     ls_server_stream_fn fn_server_stream;
 } ls_method;
 
-/* One streaming call, seen from its handler's thread. */
-typedef struct ls_stream ls_stream;
+/* One streaming call, seen from its handler's thread (stream.h: the same
+ * contract the WebSocket transport implements). */
 
 /* Handler of a streaming method: runs on the call's own thread. Receive and
- * send with the primitives below, then return the status (err->msg set for
+ * send with stream.h's primitives, then return the status (err->msg set for
  * an error); the transport sends it. call->received_mono_ns is the time the
  * call arrived. Return promptly once ls_stream_stopping says so. */
 typedef ls_code (*ls_stream_fn)(void *ctx, const ls_call_info *call, ls_stream *s, ls_err *err);
@@ -92,34 +93,6 @@ typedef struct {
     const char *path;
     ls_stream_fn fn;
 } ls_stream_method;
-
-/* The primitives block the calling thread. ls_stream_recv and ls_stream_send
- * may run at the same time in two threads, but each from one thread at a time.
- *
- * Next message from the client into *msg (its previous contents replaced):
- * 1 = a message, 0 = the client has finished sending (half-close), -1 = the
- * call is cancelled or broken (or the server is stopping). */
-int ls_stream_recv(ls_stream *s, ls_buf *msg);
-
-/* Send one message (copied); returns once gRPC has taken it: 0, or -1 when
- * the call is cancelled or broken. */
-int ls_stream_send(ls_stream *s, const uint8_t *data, size_t len);
-
-/* ls_stream_send with a stall bound: a client that does not take the message
- * within timeout_ms (> 0; 0 = wait forever) has the call cancelled with
- * DEADLINE_EXCEEDED saying so, and -2 is returned. */
-int ls_stream_send_timeout(ls_stream *s, const uint8_t *data, size_t len, int timeout_ms);
-
-/* Non-zero once the client has cancelled the call or gone away. */
-int ls_stream_cancelled(ls_stream *s);
-
-/* Non-zero once the server is stopping (ls_transport_stop): send what is
- * worth sending and return; the call is cancelled a second later. */
-int ls_stream_stopping(ls_stream *s);
-
-/* Sleep up to timeout_ms, waking early when the client cancels or the
- * server stops. Returns 1 in those two cases, 0 when the time ran out. */
-int ls_stream_wait(ls_stream *s, int timeout_ms);
 
 typedef struct {
     const char *listen;          /* host:port */
