@@ -54,7 +54,7 @@ static ls_ws_event fail(ls_ws_decoder *d, int code, const char *fmt, ...) {
 
 /* Drop the decoded bytes from the front of d->in. */
 static ls_ws_event more(ls_ws_decoder *d) {
-    if (d->in_off) {
+    if (d->in_off) { /* in_off > 0: in.data is set */
         memmove(d->in.data, d->in.data + d->in_off, d->in.len - d->in_off);
         d->in.len -= d->in_off;
         d->in_off = 0;
@@ -73,9 +73,9 @@ ls_ws_event ls_ws_next(ls_ws_decoder *d) {
         d->msg_done = 0;
     }
     for (;;) {
-        const uint8_t *p = d->in.data + d->in_off;
         size_t n = d->in.len - d->in_off;
         if (n < 2) return more(d);
+        const uint8_t *p = d->in.data + d->in_off;
         int fin = p[0] & 0x80, op = p[0] & 0x0f;
         if (p[0] & 0x70) return fail(d, LS_WS_CLOSE_PROTOCOL, "reserved bits set (no extension was negotiated)");
         if (!(p[1] & 0x80)) return fail(d, LS_WS_CLOSE_PROTOCOL, "client frames must be masked");
@@ -119,11 +119,10 @@ ls_ws_event ls_ws_next(ls_ws_decoder *d) {
         h += 4;
         if (n - h < len) return more(d);
         const uint8_t *payload = p + h;
-        uint8_t *dst;
+        uint8_t *dst = d->ctrl;
         if (control) {
-            dst = d->ctrl;
             d->ctrl_len = (size_t)len;
-        } else {
+        } else if (len) {
             if (ls_buf_reserve(&d->msg, (size_t)len) != 0)
                 return fail(d, LS_WS_CLOSE_INTERNAL, "out of memory for a %llu-byte frame", (unsigned long long)len);
             dst = d->msg.data + d->msg.len;
