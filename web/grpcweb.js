@@ -40,6 +40,8 @@ class Writer {
     return this;
   }
   uint(field, v) { if (v) { this.tag(field, 0); this.varint(v); } return this; }
+  // A sub-message, written even when empty (a oneof member such as SessionEnd).
+  message(field, u8) { this.tag(field, 2); this.varint(u8.length); if (u8.length) this.push(u8); return this; }
   bool(field, v) { return this.uint(field, v ? 1 : 0); }
   // The message bytes, unframed (for a sub-message field).
   finish() {
@@ -81,6 +83,18 @@ export const encode = {
     .bytes(3, floatBytes(m.audio_features))
     .uint(4, m.batch_size)
     .uint(5, m.start_frame_idx),
+  // A live session's messages (WebSocket /session: one per binary message).
+  SessionStart: (m) => new Writer()
+    .string(1, m.model_id).string(2, m.output_format).uint(4, m.start_frame_idx)
+    .string(5, m.pcm_encoding).uint(6, m.sample_rate).uint(7, m.channels).uint(8, m.batch_size)
+    .uint(9, m.video_bitrate_kbps).uint(10, m.keyframe_interval_frames),
+  SessionRequest: (m) => {
+    const w = new Writer();
+    if (m.start) w.message(1, encode.SessionStart(m.start).finish());
+    else if (m.audio) w.message(2, new Writer().bytes(1, m.audio.pcm).bool(2, m.audio.request_keyframe).finish());
+    else w.message(3, new Uint8Array(0));
+    return w;
+  },
   // audio: { wav } (RIFF WAVE bytes).
   RenderSpeechRequest: (m) => new Writer()
     .string(1, m.model_id)
@@ -128,6 +142,17 @@ S.RenderSpeechResponse = {
   7: ['composite_time_ms', 'double'], 8: ['total_frames', 'int64'], 9: ['input_time_ms', 'double'],
   10: ['feature_time_ms', 'double'],
 };
+S.SessionStarted = {
+  1: ['session_id', 'string'], 2: ['model_loaded', 'bool'], 3: ['frame_width', 'int64'],
+  4: ['frame_height', 'int64'], 5: ['fps', 'double'], 6: ['lookahead_ms', 'int64'],
+  7: ['output_format', 'string'], 8: ['codec', 'string'],
+};
+S.Frame = { 1: ['index', 'int64'], 2: ['pts_ms', 'int64'], 3: ['avatar_frame', 'int64'], 4: ['data', 'bytes'],
+  5: ['keyframe', 'bool'] };
+S.SessionEnded = { 1: ['frames', 'int64'], 2: ['audio_seconds', 'double'], 3: ['p50_latency_ms', 'double'],
+  4: ['p99_latency_ms', 'double'] };
+S.SessionResponse = { 1: ['started', 'message', 'SessionStarted'], 2: ['frame', 'message', 'Frame'],
+  3: ['ended', 'message', 'SessionEnded'] };
 S.CompositeBatchResponse = {
   1: ['composited_frames', 'bytes', null, true], 2: ['inference_time_ms', 'double'],
   3: ['composite_time_ms', 'double'], 4: ['model_loaded', 'bool'], 5: ['success', 'bool'],
