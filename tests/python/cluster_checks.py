@@ -134,6 +134,37 @@ class AffinityChecks(_ClusterCase):
         if self.KIND == "haproxy":
             self.assertEqual(len(self.cl.placement()[mid]), 1)
 
+    def test_5_websocket_session_through_balancer(self):
+        """A WebSocket session through the balancer's HTTP port, routed by the
+        `model` query parameter (a browser cannot set x-model-id on a
+        WebSocket): every frame back in order, a normal close, and the avatar
+        on the instance the gRPC calls reach."""
+        from test_websocket import WsClient
+        pb2, _ = lstest.stubs()
+        mid = "av07"
+        t = cluster.np.arange(16000) / 16000.0
+        pcm = (8000 * cluster.np.sin(2 * cluster.np.pi * 220 * t)).astype("<i2").tobytes()
+        self.cl.infer(mid)                      # placed by the gRPC route first
+        before = self.cl.placement()[mid]
+        c = WsClient(self.cl.lb.http_port, path="/session?model=%s" % mid)
+        try:
+            self.assertEqual(c.status, 101)
+            c.send(pb2.SessionRequest(start=pb2.SessionStart(model_id=mid, pcm_encoding="s16le", sample_rate=16000,
+                                                             channels=1)))
+            for i in range(0, len(pcm), 640):
+                c.send(pb2.SessionRequest(audio=pb2.AudioChunk(pcm=pcm[i:i + 640])))
+            c.send(pb2.SessionRequest(end=pb2.SessionEnd()))
+            resps, code, reason, _ = c.messages(pb2)
+        finally:
+            c.close()
+        self.assertEqual(code, 1000, reason)
+        frames = [r.frame.index for r in resps if r.WhichOneof("kind") == "frame"]
+        self.assertGreater(len(frames), 0)
+        self.assertEqual(frames, list(range(len(frames))))
+        self.assertEqual(resps[-1].WhichOneof("kind"), "ended")
+        if self.KIND == "haproxy":
+            self.assertEqual(self.cl.placement()[mid], before, "the WebSocket reached the avatar's instance")
+
 
 def _post_query(url, body, model):
     frame = b"\x00" + len(body).to_bytes(4, "big") + body
