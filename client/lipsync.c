@@ -853,6 +853,19 @@ static int build_request(const cli_args *a, int batch, int start, grpc_slice *ou
 /* infer                                                                     */
 
 /* mkdir -p: the output directory may be nested and new. */
+/* A frame file's extension by output format (static strings; png when the
+ * name is none of them). */
+typedef struct {
+    const char *format, *ext;
+} frame_file;
+static const frame_file FRAME_FILES[] = {{"png", "png"}, {"jpeg", "jpg"}, {"raw", "rgb"}, {"h264", "h264"}};
+
+static const frame_file *frame_file_of(const char *format) {
+    for (size_t i = 0; format && i < sizeof FRAME_FILES / sizeof *FRAME_FILES; i++)
+        if (!strcmp(format, FRAME_FILES[i].format)) return &FRAME_FILES[i];
+    return &FRAME_FILES[0];
+}
+
 static int make_dirs(const char *path) {
     char buf[PATH_MAX];
     size_t len = strlen(path);
@@ -921,7 +934,7 @@ static int cmd_infer(const client *c) {
     }
     for (size_t i = 0; rc == 0 && i < resp->n_composited_frames; i++) {
         char path[PATH_MAX];
-        const char *ext = !strcmp(resp->output_format, "jpeg") ? "jpg" : !strcmp(resp->output_format, "raw") ? "rgb" : "png";
+        const char *ext = frame_file_of(resp->output_format)->ext;
         int n = snprintf(path, sizeof path, "%s/frame_%06lld.%s", a->out_dir,
                          (long long)a->start + (long long)i, ext);
         if (n < 0 || (size_t)n >= sizeof path) {
@@ -939,7 +952,7 @@ static int cmd_infer(const client *c) {
         rc = EXIT_RPC;
     }
     if (rc == 0) {
-        const char *ext = !strcmp(resp->output_format, "jpeg") ? "jpg" : !strcmp(resp->output_format, "raw") ? "rgb" : "png";
+        const char *ext = frame_file_of(resp->output_format)->ext;
         printf("wrote %zu frames: %s/frame_%06d.%s .. frame_%06lld.%s (%s, %dx%d)\n",
                resp->n_composited_frames, a->out_dir, a->start, ext,
                (long long)a->start + (long long)resp->n_composited_frames - 1, ext,
@@ -1117,11 +1130,9 @@ static int speak_msg(void *arg, grpc_slice msg) {
                 r->first_frame_index, k->next);
         rc = -1;
     }
-    const char *ext = !strcmp(r->output_format, "jpeg")   ? "jpg"
-                      : !strcmp(r->output_format, "raw")  ? "rgb"
-                      : !strcmp(r->output_format, "h264") ? "h264"
-                                                          : "png";
-    k->format = !strcmp(ext, "jpg") ? "jpeg" : !strcmp(ext, "rgb") ? "raw" : !strcmp(ext, "h264") ? "h264" : "png";
+    const frame_file *ff = frame_file_of(r->output_format);
+    const char *ext = ff->ext;
+    k->format = ff->format;
     k->w = r->frame_width;
     k->h = r->frame_height;
     k->total = r->total_frames;
@@ -1447,7 +1458,7 @@ static int cmd_session(const client *c) {
             } else if (!video && a->out_dir && strcmp(a->out_dir, ".")) {
                 char path[PATH_MAX];
                 snprintf(path, sizeof path, "%s/frame_%06ld.%s", a->out_dir, next,
-                         !a->format || !strcmp(a->format, "png") ? "png" : !strcmp(a->format, "jpeg") ? "jpg" : "rgb");
+                         frame_file_of(a->format)->ext);
                 if (write_file(path, fr->data.data, fr->data.len) != 0) rc = -1;
             }
             next++;

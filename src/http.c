@@ -713,6 +713,14 @@ static int ws_origin_ok(const ls_http *h, const char *origin, const char *host) 
     return rest && !strcasecmp(rest, host);
 }
 
+/* A session thread has ended (or never started): ls_http_stop waits for 0. */
+static void ws_thread_gone(ls_http *h) {
+    pthread_mutex_lock(&h->lock);
+    h->ws_threads--;
+    pthread_cond_broadcast(&h->slot_cond);
+    pthread_mutex_unlock(&h->lock);
+}
+
 static void *ws_thread(void *arg) {
     ws_job *j = arg;
     ls_http *h = j->h;
@@ -739,10 +747,7 @@ static void *ws_thread(void *arg) {
     MHD_upgrade_action(j->urh, MHD_UPGRADE_ACTION_CLOSE);
     ls_log_set_request(NULL);
     ws_job_free(j);
-    pthread_mutex_lock(&h->lock);
-    h->ws_threads--;
-    pthread_cond_broadcast(&h->slot_cond);
-    pthread_mutex_unlock(&h->lock);
+    ws_thread_gone(h);
     return NULL;
 }
 
@@ -775,10 +780,7 @@ static void ws_upgraded(void *cls, struct MHD_Connection *c, void *req_cls, cons
         LOG_WARN("websocket: cannot start a session thread");
         MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
         ws_job_free(j);
-        pthread_mutex_lock(&h->lock);
-        h->ws_threads--;
-        pthread_cond_broadcast(&h->slot_cond);
-        pthread_mutex_unlock(&h->lock);
+        ws_thread_gone(h);
     }
 }
 
@@ -813,17 +815,14 @@ static enum MHD_Result ws_upgrade(ls_http *h, struct MHD_Connection *c, rpc_req 
     j->h = h;
     const char *token = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "token");
     const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "authorization");
-    if (token && *token) {
-        size_t n = strlen(token) + 8;
-        if ((j->authorization = malloc(n))) snprintf(j->authorization, n, "Bearer %s", token);
-    } else if (auth) {
-        j->authorization = strdup(auth);
-    }
-    if ((token && *token) || auth) {
-        if (!j->authorization) {
+    int has_token = token && *token;
+    if (has_token || auth) {
+        size_t n = (has_token ? strlen(token) + 7 : strlen(auth)) + 1;
+        if (!(j->authorization = malloc(n))) {
             ws_job_free(j);
             return MHD_NO;
         }
+        snprintf(j->authorization, n, has_token ? "Bearer %s" : "%s", has_token ? token : auth);
     }
     snprintf(j->request_id, sizeof j->request_id, "%06x-s%07llx", h->id_prefix & 0xffffff,
              (unsigned long long)atomic_fetch_add(&h->next_id, 1) + 1);

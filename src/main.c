@@ -328,13 +328,9 @@ int main(int argc, char **argv) {
                               .cors_origins = (const char *const *)cfg.cors_origins,
                               .n_cors_origins = cfg.n_cors_origins,
                               .web_root = cfg.web_root,
-                              .ws_session = NULL,
+                              /* The WebSocket carries the same StreamSession handler. */
+                              .ws_session = ls_service_session_method(),
                               .ws_ping_ms = (int)(cfg.http_ws_ping_seconds * 1000)};
-        /* The WebSocket endpoint carries the same StreamSession handler. */
-        for (size_t i = 0; i < n_streams; i++) {
-            size_t pl = strlen(streams[i].path);
-            if (pl >= 14 && !strcmp(streams[i].path + pl - 14, "/StreamSession")) hopts.ws_session = &streams[i];
-        }
         ls_http *h = ls_http_start(&hopts, &err);
         if (!h) {
             LOG_ERROR("%s", err.msg);

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "service.h"
 
+#include <assert.h>
 #include <malloc.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -1393,8 +1394,8 @@ const ls_method *ls_service_methods(size_t *n) {
 }
 
 static const ls_stream_method stream_methods[] = {
+    {SVC "StreamSession", h_session}, /* first: ls_service_session_method */
     {SVC "RenderSpeech", h_render_grpc},
-    {SVC "StreamSession", h_session},
     {"/grpc.health.v1.Health/Watch", ls_health_watch},
     {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", ls_reflection_info},
     {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", ls_reflection_info},
@@ -1403,4 +1404,9 @@ static const ls_stream_method stream_methods[] = {
 const ls_stream_method *ls_service_stream_methods(size_t *n) {
     *n = sizeof stream_methods / sizeof stream_methods[0];
     return stream_methods;
+}
+
+const ls_stream_method *ls_service_session_method(void) {
+    assert(stream_methods[0].fn == h_session);
+    return &stream_methods[0];
 }

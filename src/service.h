@@ -32,6 +32,9 @@ const ls_method *ls_service_methods(size_t *n);
  * (health.h) and ServerReflectionInfo, v1alpha and v1 (reflection.h). */
 const ls_stream_method *ls_service_stream_methods(size_t *n);
 
+/* StreamSession's entry of that table: what the HTTP port's WebSocket runs. */
+const ls_stream_method *ls_service_session_method(void);
+
 /* Serving status of a grpc.health.v1 service name: "" or LS_SERVICE_NAME =
  * the server (1 once ls_service_ready, 0 while starting or draining); a
  * model id = 0 when its last load failed (state failed: until a load

@@ -189,8 +189,10 @@ struct ls_ws_conn {
 static int stopping_now(const ls_ws_conn *c) { return c->stopping && atomic_load(c->stopping); }
 
 /* Write all of p within timeout_ms (0 = no bound): 0, -1 broken or
- * stopping, -2 the peer took nothing for that long. */
-static int write_all(ls_ws_conn *c, const uint8_t *p, size_t n, int timeout_ms) {
+ * stopping, -2 the peer took nothing for that long. more: bytes follow at
+ * once (a frame's header), so the kernel holds them for the payload rather
+ * than sending a small segment on its own. */
+static int write_all(ls_ws_conn *c, const uint8_t *p, size_t n, int timeout_ms, int more) {
     uint64_t deadline = timeout_ms > 0 ? ls_mono_ns() + (uint64_t)timeout_ms * 1000000u : 0;
     while (n) {
         if (atomic_load(&c->broken)) return -1;
@@ -205,7 +207,7 @@ static int write_all(ls_ws_conn *c, const uint8_t *p, size_t n, int timeout_ms) 
             if (deadline && ls_mono_ns() > deadline) return -2;
             continue;
         }
-        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
         if (w < 0 && (errno == EINTR || errno == EAGAIN)) continue;
         if (w <= 0) {
             atomic_store(&c->broken, 1);
@@ -222,8 +224,8 @@ static int send_frame(ls_ws_conn *c, int op, const uint8_t *data, size_t len, in
     uint8_t hdr[10];
     size_t h = ls_ws_frame_header(hdr, op, len);
     pthread_mutex_lock(&c->wmu);
-    int rc = write_all(c, hdr, h, timeout_ms);
-    if (!rc && len) rc = write_all(c, data, len, timeout_ms);
+    int rc = write_all(c, hdr, h, timeout_ms, len > 0);
+    if (!rc && len) rc = write_all(c, data, len, timeout_ms, 0);
     pthread_mutex_unlock(&c->wmu);
     return rc;
 }
