@@ -1,54 +1,37 @@
-/* config.c - the YAML configuration (the format is documented in config.h).
+/* config.c - the YAML configuration: its tables (the format is in config.h,
+ * whose comment is what ls_config_doc writes from them).
  *
  * The text is loaded with libyaml's document API into a node tree, which is
- * then walked section by section. A tree rather than the event stream
- * because the messages need random access: a bad value names the line of its
- * key, a duplicate names both lines, a model lacking a required key names the
- * model's line. Config files are tiny, so the memory for the tree is nothing.
+ * then walked section by section (config_walk.c). A tree rather than the
+ * event stream because the messages need random access: a bad value names
+ * the line of its key, a duplicate names both lines, a model lacking a
+ * required key names the model's line. Config files are tiny.
  *
  * Everything is strict: unknown keys, duplicate keys, numbers out of range and
  * values of the wrong shape are all errors. A misspelt "pined: true" that
  * silently falls back to the default is a bug found weeks later in
  * production; refusing to start finds it now. The first error aborts the
- * parse and the half-filled config is freed, so callers never see one. */
-
+ * parse and the half-filled config is freed, so callers never see one.
+ *
+ * Each section is one table of rows (config_walk.h); what a row cannot say
+ * (lists, model ids, required keys, rules between keys) is a function beside
+ * its table. */
 #define _POSIX_C_SOURCE 200809L
 #include "config.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <math.h>
-#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <unistd.h>
 
-#include <yaml.h>
-
-#define MIB (1024ull * 1024ull)
-#define GIB (1024ull * MIB)
+#include "config_walk.h"
 
 #define MODEL_ID_MAX 128
-#define MAX_THREADS 256
-
 /* A config file bigger than this is a mistake (a wrong path to some data
  * file), not a config; refuse it rather than read it all. */
 #define CONFIG_MAX_BYTES (16u * 1024u * 1024u)
-
-/* Upper bounds for the time settings. Consumers turn seconds into nanosecond
- * deadlines in a uint64_t; 1e9 s (about 31 years) keeps that far from
- * overflow while being longer than any interval anyone means. */
-#define MAX_SECONDS 1e9
-#define MAX_MINUTES 1e7
-/* 1 PiB: far beyond any machine, small enough that GiB * 2^30 fits easily. */
-#define MAX_MEMORY_GB 1048576.0
-/* gRPC keeps message limits in an int: 2047 MiB is the most that fits. */
-#define MAX_MESSAGE_MB 2047
-/* 16 TiB per model. */
-#define MAX_MODEL_MB 16777216
-
 /* The demo page's files; the build passes the source tree's web/ so a
  * server run from the build directory finds them without configuration. */
 #ifndef LS_WEB_ROOT
@@ -57,28 +40,406 @@
 /* A CORS list longer than this is a generated mistake, not a policy. */
 #define MAX_CORS_ORIGINS 64
 
-/* ------------------------------------------------------------------------ */
-/* Defaults and teardown                                                     */
-/* ------------------------------------------------------------------------ */
+/* CFG_WORD rows store an index through an int. */
+_Static_assert(sizeof(ls_policy) == sizeof(int) && sizeof(ls_format) == sizeof(int) &&
+                   sizeof(ls_interp) == sizeof(int) && sizeof(ls_frame_order) == sizeof(int) &&
+                   sizeof(ls_cache_mode) == sizeof(int),
+               "enums read by CFG_WORD rows are int-sized");
 
-static void model_defaults(ls_model_config *m) {
-    memset(m, 0, sizeof *m);
-    m->num_frames = 0;
-    m->preload = 0;
-    m->pinned = 0;
-    m->memory_estimate_bytes = 512 * MIB;
-    m->frame_order = LS_ORDER_LOOP;
-    m->channel_bgr = 1;
-    m->paste_margin = 4;
-    m->output_format = LS_FORMAT_PNG;
-    m->jpeg_quality = 90;
-    m->paste_interp = LS_INTERP_CUBIC;
-    m->visual.margin = 4;
-    static const int ref_mask[4] = {5, 5, 310, 305}; /* reference: black over x 5..314, y 5..309 */
-    memcpy(m->visual.mask, ref_mask, sizeof ref_mask);
-    m->visual.interp = LS_INTERP_CUBIC;
-    m->visual.cache = LS_CACHE_AUTO;
+/* Word lists in the order of their enums. */
+static const char *const POLICY_WORDS[] = {"lru", "lfu", "lfu_count", NULL};
+static const char *const ORDER_WORDS[] = {"loop", "pingpong", NULL};
+static const char *const CHANNEL_WORDS[] = {"bgr", "rgb", NULL};
+static const char *const FORMAT_WORDS[] = {"png", "jpeg", "raw", NULL};
+static const char *const INTERP_WORDS[] = {"cubic", "linear", NULL};
+static const char *const CACHE_WORDS[] = {"auto", "on", "off", NULL};
+static const char *const ENCODER_KINDS[] = {"ave", NULL};
+
+/* Upper bounds for the time settings. Consumers turn seconds into nanosecond
+ * deadlines in a uint64_t; 1e9 s (about 31 years) keeps that far from
+ * overflow while being longer than any interval anyone means. gRPC keeps
+ * message limits in an int (2047 MiB fits); 1 PiB of memory is beyond any
+ * machine and GiB * 2^30 still fits; 16 TiB per model. */
+#define MAX_SECONDS 1e9
+#define MAX_MINUTES 1e7
+
+#define C(field) offsetof(ls_config, field)
+#define M(field) offsetof(ls_model_config, field)
+#define A(field) offsetof(ls_auth_key, field)
+#define INT(name, off, lo, hi, def, doc) {name, CFG_INT, off, lo, hi, 0, NULL, def, doc, NULL, NULL, NULL}
+#define INTF(name, off, lo, hi, fl, def, doc) {name, CFG_INT, off, lo, hi, fl, NULL, def, doc, NULL, NULL, NULL}
+#define NUM(name, off, lo, hi, fl, def, doc) {name, CFG_NUMBER, off, lo, hi, fl, NULL, def, doc, NULL, NULL, NULL}
+#define BOOL(name, off, def, doc) {name, CFG_BOOL, off, 0, 0, 0, NULL, def, doc, NULL, NULL, NULL}
+#define WORD(name, off, w, fl, def, doc) {name, CFG_WORD, off, 0, 0, fl, w, def, doc, NULL, NULL, NULL}
+#define PATH(name, off, def, doc) {name, CFG_PATH, off, 0, 0, 0, NULL, def, doc, NULL, NULL, NULL}
+#define LISTEN(name, off, def, doc) {name, CFG_LISTEN, off, 0, 0, 0, NULL, def, doc, NULL, NULL, NULL}
+#define CUSTOM(name, fn, def, doc, sub, item) {name, CFG_CUSTOM, 0, 0, 0, 0, NULL, def, doc, fn, sub, item}
+#define SECTION(name, sub, doc) {name, CFG_SECTION, 0, 0, 0, 0, NULL, NULL, doc, NULL, sub, NULL}
+#define END {NULL, CFG_INT, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL}
+
+/* ---- server, capacity, audio, sessions ---- */
+
+static const cfg_key SERVER_KEYS[] = {
+    LISTEN("listen", C(listen), "0.0.0.0:50053", "gRPC address"),
+    INTF("max_message_mb", C(max_message_bytes), 1, 2047, CFG_MIB, "128", "gRPC send/receive limit"),
+    INTF("worker_threads", C(worker_threads), 0, 256, CFG_CPUS, "4", "request workers (0 = number of cores)"),
+    INT("ort_intra_threads", C(ort_intra_threads), 0, 256, "0", "ONNX Runtime intra-op threads (0 = its default)"),
+    INT("ort_inter_threads", C(ort_inter_threads), 0, 256, "1", "ONNX Runtime inter-op threads"),
+    INT("max_batch", C(max_batch), 1, 1024, "32", "largest accepted batch_size"),
+    INT("png_level", C(png_level), 0, 3, "1", "ISA-L deflate level for flat rows"),
+    INT("max_queue", C(max_queue), 1, 1000000, "256", "requests waiting for a worker; more: RESOURCE_EXHAUSTED"),
+    NUM("drain_seconds", C(drain_seconds), 0, 3600, 0, "10", "on SIGTERM, how long in-flight requests may finish"),
+    NUM("unready_grace_seconds", C(unready_grace_seconds), 0, 3600, 0, "0",
+        "on SIGTERM, /readyz 503 while still serving this long first"),
+    END};
+
+static const cfg_key CAPACITY_KEYS[] = {
+    INT("max_models", C(max_models), 1, INT_MAX, "4", "models loaded at once"),
+    NUM("max_memory_gb", C(max_memory_bytes), 0, 1048576, CFG_MIN_EXCLUSIVE | CFG_GIB, "8",
+        "memory for loaded models; may be fractional"),
+    WORD("eviction_policy", C(policy), POLICY_WORDS, 0, "lru", "victim choice (evict.h)"),
+    NUM("idle_unload_minutes", C(idle_unload_seconds), 0, MAX_MINUTES, CFG_MINUTES, "30",
+        "unload a model unused this long; 0 = never"),
+    NUM("idle_check_seconds", C(idle_check_seconds), 0, MAX_SECONDS, CFG_MIN_EXCLUSIVE, "60", "idle sweep period"),
+    NUM("stats_report_seconds", C(stats_report_seconds), 0, MAX_SECONDS, CFG_MIN_EXCLUSIVE, "300",
+        "statistics log period"),
+    NUM("load_retry_seconds", C(load_retry_seconds), 0, MAX_SECONDS, 0, "10",
+        "backoff before retrying a failed load; 0 = the next request retries"),
+    NUM("lfu_half_life_minutes", C(lfu_half_life_seconds), 0, MAX_MINUTES, CFG_MIN_EXCLUSIVE | CFG_MINUTES, "10",
+        "lfu: the frequency score halves this often"),
+    NUM("lfu_initial", C(lfu_initial), 0, 64, 0, "5", "lfu: score of a model just loaded (log2(1 + uses) scale)"),
+    NUM("min_residency_seconds", C(min_residency_seconds), 0, MAX_SECONDS, 0, "30",
+        "churn guard: a model loaded more recently is no victim; 0 = off"),
+    END};
+
+static const cfg_key AUDIO_KEYS[] = {
+    NUM("max_seconds", C(audio_max_seconds), 0, 36000, CFG_MIN_EXCLUSIVE, "600",
+        "longer audio is INVALID_ARGUMENT; also the longest session"),
+    END};
+
+static const cfg_key SESSIONS_KEYS[] = {
+    INT("max", C(sessions_max), 1, 100000, "64", "live StreamSession calls at once; more: RESOURCE_EXHAUSTED"),
+    NUM("stall_timeout_s", C(sessions_stall_seconds), 0, 3600, CFG_MIN_EXCLUSIVE, "30",
+        "a client that takes no frame this long: DEADLINE_EXCEEDED"),
+    END};
+
+/* ---- models ---- */
+
+/* visual_input.mask: [x, y, w, h] for a 320 x 320 input, as OpenCV's
+ * rectangle takes it; inside the image. */
+static int read_mask(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val, const char *path, void *obj) {
+    static const char expect[] = "a list of 4 integers [x, y, w, h] inside 320x320 (x + w <= 320, y + h <= 320)";
+    int *mask = ((ls_model_config *)obj)->visual.mask, v[4];
+    if (!val) return sscanf("5, 5, 310, 305", "%d, %d, %d, %d", &mask[0], &mask[1], &mask[2], &mask[3]) == 4 ? 0 : -1;
+    size_t n = val->type == YAML_SEQUENCE_NODE ? (size_t)(val->data.sequence.items.top - val->data.sequence.items.start) : 0;
+    if (val->type != YAML_SEQUENCE_NODE || n != 4)
+        return cfg_fail(p, key, "%s: expected %s, got %s", path, expect,
+                        val->type == YAML_SEQUENCE_NODE ? "a list of another length" : cfg_kind(val));
+    for (size_t i = 0; i < 4; i++) {
+        yaml_node_t *item = cfg_node(p, val->data.sequence.items.start[i]);
+        if (cfg_get_int(p, item, item, path, 0, 320, &v[i]) != 0) return -1;
+    }
+    if (v[0] + v[2] > 320 || v[1] + v[3] > 320)
+        return cfg_fail(p, key, "%s: expected %s, got [%d, %d, %d, %d]", path, expect, v[0], v[1], v[2], v[3]);
+    memcpy(mask, v, sizeof v);
+    return 0;
 }
+
+static const cfg_key VISUAL_KEYS[] = {
+    INT("margin", M(visual.margin), 0, 64, NULL, "canvas margin; absent = paste_margin (they must agree)"),
+    CUSTOM("mask", read_mask, "[5, 5, 310, 305]", "blacked-out part of the masked copy, OpenCV x, y, w, h for a "
+                                                  "320 input (scaled by S/320)", NULL, NULL),
+    WORD("interpolation", M(visual.interp), INTERP_WORDS, 0, "cubic", "crop -> (S+2m)^2 resize"),
+    WORD("cache", M(visual.cache), CACHE_WORDS, 0, "auto",
+         "keep each frame's 8-bit input; auto = while it adds <= 25% to the frames' memory"),
+    END};
+
+static int check_encoder(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map, const char *path, void *obj) {
+    (void)map;
+    if (!((ls_model_config *)obj)->encoder_path) return cfg_fail(p, key, "%s: missing required key 'model_path'", path);
+    return 0;
+}
+
+static const cfg_key ENCODER_KEYS[] = {
+    PATH("model_path", M(encoder_path), NULL, "[B,1,80,16] or [B,80,16] mel window -> [B,512] (required)"),
+    WORD("kind", 0, ENCODER_KINDS, CFG_NO_FIELD, "ave", "SyncTalk_2D's \"ave\" features, the only kind"),
+    END};
+static const cfg_section ENCODER_SECTION = {ENCODER_KEYS, check_encoder, 1};
+static const cfg_section VISUAL_SECTION = {VISUAL_KEYS, NULL, 0};
+
+/* Required keys, reported at the model's own line (where they are missing),
+ * and one canvas margin: the input is cut from it and the prediction pasted
+ * back into it, so a margin given once applies to both. */
+static int check_model(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map, const char *path, void *obj) {
+    ls_model_config *m = obj;
+    const char *missing = !m->model_path ? "model_path" : !m->background_dir ? "background_dir"
+                          : !m->crop_rects_path ? "crop_rects_path" : NULL;
+    if (missing) return cfg_fail(p, key, "%s: missing required key '%s'", path, missing);
+    const yaml_node_t *visual = NULL, *paste_key = cfg_find(p, map, "paste_margin", NULL);
+    const yaml_node_t *visual_key = cfg_find(p, map, "visual_input", &visual);
+    if (!visual_key || !cfg_find(p, visual, "margin", NULL)) {
+        m->visual.margin = m->paste_margin;
+        return 0;
+    }
+    if (paste_key && m->visual.margin != m->paste_margin)
+        return cfg_fail(p, visual_key, "%s.visual_input.margin: expected the same value as paste_margin (%d, line %zu), got %d",
+                        path, m->paste_margin, cfg_line(paste_key), m->visual.margin);
+    m->paste_margin = m->visual.margin;
+    return 0;
+}
+
+static const cfg_key MODEL_KEYS[] = {
+    PATH("model_path", M(model_path), NULL, "the lip-sync ONNX model (required; relative to the config file)"),
+    PATH("background_dir", M(background_dir), NULL, "the avatar's frames, PNG/JPEG in name order (required)"),
+    PATH("crop_rects_path", M(crop_rects_path), NULL, "crop rectangles JSON (required)"),
+    INT("num_frames", M(num_frames), 0, INT_MAX, "0", "frames used; 0 = all found"),
+    BOOL("preload", M(preload), "false", "load at start"),
+    BOOL("pinned", M(pinned), "false", "never evicted or idle-unloaded"),
+    INTF("memory_estimate_mb", M(memory_estimate_bytes), 0, 16777216, CFG_MIB, "512", "charged until measured"),
+    WORD("frame_order", M(frame_order), ORDER_WORDS, 0, "loop", "frame i of a request is background i"),
+    WORD("channel_order", M(channel_bgr), CHANNEL_WORDS, CFG_NEGATE, "bgr", "the model's output planes"),
+    INT("paste_margin", M(paste_margin), 0, 64, "4", "canvas margin of 328; 0 = stretch"),
+    INT("max_concurrent_requests", M(max_concurrent_requests), 0, 100000, "0", "more at once: RESOURCE_EXHAUSTED; 0 = no limit"),
+    WORD("output_format", M(output_format), FORMAT_WORDS, 0, "png", "a request may ask for another"),
+    INT("jpeg_quality", M(jpeg_quality), 1, 100, "90", "JPEG output quality"),
+    WORD("paste_interpolation", M(paste_interp), INTERP_WORDS, 0, "cubic", "canvas resizes of the paste-back"),
+    SECTION("visual_input", &VISUAL_SECTION, "the server-built visual input (requests without one)"),
+    SECTION("audio_encoder", &ENCODER_SECTION, "optional: speech in for this model"),
+    END};
+static const cfg_section MODEL_SECTION = {MODEL_KEYS, check_model, 1};
+
+/* Ids travel in requests, logs and metrics labels, so they are kept to a
+ * small alphabet that needs no escaping anywhere. */
+static int valid_model_id(const char *id, size_t len) {
+    if (len < 1 || len > MODEL_ID_MAX) return 0;
+    return strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") == len;
+}
+
+static int read_models(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map, const char *path, void *obj) {
+    ls_config *cfg = obj;
+    int r = cfg_expect_mapping(p, key, map, path);
+    if (r <= 0) return r;
+    if (cfg_check_keys(p, map, "in models", "model id") != 0) return -1;
+    size_t n = (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
+    if (n == 0) return 0;
+    /* The section appears once (duplicate keys are refused): sized once. */
+    if (!(cfg->models = calloc(n, sizeof *cfg->models))) return cfg_oom(p);
+    for (yaml_node_pair_t *pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top; pair++) {
+        yaml_node_t *k = cfg_node(p, pair->key);
+        const char *id = cfg_text(k);
+        if (!valid_model_id(id, k->data.scalar.length))
+            return cfg_fail(p, k, "models: invalid model id '%.64s' (expected 1..%d characters of A-Z a-z 0-9 _ . -)",
+                            id, MODEL_ID_MAX);
+        /* Counted before it is filled, so a failure leaves it to ls_config_free. */
+        ls_model_config *m = &cfg->models[cfg->n_models++];
+        if (cfg_defaults(&MODEL_SECTION, m) != 0 || !(m->id = strdup(id))) return cfg_oom(p);
+        char mpath[16 + MODEL_ID_MAX];
+        snprintf(mpath, sizeof mpath, "models.%s", id);
+        if (cfg_walk(p, k, cfg_node(p, pair->value), mpath, &MODEL_SECTION, m) != 0) return -1;
+    }
+    return 0;
+}
+
+/* ---- http ---- */
+
+/* An origin as browsers send it in the Origin header: scheme://host[:port],
+ * no path, no trailing slash. They are compared as exact strings, so a
+ * value that can never match ("example.com", "http://a/") would silently
+ * allow nothing; refusing it says so now. "*" allows every origin. */
+static int valid_origin(const char *s) {
+    if (!strcmp(s, "*")) return 1;
+    const char *host = !strncmp(s, "http://", 7) ? s + 7 : !strncmp(s, "https://", 8) ? s + 8 : NULL;
+    if (!host || !*host) return 0;
+    for (const char *c = host; *c; c++) {
+        unsigned char u = (unsigned char)*c;
+        if (u <= ' ' || u >= 0x7f || u == '/' || u == '?' || u == '#' || u == '"' || u == '\\') return 0;
+    }
+    return 1;
+}
+
+static int read_origins(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val, const char *path, void *obj) {
+    static const char expect[] = "a list of origins like \"https://host:port\" (scheme://host[:port], no path) or \"*\"";
+    ls_config *cfg = obj;
+    if (cfg_is_null(val)) return 0; /* "cors_origins:" alone: the default, none */
+    if (val->type != YAML_SEQUENCE_NODE) return cfg_fail(p, key, "%s: expected %s, got %s", path, expect, cfg_kind(val));
+    size_t n = (size_t)(val->data.sequence.items.top - val->data.sequence.items.start);
+    if (n > MAX_CORS_ORIGINS)
+        return cfg_fail(p, key, "%s: expected at most %d origins, got %zu", path, MAX_CORS_ORIGINS, n);
+    if (n == 0) return 0;
+    if (!(cfg->cors_origins = calloc(n, sizeof *cfg->cors_origins))) return cfg_oom(p);
+    for (yaml_node_item_t *it = val->data.sequence.items.start; it < val->data.sequence.items.top; it++) {
+        yaml_node_t *item = cfg_node(p, *it);
+        const char *s = cfg_scalar(p, item, item, path, expect);
+        if (!s) return -1;
+        if (!valid_origin(s)) return cfg_bad_value(p, item, path, expect, s);
+        /* Counted once allocated, so ls_config_free frees exactly what is there. */
+        if (!(cfg->cors_origins[cfg->n_cors_origins] = strdup(s))) return cfg_oom(p);
+        cfg->n_cors_origins++;
+    }
+    return 0;
+}
+
+static const cfg_key HTTP_KEYS[] = {
+    BOOL("enabled", C(http_enabled), "true", "HTTP/1.1: /metrics, /healthz, /readyz, gRPC-Web, demo page, /session"),
+    LISTEN("listen", C(http_listen), "0.0.0.0:8053", "HTTP address"),
+    CUSTOM("cors_origins", read_origins, NULL, "origins allowed cross-origin (\"*\" = any); [] = same-origin only",
+           NULL, NULL),
+    PATH("web_root", C(web_root), NULL, "static files of the demo page (default: the source tree's web/)"),
+    PATH("speech_wav", C(speech_wav), NULL, "optional: served at GET /speech.wav (the demo page's speech)"),
+    NUM("websocket_ping_seconds", C(http_ws_ping_seconds), 0.1, 3600, 0, "20",
+        "WebSocket /session keepalive: ping after this much silence; silent for three: gone"),
+    END};
+
+/* ---- auth and tls ---- */
+
+/* Read a key from a file (first line, trailing whitespace dropped) and hash it. */
+static int hash_key_file(cfg_parser *p, const yaml_node_t *key, const char *path, uint8_t out[32]) {
+    FILE *f = fopen(path, "r");
+    if (!f) return cfg_fail(p, key, "auth key_file %s: cannot open: %s", path, strerror(errno));
+    char line[1024];
+    char *got = fgets(line, sizeof line, f);
+    fclose(f);
+    if (!got) return cfg_fail(p, key, "auth key_file %s: empty", path);
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t')) n--;
+    if (n < 16) return cfg_fail(p, key, "auth key_file %s: expected a key of at least 16 characters", path);
+    ls_auth_hash(line, n, out);
+    return 0;
+}
+
+static int read_key_name(cfg_parser *p, const yaml_node_t *k, const yaml_node_t *v, const char *path, void *obj) {
+    ls_auth_key *ak = obj;
+    const char *s = cfg_scalar(p, k, v, path, "a name");
+    if (!s) return -1;
+    free(ak->name);
+    return (ak->name = strdup(s)) ? 0 : cfg_oom(p);
+}
+
+static int read_key_sha256(cfg_parser *p, const yaml_node_t *k, const yaml_node_t *v, const char *path, void *obj) {
+    static const char expect[] = "64 hex characters (SHA-256 of the key)";
+    const char *s = cfg_scalar(p, k, v, path, expect);
+    if (!s) return -1;
+    return ls_auth_parse_hex(s, ((ls_auth_key *)obj)->sha256) ? cfg_bad_value(p, k, path, expect, s) : 0;
+}
+
+static int read_key_file(cfg_parser *p, const yaml_node_t *k, const yaml_node_t *v, const char *path, void *obj) {
+    char *file = NULL;
+    int r = cfg_get_path(p, k, v, path, &file);
+    if (!r) r = hash_key_file(p, k, file, ((ls_auth_key *)obj)->sha256);
+    free(file);
+    return r ? -1 : 0;
+}
+
+static int read_key_env(cfg_parser *p, const yaml_node_t *k, const yaml_node_t *v, const char *path, void *obj) {
+    const char *s = cfg_scalar(p, k, v, path, "an environment variable name");
+    if (!s) return -1;
+    const char *key = getenv(s);
+    if (!key || strlen(key) < 16)
+        return cfg_fail(p, k, "%s: environment variable %.64s %s", path, s,
+                        key ? "must hold a key of at least 16 characters" : "is not set");
+    ls_auth_hash(key, strlen(key), ((ls_auth_key *)obj)->sha256);
+    return 0;
+}
+
+static int read_key_models(cfg_parser *p, const yaml_node_t *k, const yaml_node_t *v, const char *path, void *obj) {
+    static const char expect[] = "a list of model ids or glob patterns";
+    ls_auth_key *ak = obj;
+    if (v->type != YAML_SEQUENCE_NODE) return cfg_fail(p, k, "%s: expected %s, got %s", path, expect, cfg_kind(v));
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if (n && !(ak->models = calloc(n, sizeof *ak->models))) return cfg_oom(p);
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
+        yaml_node_t *m = cfg_node(p, *it);
+        const char *s = cfg_scalar(p, m, m, path, expect);
+        if (!s) return -1;
+        if (!*s) return cfg_bad_value(p, m, path, expect, s);
+        if (!(ak->models[ak->n_models] = strdup(s))) return cfg_oom(p);
+        ak->n_models++;
+    }
+    return 0;
+}
+
+static int check_key(cfg_parser *p, const yaml_node_t *item, const yaml_node_t *map, const char *path, void *obj) {
+    ls_auth_key *ak = obj;
+    int secrets = !!cfg_find(p, map, "sha256", NULL) + !!cfg_find(p, map, "key_file", NULL) +
+                  !!cfg_find(p, map, "key_env", NULL);
+    if (secrets != 1)
+        return cfg_fail(p, item, "%s: expected exactly one of sha256, key_file, key_env, got %d", path, secrets);
+    if (!ak->name && !(ak->name = strdup("unnamed"))) return cfg_oom(p);
+    return 0;
+}
+
+static const cfg_key AUTH_KEY_KEYS[] = {
+    CUSTOM("name", read_key_name, NULL, "in logs and metrics (default \"unnamed\")", NULL, NULL),
+    CUSTOM("sha256", read_key_sha256, NULL, "64 hex: SHA-256 of the key; exactly one of sha256 | key_file | key_env",
+           NULL, NULL),
+    CUSTOM("key_file", read_key_file, NULL, "a file whose first line is the key (at least 16 characters)", NULL, NULL),
+    CUSTOM("key_env", read_key_env, NULL, "an environment variable holding the key", NULL, NULL),
+    CUSTOM("models", read_key_models, NULL, "ids or glob patterns this key may use, e.g. [demo, \"bob*\"]", NULL, NULL),
+    BOOL("admin", A(admin), NULL, "every model, plus Load/Unload"),
+    END};
+static const cfg_section AUTH_KEY_SECTION = {AUTH_KEY_KEYS, check_key, 1};
+
+static int read_keys(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *v, const char *path, void *obj) {
+    ls_auth *auth = &((ls_config *)obj)->auth;
+    if (v->type != YAML_SEQUENCE_NODE) return cfg_fail(p, key, "%s: expected a list of keys, got %s", path, cfg_kind(v));
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if (n && !(auth->keys = calloc(n, sizeof *auth->keys))) return cfg_oom(p);
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
+        yaml_node_t *item = cfg_node(p, *it);
+        /* Counted before parsing so a failure frees what it filled. */
+        ls_auth_key *ak = &auth->keys[auth->n_keys++];
+        if (item->type != YAML_MAPPING_NODE)
+            return cfg_fail(p, item, "%s: expected a mapping per key (name, sha256|key_file|key_env, models, admin), got %s",
+                            path, cfg_kind(item));
+        if (cfg_walk(p, item, item, path, &AUTH_KEY_SECTION, ak) != 0) return -1;
+    }
+    return 0;
+}
+
+/* A present auth section means auth, unless it says enabled: false. */
+static int check_auth(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map, const char *path, void *obj) {
+    ls_auth *auth = &((ls_config *)obj)->auth;
+    if (!cfg_find(p, map, "enabled", NULL)) auth->enabled = 1;
+    if (auth->enabled && auth->n_keys == 0)
+        return cfg_fail(p, key, "%s: enabled but no keys (expected auth.keys: a list of keys)", path);
+    return 0;
+}
+
+static int check_tls(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map, const char *path, void *obj) {
+    (void)map;
+    const ls_config *cfg = obj;
+    if (!cfg->tls_cert_file || !cfg->tls_key_file) return cfg_fail(p, key, "%s: expected both cert_file and key_file", path);
+    return 0;
+}
+
+static const cfg_key AUTH_KEYS[] = {
+    BOOL("enabled", C(auth.enabled), NULL, "a present section means true"),
+    CUSTOM("keys", read_keys, NULL, "the keys, a list", &AUTH_KEY_SECTION, "-"),
+    END};
+
+static const cfg_key TLS_KEYS[] = {
+    PATH("cert_file", C(tls_cert_file), NULL, "server certificate chain (PEM)"),
+    PATH("key_file", C(tls_key_file), NULL, "its private key"),
+    PATH("client_ca_file", C(tls_client_ca_file), NULL, "optional: require client certificates it signed"),
+    END};
+
+/* ---- the top level ---- */
+
+static const cfg_section SERVER = {SERVER_KEYS, NULL, 0}, CAPACITY = {CAPACITY_KEYS, NULL, 0},
+                         AUDIO = {AUDIO_KEYS, NULL, 0}, SESSIONS = {SESSIONS_KEYS, NULL, 0},
+                         HTTP = {HTTP_KEYS, NULL, 0}, AUTH = {AUTH_KEYS, check_auth, 0}, TLS = {TLS_KEYS, check_tls, 0};
+
+static const cfg_key ROOT_KEYS[] = {
+    SECTION("server", &SERVER, "the gRPC listener and request handling"),
+    SECTION("capacity", &CAPACITY, "which models stay loaded"),
+    CUSTOM("models", read_models, NULL, "the avatars, by id (1..128 of A-Z a-z 0-9 _ . -)", &MODEL_SECTION, "<id>:"),
+    SECTION("audio", &AUDIO, "speech in (ExtractAudioFeatures, RenderSpeech, sessions)"),
+    SECTION("sessions", &SESSIONS, "live StreamSession and WebSocket sessions"),
+    SECTION("http", &HTTP, "the HTTP listener"),
+    SECTION("auth", &AUTH, "optional tenant keys; absent = no keys needed"),
+    SECTION("tls", &TLS, "optional; absent = plaintext"),
+    END};
+static const cfg_section ROOT = {ROOT_KEYS, NULL, 0};
 
 /* The strings are heap copies so that ls_config_free can treat every config
  * alike. If strdup fails they stay NULL; ls_config_parse checks for that, and
@@ -86,62 +447,24 @@ static void model_defaults(ls_model_config *m) {
 void ls_config_defaults(ls_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
     cfg->source = strdup("<defaults>");
-    cfg->listen = strdup("0.0.0.0:50053");
-    cfg->max_message_bytes = 128 * MIB;
-    cfg->worker_threads = 4;
-    cfg->ort_intra_threads = 0;
-    cfg->ort_inter_threads = 1;
-    cfg->max_batch = 32;
-    cfg->png_level = 1;
-    cfg->max_queue = 256;
-    cfg->drain_seconds = 10;
-    cfg->unready_grace_seconds = 0;
-    cfg->max_models = 4;
-    cfg->max_memory_bytes = 8 * GIB;
-    cfg->policy = LS_POLICY_LRU;
-    cfg->idle_unload_seconds = 1800;
-    cfg->lfu_half_life_seconds = 600;
-    cfg->lfu_initial = 5;
-    cfg->min_residency_seconds = 30;
-    cfg->idle_check_seconds = 60;
-    cfg->stats_report_seconds = 300;
-    cfg->load_retry_seconds = 10;
-    cfg->audio_max_seconds = 600;
-    cfg->sessions_max = 64;
-    cfg->sessions_stall_seconds = 30;
-    cfg->http_enabled = 1;
-    cfg->http_listen = strdup("0.0.0.0:8053");
-    cfg->http_ws_ping_seconds = 20;
-    cfg->web_root = strdup(LS_WEB_ROOT);
-    cfg->models = NULL;
-    cfg->n_models = 0;
+    cfg->web_root = strdup(LS_WEB_ROOT); /* compiled in, so not a table default */
+    (void)cfg_defaults(&ROOT, cfg);
 }
 
 /* Frees whatever is there (a config may be half filled when a parse fails)
- * and zeroes the struct, so a second call, or a call on a config that was
- * only zeroed, is harmless. */
+ * and zeroes the struct, so a second call is harmless. */
 void ls_config_free(ls_config *cfg) {
     if (!cfg) return;
     for (size_t i = 0; i < cfg->n_models; i++) {
-        ls_model_config *m = &cfg->models[i];
-        free(m->id);
-        free(m->model_path);
-        free(m->background_dir);
-        free(m->crop_rects_path);
-        free(m->encoder_path);
+        cfg_free_strings(&MODEL_SECTION, &cfg->models[i]);
+        free(cfg->models[i].id);
     }
     free(cfg->models);
     free(cfg->source);
-    free(cfg->listen);
-    free(cfg->http_listen);
-    free(cfg->speech_wav);
+    cfg_free_strings(&ROOT, cfg);
     for (size_t i = 0; i < cfg->n_cors_origins; i++) free(cfg->cors_origins[i]);
     free(cfg->cors_origins);
-    free(cfg->web_root);
     ls_auth_free(&cfg->auth);
-    free(cfg->tls_cert_file);
-    free(cfg->tls_key_file);
-    free(cfg->tls_client_ca_file);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -152,1000 +475,18 @@ const ls_model_config *ls_config_find(const ls_config *cfg, const char *id) {
     return NULL;
 }
 
-/* ------------------------------------------------------------------------ */
-/* The walk: context, messages, node helpers                                 */
-/* ------------------------------------------------------------------------ */
+void ls_config_doc(FILE *out) { cfg_write_doc(out, &ROOT, 2); }
 
-typedef struct {
-    yaml_document_t *doc;
-    const char *source;   /* names the text in messages */
-    const char *base_dir; /* caller's base, or NULL until cwd is needed */
-    char *cwd;            /* owned: the current directory once looked up */
-    ls_config *cfg;
-    ls_err *err;
-} cfg_parser;
-
-static size_t node_line(const yaml_node_t *n) { return n->start_mark.line + 1; }
-
-static const char *text(const yaml_node_t *n) { return (const char *)n->data.scalar.value; }
-
-static yaml_node_t *node_at(cfg_parser *p, int index) {
-    return yaml_document_get_node(p->doc, index);
-}
-
-static const char *node_kind(const yaml_node_t *n) {
-    switch (n->type) {
-    case YAML_MAPPING_NODE: return "a mapping";
-    case YAML_SEQUENCE_NODE: return "a list";
-    default: return "a single value";
-    }
-}
-
-/* Every parse error goes through here: "<source>:<line>: <message>". */
-static int fail(cfg_parser *p, const yaml_node_t *at, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(cfg_parser *p, const yaml_node_t *at, const char *fmt, ...) {
-    char msg[LS_ERR_MSG_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return ls_err_set(p->err, LS_INVALID_ARGUMENT, "%s:%zu: %s", p->source, node_line(at), msg);
-}
-
-static int oom(cfg_parser *p) {
-    return ls_err_set(p->err, LS_RESOURCE_EXHAUSTED, "%s: out of memory", p->source);
-}
-
-/* YAML's spellings of "nothing": what "key:" with no value loads as. Only a
- * plain scalar counts; a quoted "null" is a string. */
-static int is_null(const yaml_node_t *n) {
-    if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return 0;
-    const char *s = text(n);
-    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") ||
-           !strcmp(s, "NULL");
-}
-
-/* Sections and model bodies must be mappings. A key with nothing under it
- * ("models:" alone) loads as a null scalar, which we take as an empty mapping
- * since that is plainly what was meant. Returns 1 for a mapping to walk, 0 for
- * an empty one, -1 (err set) for anything else. */
-static int expect_mapping(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val,
-                          const char *path) {
-    if (val->type == YAML_MAPPING_NODE) return 1;
-    if (is_null(val)) return 0;
-    return fail(p, key, "%s: expected a mapping, got %s", path, node_kind(val));
-}
-
-/* Every key of a mapping must be a string without NUL bytes and appear once.
- * libyaml accepts duplicate keys, and with them the last one would silently
- * win; we refuse them, naming both lines. `where` is a phrase like
- * "in server"; `noun` is "key" or "model id". */
-static int check_keys(cfg_parser *p, const yaml_node_t *map, const char *where,
-                      const char *noun) {
-    yaml_node_pair_t *start = map->data.mapping.pairs.start;
-    for (yaml_node_pair_t *a = start; a < map->data.mapping.pairs.top; a++) {
-        yaml_node_t *k = node_at(p, a->key);
-        if (k->type != YAML_SCALAR_NODE)
-            return fail(p, k, "keys must be plain strings, got %s as a key %s", node_kind(k),
-                        where);
-        if (strlen(text(k)) != k->data.scalar.length)
-            return fail(p, k, "a key %s contains a NUL byte", where);
-        for (yaml_node_pair_t *b = start; b < a; b++) {
-            yaml_node_t *first = node_at(p, b->key);
-            if (strcmp(text(first), text(k)) == 0)
-                return fail(p, k, "duplicate %s '%.64s' %s (first at line %zu)", noun, text(k),
-                            where, node_line(first));
-        }
-    }
-    return 0;
-}
-
-static int unknown_key(cfg_parser *p, const yaml_node_t *key, const char *where,
-                       const char *const *known) {
-    char list[512];
-    size_t off = 0;
-    list[0] = '\0';
-    for (size_t i = 0; known[i] && off < sizeof list; i++)
-        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "", known[i]);
-    return fail(p, key, "unknown key '%.64s' %s (expected one of: %s)", text(key), where, list);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Values                                                                    */
-/* ------------------------------------------------------------------------ */
-
-/* Each getter validates one value completely before storing it, and reports
- * "<path>: expected <form>, got '<value>'" at the key's line: the key is what
- * the reader looks for, and for an empty value it is the only line there is.
- * Scalars are read by their text whatever their quoting, so "32" and 32 are
- * the same number; being strict about YAML's typing would only produce
- * errors nobody would understand. */
-
-/* The text of a scalar setting, or NULL (err set) for a list or mapping. */
-static const char *scalar_value(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val,
-                                const char *path, const char *expect) {
-    if (val->type != YAML_SCALAR_NODE) {
-        fail(p, key, "%s: expected %s, got %s", path, expect, node_kind(val));
-        return NULL;
-    }
-    if (strlen(text(val)) != val->data.scalar.length) {
-        fail(p, key, "%s: expected %s, got a value containing a NUL byte", path, expect);
-        return NULL;
-    }
-    return text(val);
-}
-
-/* "<path>: expected <form>, got '<text>'"; an empty value says so. */
-static int bad_value(cfg_parser *p, const yaml_node_t *key, const char *path, const char *expect,
-                     const char *s) {
-    if (*s == '\0') return fail(p, key, "%s: expected %s, got nothing", path, expect);
-    return fail(p, key, "%s: expected %s, got '%.64s'", path, expect, s);
-}
-
-static int is_digit(char c) { return c >= '0' && c <= '9'; }
-
-/* A decimal integer with an optional sign and nothing else: strtoll alone
- * would also take leading blanks and stop quietly at "4.5" or "0x10". */
-static int parse_integer(const char *s, long long *out) {
-    const char *d = s + (*s == '+' || *s == '-');
-    if (!is_digit(*d)) return -1;
-    errno = 0;
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (errno != 0 || *end != '\0') return -1;
-    *out = v;
-    return 0;
-}
-
-/* A decimal number: [sign] digits [. digits] [e [sign] digits]. Checked by
- * hand first because strtod also takes "inf", "nan" and hex floats, none of
- * which belong in a config. (strtod follows LC_NUMERIC; the server never
- * calls setlocale, so the point is '.'.) */
-static int parse_number(const char *s, double *out) {
-    const char *c = s;
-    size_t digits = 0;
-    if (*c == '+' || *c == '-') c++;
-    while (is_digit(*c)) c++, digits++;
-    if (*c == '.') {
-        c++;
-        while (is_digit(*c)) c++, digits++;
-    }
-    if (digits == 0) return -1;
-    if (*c == 'e' || *c == 'E') {
-        c++;
-        if (*c == '+' || *c == '-') c++;
-        if (!is_digit(*c)) return -1;
-        while (is_digit(*c)) c++;
-    }
-    if (*c != '\0') return -1;
-    double v = strtod(s, NULL);
-    if (!isfinite(v)) return -1;
-    *out = v;
-    return 0;
-}
-
-static int get_int(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val,
-                   const char *path, int min, int max, int *out) {
-    char expect[64];
-    if (max == INT_MAX)
-        snprintf(expect, sizeof expect, "an integer >= %d", min);
-    else
-        snprintf(expect, sizeof expect, "an integer %d..%d", min, max);
-    const char *s = scalar_value(p, key, val, path, expect);
-    if (!s) return -1;
-    long long v;
-    if (parse_integer(s, &v) != 0 || v < min || v > max)
-        return bad_value(p, key, path, expect, s);
-    *out = (int)v;
-    return 0;
-}
-
-/* A number in (min, max] when min_exclusive, else [min, max]. */
-static int get_number(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val,
-                      const char *path, double min, int min_exclusive, double max, double *out) {
-    char expect[96];
-    snprintf(expect, sizeof expect, "a number %s %.15g and <= %.15g", min_exclusive ? ">" : ">=",
-             min, max);
-    const char *s = scalar_value(p, key, val, path, expect);
-    if (!s) return -1;
-    double v;
-    if (parse_number(s, &v) != 0 || v < min || (min_exclusive && v == min) || v > max)
-        return bad_value(p, key, path, expect, s);
-    *out = v;
-    return 0;
-}
-
-static int get_bool(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val,
-                    const char *path, int *out) {
-    static const char expect[] = "true, false, yes or no";
-    const char *s = scalar_value(p, key, val, path, expect);
-    if (!s) return -1;
-    if (!strcasecmp(s, "true") || !strcasecmp(s, "yes")) {
-        *out = 1;
-    } else if (!strcasecmp(s, "false") || !strcasecmp(s, "no")) {
-        *out = 0;
-    } else {
-        return bad_value(p, key, path, expect, s);
-    }
-    return 0;
-}
-
-/* One of a fixed set of words, case-insensitively; *out is its index. The
- * message lists them: "expected lru or lfu". */
-static int get_choice(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val,
-                      const char *path, const char *const *words, int *out) {
-    char expect[128];
-    size_t n = 0, off = 0;
-    while (words[n]) n++;
-    expect[0] = '\0';
-    for (size_t i = 0; i < n && off < sizeof expect; i++) {
-        const char *sep = i == 0 ? "" : i + 1 == n ? " or " : ", ";
-        off += (size_t)snprintf(expect + off, sizeof expect - off, "%s%s", sep, words[i]);
-    }
-    const char *s = scalar_value(p, key, val, path, expect);
-    if (!s) return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (strcasecmp(s, words[i]) == 0) {
-            *out = (int)i;
-            return 0;
-        }
-    }
-    return bad_value(p, key, path, expect, s);
-}
-
-/* The directory relative paths hang off: the caller's, or the current one,
- * looked up only when a relative path actually needs it. */
-static const char *base_dir(cfg_parser *p) {
-    if (p->base_dir) return p->base_dir;
-    size_t cap = 256;
-    for (;;) {
-        char *buf = malloc(cap);
-        if (!buf) {
-            errno = ENOMEM;
-            return NULL;
-        }
-        if (getcwd(buf, cap)) {
-            p->cwd = buf;
-            p->base_dir = buf;
-            return buf;
-        }
-        free(buf);
-        if (errno != ERANGE) return NULL;
-        cap *= 2;
-    }
-}
-
-/* Textual resolution: absolute paths are kept, relative ones are joined to
- * the base with '/'. Leading "./" components are dropped so messages show
- * "conf/models/a.onnx" rather than "conf/./models/a.onnx". Nothing is
- * looked up on disk: the files are opened later, when a model loads, and
- * may not exist yet. Returns a malloc'd string, or NULL with errno set. */
-static char *resolve_path(const char *base, const char *path) {
-    if (path[0] == '/') return strdup(path);
-    while (path[0] == '.' && path[1] == '/') {
-        path += 2;
-        while (*path == '/') path++;
-    }
-    if (*path == '\0') return strdup(base);
-    size_t blen = strlen(base), plen = strlen(path);
-    int slash = blen > 0 && base[blen - 1] == '/';
-    char *out = malloc(blen + !slash + plen + 1);
-    if (!out) return NULL;
-    memcpy(out, base, blen);
-    if (!slash) out[blen++] = '/';
-    memcpy(out + blen, path, plen + 1);
-    return out;
-}
-
-static int get_path(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val,
-                    const char *path, char **out) {
-    const char *s = scalar_value(p, key, val, path, "a path");
-    if (!s) return -1;
-    if (is_null(val)) return fail(p, key, "%s: expected a path, got nothing", path);
-    const char *base = "";
-    if (s[0] != '/' && !(base = base_dir(p)))
-        return fail(p, key, "%s: cannot resolve relative path '%.64s': current directory: %s",
-                    path, s, strerror(errno));
-    char *resolved = resolve_path(base, s);
-    if (!resolved) return oom(p);
-    free(*out); /* keys are unique, but never leak if one were set twice */
-    *out = resolved;
-    return 0;
-}
-
-/* host:port, or [v6-address]:port, with port 1..65535. A bare IPv6 address
- * is refused because "::1:50053" is ambiguous. The host itself is only
- * checked for emptiness and stray characters; gRPC resolves it at bind. */
-static int valid_listen(const char *s) {
-    const char *host = s, *host_end, *port;
-    if (s[0] == '[') {
-        host = s + 1;
-        host_end = strchr(host, ']');
-        if (!host_end || host_end[1] != ':') return 0;
-        port = host_end + 2;
-    } else {
-        const char *colon = strrchr(s, ':');
-        if (!colon) return 0;
-        host_end = colon;
-        port = colon + 1;
-    }
-    if (host_end == host) return 0;
-    for (const char *c = host; c < host_end; c++) {
-        unsigned char u = (unsigned char)*c;
-        if (u <= ' ' || u == 0x7f || u == '/' || u == '[' || u == ']') return 0;
-        if (u == ':' && s[0] != '[') return 0;
-    }
-    size_t n = strlen(port);
-    if (n == 0 || n > 5) return 0;
-    long v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!is_digit(port[i])) return 0;
-        v = v * 10 + (port[i] - '0');
-    }
-    return v >= 1 && v <= 65535;
-}
-
-static int get_listen(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val,
-                      const char *path, char **out) {
-    static const char expect[] = "host:port (or [ipv6]:port) with port 1..65535";
-    const char *s = scalar_value(p, key, val, path, expect);
-    if (!s) return -1;
-    if (!valid_listen(s))
-        return bad_value(p, key, path, expect, s);
-    char *copy = strdup(s);
-    if (!copy) return oom(p);
-    free(*out);
-    *out = copy;
-    return 0;
-}
-
-static int online_cpus(void) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    if (n < 1) return 1;
-    return n > MAX_THREADS ? MAX_THREADS : (int)n;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Sections                                                                  */
-/* ------------------------------------------------------------------------ */
-
-static const char *const ROOT_KEYS[] = {"server", "capacity", "models", "audio", "sessions", "http", "auth", "tls",
-                                        NULL};
-static const char *const SESSIONS_KEYS[] = {"max", "stall_timeout_s", NULL};
-static const char *const AUDIO_KEYS[] = {"max_seconds", NULL};
-static const char *const ENCODER_KEYS[] = {"model_path", "kind", NULL};
-static const char *const ENCODER_KINDS[] = {"ave", NULL};
-
-static const char *const SERVER_KEYS[] = {
-    "listen",    "max_message_mb", "worker_threads", "ort_intra_threads", "ort_inter_threads",
-    "max_batch", "png_level", "max_queue", "drain_seconds", "unready_grace_seconds", NULL};
-
-static const char *const CAPACITY_KEYS[] = {
-    "max_models",         "max_memory_gb",        "eviction_policy",    "idle_unload_minutes",
-    "idle_check_seconds", "stats_report_seconds", "load_retry_seconds", "lfu_half_life_minutes",
-    "lfu_initial",        "min_residency_seconds", NULL};
-
-static const char *const MODEL_KEYS[] = {
-    "model_path", "background_dir", "crop_rects_path", "num_frames",    "preload",
-    "pinned",     "memory_estimate_mb", "frame_order", "channel_order", "paste_margin",
-    "max_concurrent_requests", "output_format", "jpeg_quality", "paste_interpolation", "visual_input", "audio_encoder", NULL};
-
-static const char *const VISUAL_KEYS[] = {"margin", "mask", "interpolation", "cache", NULL};
-
-static const char *const HTTP_KEYS[] = {"enabled",    "listen",          "cors_origins", "web_root",
-                                        "speech_wav", "websocket_ping_seconds", NULL};
-
-/* Word lists in the order of their enums. */
-static const char *const POLICY_WORDS[] = {"lru", "lfu", "lfu_count", NULL};
-static const char *const ORDER_WORDS[] = {"loop", "pingpong", NULL};
-static const char *const CHANNEL_WORDS[] = {"bgr", "rgb", NULL};
-static const char *const FORMAT_WORDS[] = {"png", "jpeg", "raw", NULL}; /* order of ls_format */
-static const char *const INTERP_WORDS[] = {"cubic", "linear", NULL};     /* order of ls_interp */
-static const char *const CACHE_WORDS[] = {"auto", "on", "off", NULL};    /* order of ls_cache_mode */
-
-#define FOR_EACH_PAIR(map, pair)                                                    \
-    for (yaml_node_pair_t *pair = (map)->data.mapping.pairs.start;                 \
-         pair < (map)->data.mapping.pairs.top; pair++)
-
-static int parse_server(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map) {
-    ls_config *cfg = p->cfg;
-    int r = expect_mapping(p, key, map, "server");
-    if (r <= 0) return r;
-    if (check_keys(p, map, "in server", "key") != 0) return -1;
-    FOR_EACH_PAIR(map, pair) {
-        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
-        const char *name = text(k);
-        int mb;
-        if (!strcmp(name, "listen")) {
-            r = get_listen(p, k, v, "server.listen", &cfg->listen);
-        } else if (!strcmp(name, "max_message_mb")) {
-            r = get_int(p, k, v, "server.max_message_mb", 1, MAX_MESSAGE_MB, &mb);
-            cfg->max_message_bytes = (uint64_t)mb * MIB;
-        } else if (!strcmp(name, "worker_threads")) {
-            r = get_int(p, k, v, "server.worker_threads", 0, MAX_THREADS, &cfg->worker_threads);
-            /* Resolved here so every consumer sees a real thread count. */
-            if (r == 0 && cfg->worker_threads == 0) cfg->worker_threads = online_cpus();
-        } else if (!strcmp(name, "ort_intra_threads")) {
-            r = get_int(p, k, v, "server.ort_intra_threads", 0, MAX_THREADS,
-                        &cfg->ort_intra_threads);
-        } else if (!strcmp(name, "ort_inter_threads")) {
-            r = get_int(p, k, v, "server.ort_inter_threads", 0, MAX_THREADS,
-                        &cfg->ort_inter_threads);
-        } else if (!strcmp(name, "max_batch")) {
-            r = get_int(p, k, v, "server.max_batch", 1, 1024, &cfg->max_batch);
-        } else if (!strcmp(name, "png_level")) {
-            r = get_int(p, k, v, "server.png_level", 0, 3, &cfg->png_level);
-        } else if (!strcmp(name, "max_queue")) {
-            r = get_int(p, k, v, "server.max_queue", 1, 1000000, &cfg->max_queue);
-        } else if (!strcmp(name, "drain_seconds")) {
-            r = get_number(p, k, v, "server.drain_seconds", 0, 0, 3600, &cfg->drain_seconds);
-        } else if (!strcmp(name, "unready_grace_seconds")) {
-            r = get_number(p, k, v, "server.unready_grace_seconds", 0, 0, 3600, &cfg->unready_grace_seconds);
-        } else {
-            r = unknown_key(p, k, "in server", SERVER_KEYS);
-        }
-        if (r != 0) return -1;
-    }
-    return 0;
-}
-
-static int parse_capacity(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map) {
-    ls_config *cfg = p->cfg;
-    int r = expect_mapping(p, key, map, "capacity");
-    if (r <= 0) return r;
-    if (check_keys(p, map, "in capacity", "key") != 0) return -1;
-    FOR_EACH_PAIR(map, pair) {
-        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
-        const char *name = text(k);
-        double d = 0;
-        int choice = 0;
-        if (!strcmp(name, "max_models")) {
-            r = get_int(p, k, v, "capacity.max_models", 1, INT_MAX, &cfg->max_models);
-        } else if (!strcmp(name, "max_memory_gb")) {
-            r = get_number(p, k, v, "capacity.max_memory_gb", 0, 1, MAX_MEMORY_GB, &d);
-            /* Rounded to whole bytes; a tiny positive value still means a
-             * budget, so it never rounds down to "nothing fits". */
-            cfg->max_memory_bytes = (uint64_t)llround(d * (double)GIB);
-            if (r == 0 && cfg->max_memory_bytes == 0) cfg->max_memory_bytes = 1;
-        } else if (!strcmp(name, "eviction_policy")) {
-            r = get_choice(p, k, v, "capacity.eviction_policy", POLICY_WORDS, &choice);
-            cfg->policy = (ls_policy)choice;
-        } else if (!strcmp(name, "idle_unload_minutes")) {
-            r = get_number(p, k, v, "capacity.idle_unload_minutes", 0, 0, MAX_MINUTES, &d);
-            cfg->idle_unload_seconds = d * 60.0;
-        } else if (!strcmp(name, "idle_check_seconds")) {
-            /* > 0: the idle checker sleeps this long between sweeps. */
-            r = get_number(p, k, v, "capacity.idle_check_seconds", 0, 1, MAX_SECONDS,
-                           &cfg->idle_check_seconds);
-        } else if (!strcmp(name, "stats_report_seconds")) {
-            r = get_number(p, k, v, "capacity.stats_report_seconds", 0, 1, MAX_SECONDS,
-                           &cfg->stats_report_seconds);
-        } else if (!strcmp(name, "load_retry_seconds")) {
-            /* 0 is allowed: retry a failed load on the next request. */
-            r = get_number(p, k, v, "capacity.load_retry_seconds", 0, 0, MAX_SECONDS,
-                           &cfg->load_retry_seconds);
-        } else if (!strcmp(name, "lfu_half_life_minutes")) {
-            /* > 0: a score that never decays is lfu_count's flaw. */
-            r = get_number(p, k, v, "capacity.lfu_half_life_minutes", 0, 1, MAX_MINUTES, &d);
-            cfg->lfu_half_life_seconds = d * 60.0;
-        } else if (!strcmp(name, "lfu_initial")) {
-            /* The score is log2(1 + uses): 64 is more than 2^63 uses. */
-            r = get_number(p, k, v, "capacity.lfu_initial", 0, 0, 64, &cfg->lfu_initial);
-        } else if (!strcmp(name, "min_residency_seconds")) {
-            /* 0 turns the churn guard off. */
-            r = get_number(p, k, v, "capacity.min_residency_seconds", 0, 0, MAX_SECONDS,
-                           &cfg->min_residency_seconds);
-        } else {
-            r = unknown_key(p, k, "in capacity", CAPACITY_KEYS);
-        }
-        if (r != 0) return -1;
-    }
-    return 0;
-}
-
-/* Ids travel in requests, logs and metrics labels, so they are kept to a
- * small alphabet that needs no escaping anywhere. */
-static int valid_model_id(const char *id, size_t len) {
-    if (len < 1 || len > MODEL_ID_MAX) return 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = id[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || is_digit(c) || c == '_' ||
-              c == '.' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
-/* visual_input.mask: [x, y, w, h] for a 320 x 320 input, as OpenCV's
- * rectangle takes it; inside the image. */
-static int get_mask(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val, const char *path,
-                    int mask[4]) {
-    static const char expect[] = "a list of 4 integers [x, y, w, h] inside 320x320 (x + w <= 320, y + h <= 320)";
-    size_t n = val->type == YAML_SEQUENCE_NODE
-                   ? (size_t)(val->data.sequence.items.top - val->data.sequence.items.start)
-                   : 0;
-    if (val->type != YAML_SEQUENCE_NODE || n != 4)
-        return fail(p, key, "%s: expected %s, got %s", path, expect,
-                    val->type == YAML_SEQUENCE_NODE ? "a list of another length" : node_kind(val));
-    int v[4];
-    for (size_t i = 0; i < 4; i++) {
-        yaml_node_t *item = node_at(p, val->data.sequence.items.start[i]);
-        if (get_int(p, item, item, path, 0, 320, &v[i]) != 0) return -1;
-    }
-    if (v[0] + v[2] > 320 || v[1] + v[3] > 320)
-        return fail(p, key, "%s: expected %s, got [%d, %d, %d, %d]", path, expect, v[0], v[1], v[2], v[3]);
-    memcpy(mask, v, sizeof v);
-    return 0;
-}
-
-/* models.<id>.audio_encoder: {model_path, kind: ave}; model_path required. */
-static int parse_encoder(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map, const char *mpath,
-                         ls_model_config *m) {
-    char epath[64 + MODEL_ID_MAX], where[80 + MODEL_ID_MAX];
-    snprintf(epath, sizeof epath, "%s.audio_encoder", mpath);
-    snprintf(where, sizeof where, "in %s", epath);
-    int r = expect_mapping(p, key, map, epath);
-    if (r < 0) return -1;
-    if (r > 0) {
-        if (check_keys(p, map, where, "key") != 0) return -1;
-        FOR_EACH_PAIR(map, pair) {
-            yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
-            const char *name = text(k);
-            char path[96 + MODEL_ID_MAX];
-            snprintf(path, sizeof path, "%s.%.20s", epath, name);
-            int kind = 0;
-            if (!strcmp(name, "model_path"))
-                r = get_path(p, k, v, path, &m->encoder_path);
-            else if (!strcmp(name, "kind"))
-                r = get_choice(p, k, v, path, ENCODER_KINDS, &kind);
-            else
-                r = unknown_key(p, k, where, ENCODER_KEYS);
-            if (r != 0) return -1;
-        }
-    }
-    if (!m->encoder_path) return fail(p, key, "%s: missing required key 'model_path'", epath);
-    return 0;
-}
-
-/* models.<id>.visual_input. *margin_set: whether margin was given. */
-static int parse_visual(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map, const char *mpath,
-                        ls_visual_config *vc, int *margin_set) {
-    char vpath[64 + MODEL_ID_MAX], where[80 + MODEL_ID_MAX];
-    snprintf(vpath, sizeof vpath, "%s.visual_input", mpath);
-    snprintf(where, sizeof where, "in %s", vpath);
-    int r = expect_mapping(p, key, map, vpath);
-    if (r <= 0) return r;
-    if (check_keys(p, map, where, "key") != 0) return -1;
-    FOR_EACH_PAIR(map, pair) {
-        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
-        const char *name = text(k);
-        char path[96 + MODEL_ID_MAX];
-        snprintf(path, sizeof path, "%s.%.20s", vpath, name);
-        int choice = 0;
-        if (!strcmp(name, "margin")) {
-            r = get_int(p, k, v, path, 0, 64, &vc->margin);
-            *margin_set = 1;
-        } else if (!strcmp(name, "mask")) {
-            r = get_mask(p, k, v, path, vc->mask);
-        } else if (!strcmp(name, "interpolation")) {
-            r = get_choice(p, k, v, path, INTERP_WORDS, &choice);
-            vc->interp = (ls_interp)choice;
-        } else if (!strcmp(name, "cache")) {
-            r = get_choice(p, k, v, path, CACHE_WORDS, &choice);
-            vc->cache = (ls_cache_mode)choice;
-        } else {
-            r = unknown_key(p, k, where, VISUAL_KEYS);
-        }
-        if (r != 0) return -1;
-    }
-    return 0;
-}
-
-static int parse_model(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *body) {
-    ls_config *cfg = p->cfg;
-    const char *id = text(key);
-    if (!valid_model_id(id, key->data.scalar.length))
-        return fail(p, key,
-                    "models: invalid model id '%.64s' (expected 1..%d characters of "
-                    "A-Z a-z 0-9 _ . -)",
-                    id, MODEL_ID_MAX);
-
-    /* Counted before it is filled, so a failure below leaves it to
-     * ls_config_free like everything else. */
-    ls_model_config *m = &cfg->models[cfg->n_models++];
-    model_defaults(m);
-    if (!(m->id = strdup(id))) return oom(p);
-
-    char mpath[16 + MODEL_ID_MAX], where[16 + MODEL_ID_MAX];
-    snprintf(mpath, sizeof mpath, "models.%s", id);
-    snprintf(where, sizeof where, "in models.%s", id);
-
-    int r = expect_mapping(p, key, body, mpath);
-    if (r < 0) return -1;
-    const yaml_node_t *paste_key = NULL, *visual_margin_key = NULL;
-    if (r > 0) {
-        if (check_keys(p, body, where, "key") != 0) return -1;
-        FOR_EACH_PAIR(body, pair) {
-            yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
-            const char *name = text(k);
-            char path[64 + MODEL_ID_MAX];
-            snprintf(path, sizeof path, "%s.%.40s", mpath, name);
-            int mb = 0, choice = 0;
-            if (!strcmp(name, "model_path")) {
-                r = get_path(p, k, v, path, &m->model_path);
-            } else if (!strcmp(name, "background_dir")) {
-                r = get_path(p, k, v, path, &m->background_dir);
-            } else if (!strcmp(name, "crop_rects_path")) {
-                r = get_path(p, k, v, path, &m->crop_rects_path);
-            } else if (!strcmp(name, "num_frames")) {
-                r = get_int(p, k, v, path, 0, INT_MAX, &m->num_frames);
-            } else if (!strcmp(name, "preload")) {
-                r = get_bool(p, k, v, path, &m->preload);
-            } else if (!strcmp(name, "pinned")) {
-                r = get_bool(p, k, v, path, &m->pinned);
-            } else if (!strcmp(name, "memory_estimate_mb")) {
-                r = get_int(p, k, v, path, 0, MAX_MODEL_MB, &mb);
-                m->memory_estimate_bytes = (uint64_t)mb * MIB;
-            } else if (!strcmp(name, "frame_order")) {
-                r = get_choice(p, k, v, path, ORDER_WORDS, &choice);
-                m->frame_order = (ls_frame_order)choice;
-            } else if (!strcmp(name, "channel_order")) {
-                r = get_choice(p, k, v, path, CHANNEL_WORDS, &choice);
-                m->channel_bgr = choice == 0;
-            } else if (!strcmp(name, "paste_margin")) {
-                r = get_int(p, k, v, path, 0, 64, &m->paste_margin);
-                paste_key = k;
-            } else if (!strcmp(name, "paste_interpolation")) {
-                r = get_choice(p, k, v, path, INTERP_WORDS, &choice);
-                m->paste_interp = (ls_interp)choice;
-            } else if (!strcmp(name, "audio_encoder")) {
-                r = parse_encoder(p, k, v, mpath, m);
-            } else if (!strcmp(name, "visual_input")) {
-                int margin_set = 0;
-                r = parse_visual(p, k, v, mpath, &m->visual, &margin_set);
-                if (margin_set) visual_margin_key = k;
-            } else if (!strcmp(name, "max_concurrent_requests")) {
-                r = get_int(p, k, v, path, 0, 100000, &m->max_concurrent_requests);
-            } else if (!strcmp(name, "output_format")) {
-                r = get_choice(p, k, v, path, FORMAT_WORDS, &choice);
-                m->output_format = (ls_format)choice;
-            } else if (!strcmp(name, "jpeg_quality")) {
-                r = get_int(p, k, v, path, 1, 100, &m->jpeg_quality);
-            } else {
-                r = unknown_key(p, k, where, MODEL_KEYS);
-            }
-            if (r != 0) return -1;
-        }
-    }
-
-    /* Reported at the model's own line: that is where the key is missing. */
-    const char *missing = !m->model_path       ? "model_path"
-                          : !m->background_dir ? "background_dir"
-                          : !m->crop_rects_path ? "crop_rects_path"
-                                                : NULL;
-    if (missing) return fail(p, key, "%s: missing required key '%s'", mpath, missing);
-    /* One canvas margin: the input is cut from it and the prediction pasted
-     * back into it. A margin given once applies to both. */
-    if (visual_margin_key && paste_key && m->visual.margin != m->paste_margin)
-        return fail(p, visual_margin_key,
-                    "%s.visual_input.margin: expected the same value as paste_margin (%d, line %zu), got %d", mpath,
-                    m->paste_margin, node_line(paste_key), m->visual.margin);
-    if (visual_margin_key)
-        m->paste_margin = m->visual.margin;
-    else
-        m->visual.margin = m->paste_margin;
-    return 0;
-}
-
-static int parse_models(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map) {
-    int r = expect_mapping(p, key, map, "models");
-    if (r <= 0) return r;
-    if (check_keys(p, map, "in models", "model id") != 0) return -1;
-    size_t n = (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
-    if (n == 0) return 0;
-    /* The section appears once (duplicate keys are refused), so the array
-     * is sized once, up front. */
-    ls_config *cfg = p->cfg;
-    cfg->models = calloc(n, sizeof *cfg->models);
-    if (!cfg->models) return oom(p);
-    FOR_EACH_PAIR(map, pair) {
-        if (parse_model(p, node_at(p, pair->key), node_at(p, pair->value)) != 0) return -1;
-    }
-    return 0;
-}
-
-/* An origin as browsers send it in the Origin header: scheme://host[:port],
- * no path, no trailing slash. They are compared as exact strings, so a
- * value that can never match ("example.com", "http://a/") would silently
- * allow nothing; refusing it says so now. "*" allows every origin. */
-static int valid_origin(const char *s) {
-    if (!strcmp(s, "*")) return 1;
-    const char *host;
-    if (!strncmp(s, "http://", 7))
-        host = s + 7;
-    else if (!strncmp(s, "https://", 8))
-        host = s + 8;
-    else
-        return 0;
-    if (!*host) return 0;
-    for (const char *c = host; *c; c++) {
-        unsigned char u = (unsigned char)*c;
-        if (u <= ' ' || u >= 0x7f || u == '/' || u == '?' || u == '#' || u == '"' || u == '\\')
-            return 0;
-    }
-    return 1;
-}
-
-static int get_origins(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val) {
-    static const char expect[] =
-        "a list of origins like \"https://host:port\" (scheme://host[:port], no path) or \"*\"";
-    ls_config *cfg = p->cfg;
-    if (is_null(val)) return 0; /* "cors_origins:" alone: the default, none */
-    if (val->type != YAML_SEQUENCE_NODE)
-        return fail(p, key, "http.cors_origins: expected %s, got %s", expect, node_kind(val));
-    size_t n = (size_t)(val->data.sequence.items.top - val->data.sequence.items.start);
-    if (n > MAX_CORS_ORIGINS)
-        return fail(p, key, "http.cors_origins: expected at most %d origins, got %zu",
-                    MAX_CORS_ORIGINS, n);
-    if (n == 0) return 0;
-    cfg->cors_origins = calloc(n, sizeof *cfg->cors_origins);
-    if (!cfg->cors_origins) return oom(p);
-    for (yaml_node_item_t *it = val->data.sequence.items.start; it < val->data.sequence.items.top;
-         it++) {
-        yaml_node_t *item = node_at(p, *it);
-        const char *s = scalar_value(p, item, item, "http.cors_origins", expect);
-        if (!s) return -1;
-        if (!valid_origin(s)) return bad_value(p, item, "http.cors_origins", expect, s);
-        /* Counted once allocated, so ls_config_free frees exactly what is there. */
-        if (!(cfg->cors_origins[cfg->n_cors_origins] = strdup(s))) return oom(p);
-        cfg->n_cors_origins++;
-    }
-    return 0;
-}
-
-/* audio: the speech front end. */
-static int parse_audio(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map) {
-    int r = expect_mapping(p, key, map, "audio");
-    if (r <= 0) return r;
-    if (check_keys(p, map, "in audio", "key") != 0) return -1;
-    FOR_EACH_PAIR(map, pair) {
-        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
-        if (!strcmp(text(k), "max_seconds"))
-            r = get_number(p, k, v, "audio.max_seconds", 0, 1, 36000, &p->cfg->audio_max_seconds);
-        else
-            r = unknown_key(p, k, "in audio", AUDIO_KEYS);
-        if (r != 0) return -1;
-    }
-    return 0;
-}
-
-/* sessions: live StreamSession calls. */
-static int parse_sessions(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map) {
-    int r = expect_mapping(p, key, map, "sessions");
-    if (r <= 0) return r;
-    if (check_keys(p, map, "in sessions", "key") != 0) return -1;
-    FOR_EACH_PAIR(map, pair) {
-        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
-        if (!strcmp(text(k), "max"))
-            r = get_int(p, k, v, "sessions.max", 1, 100000, &p->cfg->sessions_max);
-        else if (!strcmp(text(k), "stall_timeout_s"))
-            r = get_number(p, k, v, "sessions.stall_timeout_s", 0, 1, 3600, &p->cfg->sessions_stall_seconds);
-        else
-            r = unknown_key(p, k, "in sessions", SESSIONS_KEYS);
-        if (r != 0) return -1;
-    }
-    return 0;
-}
-
-static int parse_http(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map) {
-    ls_config *cfg = p->cfg;
-    int r = expect_mapping(p, key, map, "http");
-    if (r <= 0) return r;
-    if (check_keys(p, map, "in http", "key") != 0) return -1;
-    FOR_EACH_PAIR(map, pair) {
-        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
-        const char *name = text(k);
-        if (!strcmp(name, "enabled"))
-            r = get_bool(p, k, v, "http.enabled", &cfg->http_enabled);
-        else if (!strcmp(name, "listen"))
-            r = get_listen(p, k, v, "http.listen", &cfg->http_listen);
-        else if (!strcmp(name, "cors_origins"))
-            r = get_origins(p, k, v);
-        else if (!strcmp(name, "web_root"))
-            r = get_path(p, k, v, "http.web_root", &cfg->web_root);
-        else if (!strcmp(name, "speech_wav"))
-            r = get_path(p, k, v, "http.speech_wav", &cfg->speech_wav);
-        else if (!strcmp(name, "websocket_ping_seconds"))
-            r = get_number(p, k, v, "http.websocket_ping_seconds", 0.1, 0, 3600, &cfg->http_ws_ping_seconds);
-        else
-            r = unknown_key(p, k, "in http", HTTP_KEYS);
-        if (r != 0) return -1;
-    }
-    return 0;
-}
-
-/* ---- auth and tls ---- */
-
-static const char *const AUTH_KEYS[] = {"enabled", "keys", NULL};
-static const char *const AUTH_KEY_KEYS[] = {"name", "sha256", "key_file", "key_env", "models", "admin", NULL};
-static const char *const TLS_KEYS[] = {"cert_file", "key_file", "client_ca_file", NULL};
-
-/* Read a key from a file (first line, trailing whitespace dropped) and hash it. */
-static int hash_key_file(cfg_parser *p, const yaml_node_t *key, const char *path, uint8_t out[32]) {
-    FILE *f = fopen(path, "r");
-    if (!f) return fail(p, key, "auth key_file %s: cannot open: %s", path, strerror(errno));
-    char line[1024];
-    char *got = fgets(line, sizeof line, f);
-    fclose(f);
-    if (!got) return fail(p, key, "auth key_file %s: empty", path);
-    size_t n = strlen(line);
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t')) n--;
-    if (n < 16) return fail(p, key, "auth key_file %s: expected a key of at least 16 characters", path);
-    ls_auth_hash(line, n, out);
-    return 0;
-}
-
-static int parse_auth_key(cfg_parser *p, const yaml_node_t *item, ls_auth_key *ak) {
-    if (item->type != YAML_MAPPING_NODE)
-        return fail(p, item, "auth.keys: expected a mapping per key (name, sha256|key_file|key_env, models, admin), got %s",
-                    node_kind(item));
-    if (check_keys(p, item, "in auth.keys", "key") != 0) return -1;
-    int have_secret = 0, r = 0;
-    FOR_EACH_PAIR(item, pair) {
-        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
-        const char *name = text(k);
-        if (!strcmp(name, "name")) {
-            const char *sv = scalar_value(p, k, v, "auth.keys.name", "a name");
-            if (!sv) return -1;
-            free(ak->name);
-            if (!(ak->name = strdup(sv))) return oom(p);
-        } else if (!strcmp(name, "sha256")) {
-            const char *sv = scalar_value(p, k, v, "auth.keys.sha256", "64 hex characters (SHA-256 of the key)");
-            if (!sv) return -1;
-            if (ls_auth_parse_hex(sv, ak->sha256) != 0)
-                return bad_value(p, k, "auth.keys.sha256", "64 hex characters (SHA-256 of the key)", sv);
-            have_secret++;
-        } else if (!strcmp(name, "key_file")) {
-            char *path = NULL;
-            r = get_path(p, k, v, "auth.keys.key_file", &path);
-            if (!r) r = hash_key_file(p, k, path, ak->sha256);
-            free(path);
-            if (r) return -1;
-            have_secret++;
-        } else if (!strcmp(name, "key_env")) {
-            const char *sv = scalar_value(p, k, v, "auth.keys.key_env", "an environment variable name");
-            if (!sv) return -1;
-            const char *key = getenv(sv);
-            if (!key || strlen(key) < 16)
-                return fail(p, k, "auth.keys.key_env: environment variable %.64s %s", sv,
-                            key ? "must hold a key of at least 16 characters" : "is not set");
-            ls_auth_hash(key, strlen(key), ak->sha256);
-            have_secret++;
-        } else if (!strcmp(name, "models")) {
-            static const char expect[] = "a list of model ids or glob patterns";
-            if (v->type != YAML_SEQUENCE_NODE)
-                return fail(p, k, "auth.keys.models: expected %s, got %s", expect, node_kind(v));
-            size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-            if (n) {
-                ak->models = calloc(n, sizeof *ak->models);
-                if (!ak->models) return oom(p);
-            }
-            for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
-                yaml_node_t *m = node_at(p, *it);
-                const char *sv = scalar_value(p, m, m, "auth.keys.models", expect);
-                if (!sv) return -1;
-                if (!*sv) return bad_value(p, m, "auth.keys.models", expect, sv);
-                if (!(ak->models[ak->n_models] = strdup(sv))) return oom(p);
-                ak->n_models++;
-            }
-        } else if (!strcmp(name, "admin")) {
-            if (get_bool(p, k, v, "auth.keys.admin", &ak->admin) != 0) return -1;
-        } else {
-            return unknown_key(p, k, "in auth.keys", AUTH_KEY_KEYS);
-        }
-    }
-    if (have_secret != 1)
-        return fail(p, item, "auth.keys: expected exactly one of sha256, key_file, key_env, got %d", have_secret);
-    if (!ak->name && !(ak->name = strdup("unnamed"))) return oom(p);
-    return 0;
-}
-
-static int parse_auth(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map) {
-    ls_config *cfg = p->cfg;
-    int r = expect_mapping(p, key, map, "auth");
-    if (r <= 0) return r;
-    if (check_keys(p, map, "in auth", "key") != 0) return -1;
-    cfg->auth.enabled = 1; /* a present auth section means auth, unless enabled: false */
-    FOR_EACH_PAIR(map, pair) {
-        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
-        const char *name = text(k);
-        if (!strcmp(name, "enabled")) {
-            r = get_bool(p, k, v, "auth.enabled", &cfg->auth.enabled);
-        } else if (!strcmp(name, "keys")) {
-            if (v->type != YAML_SEQUENCE_NODE)
-                return fail(p, k, "auth.keys: expected a list of keys, got %s", node_kind(v));
-            size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-            if (n) {
-                cfg->auth.keys = calloc(n, sizeof *cfg->auth.keys);
-                if (!cfg->auth.keys) return oom(p);
-            }
-            for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
-                /* Counted before parsing so a failure frees what it filled. */
-                ls_auth_key *ak = &cfg->auth.keys[cfg->auth.n_keys++];
-                if (parse_auth_key(p, node_at(p, *it), ak) != 0) return -1;
-            }
-            r = 0;
-        } else {
-            r = unknown_key(p, k, "in auth", AUTH_KEYS);
-        }
-        if (r != 0) return -1;
-    }
-    if (cfg->auth.enabled && cfg->auth.n_keys == 0)
-        return fail(p, key, "auth: enabled but no keys (expected auth.keys: a list of keys)");
-    return 0;
-}
-
-static int parse_tls(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map) {
-    ls_config *cfg = p->cfg;
-    int r = expect_mapping(p, key, map, "tls");
-    if (r <= 0) return r;
-    if (check_keys(p, map, "in tls", "key") != 0) return -1;
-    FOR_EACH_PAIR(map, pair) {
-        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
-        const char *name = text(k);
-        if (!strcmp(name, "cert_file"))
-            r = get_path(p, k, v, "tls.cert_file", &cfg->tls_cert_file);
-        else if (!strcmp(name, "key_file"))
-            r = get_path(p, k, v, "tls.key_file", &cfg->tls_key_file);
-        else if (!strcmp(name, "client_ca_file"))
-            r = get_path(p, k, v, "tls.client_ca_file", &cfg->tls_client_ca_file);
-        else
-            r = unknown_key(p, k, "in tls", TLS_KEYS);
-        if (r != 0) return -1;
-    }
-    if (!cfg->tls_cert_file || !cfg->tls_key_file)
-        return fail(p, key, "tls: expected both cert_file and key_file");
-    return 0;
-}
-
-static int parse_root(cfg_parser *p, const yaml_node_t *root) {
+static int parse_root(cfg_parser *p, const yaml_node_t *root, ls_config *cfg) {
     /* A file holding only "~" or "null" is as empty as an empty file. */
-    if (is_null(root)) return 0;
+    if (cfg_is_null(root)) return 0;
     if (root->type != YAML_MAPPING_NODE)
-        return fail(p, root, "expected a mapping of sections (server, capacity, models, http), got %s",
-                    node_kind(root));
-    if (check_keys(p, root, "at top level", "key") != 0) return -1;
-    FOR_EACH_PAIR(root, pair) {
-        yaml_node_t *k = node_at(p, pair->key), *v = node_at(p, pair->value);
-        const char *name = text(k);
-        int r;
-        if (!strcmp(name, "server"))
-            r = parse_server(p, k, v);
-        else if (!strcmp(name, "capacity"))
-            r = parse_capacity(p, k, v);
-        else if (!strcmp(name, "models"))
-            r = parse_models(p, k, v);
-        else if (!strcmp(name, "http"))
-            r = parse_http(p, k, v);
-        else if (!strcmp(name, "audio"))
-            r = parse_audio(p, k, v);
-        else if (!strcmp(name, "sessions"))
-            r = parse_sessions(p, k, v);
-        else if (!strcmp(name, "auth"))
-            r = parse_auth(p, k, v);
-        else if (!strcmp(name, "tls"))
-            r = parse_tls(p, k, v);
-        else
-            r = unknown_key(p, k, "at top level", ROOT_KEYS);
-        if (r != 0) return -1;
-    }
-    return 0;
+        return cfg_fail(p, root, "expected a mapping of sections (server, capacity, models, http), got %s",
+                        cfg_kind(root));
+    return cfg_walk(p, root, root, "", &ROOT, cfg);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Entry points                                                              */
-/* ------------------------------------------------------------------------ */
+/* ---- entry points ---- */
 
 static int yaml_syntax_error(const yaml_parser_t *yp, const char *source, ls_err *err) {
     if (yp->error == YAML_MEMORY_ERROR)
@@ -1206,11 +547,10 @@ int ls_config_parse(const char *yaml, size_t len, const char *source, const char
             .source = source,
             .base_dir = base_dir && *base_dir ? base_dir : NULL,
             .cwd = NULL,
-            .cfg = cfg,
             .err = err,
         };
         yaml_node_t *root = yaml_document_get_root_node(&doc);
-        rc = root ? parse_root(&p, root) : 0; /* no root: empty text, all defaults */
+        rc = root ? parse_root(&p, root, cfg) : 0; /* no root: empty text, all defaults */
         if (rc == 0) rc = expect_single_document(&yp, source, err);
         free(p.cwd);
         yaml_document_delete(&doc);

@@ -81,6 +81,8 @@
 #ifndef LS_CONFIG_H
 #define LS_CONFIG_H
 
+#include <stdio.h>
+
 #include "auth.h"
 #include "common.h"
 
@@ -180,5 +182,10 @@ int ls_config_load_file(const char *path, ls_config *cfg, ls_err *err);
 const ls_model_config *ls_config_find(const ls_config *cfg, const char *id);
 
 void ls_config_free(ls_config *cfg);
+
+/* The reference of every key (section, default, form, one line of doc) as
+ * the comment at the top of this file shows it; written from the tables that
+ * parse them (`lipsyncd --config-doc`). */
+void ls_config_doc(FILE *out);
 
 #endif
