@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "auth.h"
 
+#include <errno.h>
 #include <fnmatch.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -79,4 +80,17 @@ void ls_auth_free(ls_auth *a) {
     }
     free(a->keys);
     memset(a, 0, sizeof *a);
+}
+
+int ls_auth_hash_file(const char *path, uint8_t out[32], char *msg, size_t cap) {
+    FILE *f = fopen(path, "r");
+    if (!f) return snprintf(msg, cap, "cannot open: %s", strerror(errno)), -1;
+    char line[1024];
+    char *got = fgets(line, sizeof line, f);
+    fclose(f);
+    size_t n = got ? strlen(line) : 0;
+    while (n && strchr("\n\r \t", line[n - 1])) n--;
+    if (n < 16) return snprintf(msg, cap, got ? "expected a key of at least 16 characters" : "empty"), -1;
+    ls_auth_hash(line, n, out);
+    return 0;
 }

@@ -46,4 +46,8 @@ int ls_auth_allows(const ls_auth_key *key, const char *model_id);
 
 void ls_auth_free(ls_auth *a);
 
+/* The key on the first line of a file (trailing whitespace dropped, at least
+ * 16 characters), hashed into out: 0, or -1 with what is wrong in msg. */
+int ls_auth_hash_file(const char *path, uint8_t out[32], char *msg, size_t cap);
+
 #endif

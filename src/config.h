@@ -1,81 +1,83 @@
-/* config.h - the YAML configuration (via libyaml).
+/* config.h - the YAML configuration (via libyaml). Every key, its default
+ * and the form it takes; between the markers, ls_config_doc's output from
+ * the tables that parse them (unit_config checks that they agree).
  *
- *   server:
- *     listen: "0.0.0.0:50053"        # host:port
- *     max_message_mb: 128            # gRPC send/receive limit
- *     worker_threads: 4              # request workers (0 = number of cores)
- *     ort_intra_threads: 0           # ONNX Runtime intra-op threads (0 = ORT default)
- *     ort_inter_threads: 1
- *     max_batch: 32                  # largest accepted batch_size
- *     png_level: 1                   # ISA-L level 0..3 for flat rows
- *     max_queue: 256                 # requests waiting for a worker; beyond: RESOURCE_EXHAUSTED
- *     drain_seconds: 10              # on SIGTERM, how long in-flight requests may finish
- *     unready_grace_seconds: 0       # on SIGTERM, /readyz 503 but still serving this long first
- *   capacity:
- *     max_models: 4
- *     max_memory_gb: 8               # may be fractional
- *     eviction_policy: lru           # lru | lfu | lfu_count (evict.h)
- *     lfu_half_life_minutes: 10      # lfu: the frequency score halves this often; > 0, may be fractional
- *     lfu_initial: 5                 # lfu: score of a model just loaded (log2(1 + uses) scale), 0..64
- *     min_residency_seconds: 30      # churn guard: a model loaded more recently is no eviction victim; 0 = off
- *     idle_unload_minutes: 30        # 0 disables; may be fractional
- *     idle_check_seconds: 60
- *     stats_report_seconds: 300
- *     load_retry_seconds: 10         # backoff before retrying a failed load
- *   models:
+ * --- reference ---
+ *   server:                          # the gRPC listener and request handling
+ *     listen: 0.0.0.0:50053          # gRPC address (host:port (or [ipv6]:port) with port 1..65535)
+ *     max_message_mb: 128            # gRPC send/receive limit (an integer 1..2047)
+ *     worker_threads: 4              # request workers (0 = number of cores) (an integer 0..256)
+ *     ort_intra_threads: 0           # ONNX Runtime intra-op threads (0 = its default) (an integer 0..256)
+ *     ort_inter_threads: 1           # ONNX Runtime inter-op threads (an integer 0..256)
+ *     max_batch: 32                  # largest accepted batch_size (an integer 1..1024)
+ *     png_level: 1                   # ISA-L deflate level for flat rows (an integer 0..3)
+ *     max_queue: 256                 # requests waiting for a worker; more: RESOURCE_EXHAUSTED (an integer 1..1000000)
+ *     drain_seconds: 10              # on SIGTERM, how long in-flight requests may finish (a number >= 0 and <= 3600)
+ *     unready_grace_seconds: 0       # on SIGTERM, /readyz 503 but serving this long (a number >= 0 and <= 3600)
+ *   capacity:                        # which models stay loaded
+ *     max_models: 4                  # models loaded at once (an integer >= 1)
+ *     max_memory_gb: 8               # for loaded models; may be fractional (a number > 0 and <= 1048576)
+ *     eviction_policy: lru           # victim choice (evict.h) (lru, lfu or lfu_count)
+ *     idle_unload_minutes: 30        # unused this long: unloaded; 0 = never (a number >= 0 and <= 10000000)
+ *     idle_check_seconds: 60         # idle sweep period (a number > 0 and <= 1000000000)
+ *     stats_report_seconds: 300      # statistics log period (a number > 0 and <= 1000000000)
+ *     load_retry_seconds: 10         # backoff after a failed load; 0 = next request (a number >= 0 and <= 1000000000)
+ *     lfu_half_life_minutes: 10      # lfu: score halves this often (a number > 0 and <= 10000000)
+ *     lfu_initial: 5                 # lfu: score of a model just loaded (log2(1 + uses)) (a number >= 0 and <= 64)
+ *     min_residency_seconds: 30      # loaded more recently: no victim; 0 = off (a number >= 0 and <= 1000000000)
+ *   models:                          # by id: 1..128 of A-Z a-z 0-9 _ . -
  *     <id>:
- *       model_path: models/a.onnx    # relative paths are relative to the config file
- *       background_dir: avatars/a/frames
- *       crop_rects_path: avatars/a/crop_rects.json
- *       num_frames: 100              # 0 or absent = all frames found
- *       preload: false
- *       pinned: false                # never evicted / idle-unloaded
- *       memory_estimate_mb: 500
- *       frame_order: loop            # loop | pingpong
- *       channel_order: bgr           # bgr | rgb (model output planes)
- *       paste_margin: 4              # canvas margin of 328; 0 = stretch
- *       max_concurrent_requests: 0   # > 0: more at once get RESOURCE_EXHAUSTED
- *       output_format: png           # png | jpeg | raw (a request may ask for another)
- *       jpeg_quality: 90             # 1..100
- *       paste_interpolation: cubic   # cubic | linear: canvas resizes of the paste-back
+ *       model_path:                  # required: the lip-sync ONNX model (relative to this file)
+ *       background_dir:              # required: the avatar's frames, PNG/JPEG in name order
+ *       crop_rects_path:             # required: crop rectangles (JSON)
+ *       num_frames: 0                # frames used; 0 = all found (an integer >= 0)
+ *       preload: false               # load at start
+ *       pinned: false                # never evicted or idle-unloaded
+ *       memory_estimate_mb: 512      # charged until measured (an integer 0..16777216)
+ *       frame_order: loop            # which background frame i is (loop or pingpong)
+ *       channel_order: bgr           # the model's output planes (bgr or rgb)
+ *       paste_margin: 4              # canvas margin of 328; 0 = stretch (an integer 0..64)
+ *       max_concurrent_requests: 0   # more at once: RESOURCE_EXHAUSTED; 0 = no limit (an integer 0..100000)
+ *       output_format: png           # a request may ask for another (png, jpeg or raw)
+ *       jpeg_quality: 90             # JPEG output quality (an integer 1..100)
+ *       paste_interpolation: cubic   # canvas resizes of the paste-back (cubic or linear)
  *       visual_input:                # the server-built visual input (requests without one)
- *         margin: 4                  # canvas margin; absent = paste_margin (they must agree)
- *         mask: [5, 5, 310, 305]     # blacked-out part of the masked copy: OpenCV x, y, w, h
- *                                    # for a 320 input, scaled by S/320 for other sides
- *         interpolation: cubic       # cubic | linear (crop -> (S+2m)^2 resize)
- *         cache: auto                # auto | on | off: keep each frame's 8-bit input;
- *                                    # auto = on while it adds <= 25% to the frames' memory
+ *         margin:                    # canvas margin; absent = paste_margin (they must agree) (an integer 0..64)
+ *         mask: [5, 5, 310, 305]     # blacked out in the masked copy: x, y, w, h for S = 320, scaled
+ *         interpolation: cubic       # crop -> (S+2m)^2 resize (cubic or linear)
+ *         cache: auto                # keep 8-bit inputs; auto = if <= 25% of the frames' memory (auto, on or off)
  *       audio_encoder:               # optional: speech in for this model
- *         model_path: models/a_ave.onnx  # [B,1,80,16] or [B,80,16] mel window -> [B,512]
- *         kind: ave                  # the only kind: SyncTalk_2D's "ave" features
- *   audio:                           # speech in (ExtractAudioFeatures, RenderSpeech)
- *     max_seconds: 600               # longer audio is INVALID_ARGUMENT
- *   sessions:                        # live StreamSession calls
- *     max: 64                        # at once; more get RESOURCE_EXHAUSTED
- *     stall_timeout_s: 30            # a client that takes no frame this long: DEADLINE_EXCEEDED
- *   http:
- *     enabled: true                  # HTTP/1.1 listener: /metrics, /healthz, /readyz, gRPC-Web, demo page
- *     listen: "0.0.0.0:8053"
- *     cors_origins: []               # origins allowed cross-origin ("*" = any); [] = same-origin only
- *     web_root: /path/to/repo/web    # static files of the demo page (default: the source tree's web/)
- *     speech_wav: speech.wav         # optional: served at GET /speech.wav (the demo page's Play)
- *     websocket_ping_seconds: 20     # WebSocket /session keepalive: ping after this much silence
- *                                    # (0.1..3600); a peer silent for three of these is gone
- *
- *   auth:                            # optional; absent = no keys needed
- *     enabled: true
- *     keys:
- *       - name: tenant-a
- *         sha256: <64 hex>           # exactly one of sha256 | key_file | key_env
- *         models: [demo, "bob*"]     # ids or glob patterns this key may use
- *       - name: ops
- *         key_env: LIPSYNC_ADMIN_KEY
- *         admin: true                # every model, plus Load/Unload
+ *         model_path:                # required: [B,1,80,16] or [B,80,16] mel window -> [B,512]
+ *         kind: ave                  # SyncTalk_2D's "ave" features, the only kind (ave)
+ *   audio:                           # speech in (ExtractAudioFeatures, RenderSpeech, sessions)
+ *     max_seconds: 600               # longer audio: INVALID_ARGUMENT; the longest session (a number > 0 and <= 36000)
+ *   sessions:                        # live StreamSession and WebSocket sessions
+ *     max: 64                        # live sessions at once; more: RESOURCE_EXHAUSTED (an integer 1..100000)
+ *     stall_timeout_s: 30            # a client taking no frame this long: DEADLINE_EXCEEDED (a number > 0 and <= 3600)
+ *   http:                            # the HTTP listener
+ *     enabled: true                  # HTTP/1.1: /metrics, /healthz, /readyz, gRPC-Web, demo page, /session
+ *     listen: 0.0.0.0:8053           # HTTP address (host:port (or [ipv6]:port) with port 1..65535)
+ *     cors_origins:                  # origins allowed cross-origin ("*" = any); none = same-origin only
+ *     web_root:                      # the demo page's files (default: the source tree's web/)
+ *     speech_wav:                    # optional: served at GET /speech.wav (the demo page's speech)
+ *     websocket_ping_seconds: 20     # WebSocket keepalive; silent for 3: gone (a number >= 0.1 and <= 3600)
+ *   auth:                            # optional tenant keys; absent = no keys needed
+ *     enabled:                       # a present section means true
+ *     keys:                          # a list
+ *       -
+ *         name:                      # in logs and metrics (default "unnamed")
+ *         sha256:                    # 64 hex: SHA-256 of the key; exactly one of sha256 | key_file | key_env
+ *         key_file:                  # a file whose first line is the key (at least 16 characters)
+ *         key_env:                   # an environment variable holding the key
+ *         models:                    # ids or glob patterns this key may use, e.g. [demo, "bob*"]
+ *         admin:                     # every model, plus Load/Unload
  *   tls:                             # optional; absent = plaintext
- *     cert_file: server.crt
- *     key_file: server.key
- *     client_ca_file: ca.crt         # optional: require client certificates it signed
+ *     cert_file:                     # server certificate chain (PEM)
+ *     key_file:                      # its private key
+ *     client_ca_file:                # optional: require client certificates it signed
+ * --- end of reference ---
  *
+ * Relative paths are relative to the config file.
  * Unknown keys and bad values are errors naming file, line, key and the
  * expected form. Model ids: 1..128 chars of [A-Za-z0-9_.-]. */
 #ifndef LS_CONFIG_H
@@ -181,6 +183,8 @@ int ls_config_load_file(const char *path, ls_config *cfg, ls_err *err);
 
 const ls_model_config *ls_config_find(const ls_config *cfg, const char *id);
 
+/* Frees whatever is there (a config may be half filled when a parse fails)
+ * and zeroes the struct, so a second call is harmless. */
 void ls_config_free(ls_config *cfg);
 
 /* The reference of every key (section, default, form, one line of doc) as

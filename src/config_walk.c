@@ -1,13 +1,6 @@
-/* config_walk.c - see config_walk.h. Knows YAML nodes and value forms, no
- * keys: those are config.c's tables.
- *
- * Every getter validates one value completely before storing it, and reports
- * "<path>: expected <form>, got '<value>'" at the key's line: the key is what
- * the reader looks for, and for an empty value it is the only line there is.
- * Scalars are read by their text whatever their quoting, so "32" and 32 are
- * the same number; being strict about YAML's typing would only produce
- * errors nobody would understand. */
-#define _POSIX_C_SOURCE 200809L
+/* config_walk.c - see config_walk.h: YAML nodes and value forms, no keys
+ * (those are config.c's tables). */
+#define _GNU_SOURCE /* asprintf */
 #include "config_walk.h"
 
 #include <assert.h>
@@ -15,7 +8,6 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -23,21 +15,14 @@
 
 #define GIB (1024.0 * 1024.0 * 1024.0)
 #define MIB (1024ull * 1024ull)
-#define MAX_THREADS 256
-#define PATH_MAX_LEN 256
-
-/* ---- nodes and messages ---- */
+#define PATH_MAX_LEN 256 /* "models.<id>.visual_input.interpolation" */
 
 size_t cfg_line(const yaml_node_t *n) { return n->start_mark.line + 1; }
 const char *cfg_text(const yaml_node_t *n) { return (const char *)n->data.scalar.value; }
 yaml_node_t *cfg_node(cfg_parser *p, int index) { return yaml_document_get_node(p->doc, index); }
 
 const char *cfg_kind(const yaml_node_t *n) {
-    switch (n->type) {
-    case YAML_MAPPING_NODE: return "a mapping";
-    case YAML_SEQUENCE_NODE: return "a list";
-    default: return "a single value";
-    }
+    return n->type == YAML_MAPPING_NODE ? "a mapping" : n->type == YAML_SEQUENCE_NODE ? "a list" : "a single value";
 }
 
 int cfg_fail(cfg_parser *p, const yaml_node_t *at, const char *fmt, ...) {
@@ -49,12 +34,8 @@ int cfg_fail(cfg_parser *p, const yaml_node_t *at, const char *fmt, ...) {
     return ls_err_set(p->err, LS_INVALID_ARGUMENT, "%s:%zu: %s", p->source, cfg_line(at), msg);
 }
 
-int cfg_oom(cfg_parser *p) {
-    return ls_err_set(p->err, LS_RESOURCE_EXHAUSTED, "%s: out of memory", p->source);
-}
+int cfg_oom(cfg_parser *p) { return ls_err_set(p->err, LS_RESOURCE_EXHAUSTED, "%s: out of memory", p->source); }
 
-/* YAML's spellings of "nothing": what "key:" with no value loads as. Only a
- * plain scalar counts; a quoted "null" is a string. */
 int cfg_is_null(const yaml_node_t *n) {
     if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return 0;
     const char *s = cfg_text(n);
@@ -75,16 +56,12 @@ const yaml_node_t *cfg_find(cfg_parser *p, const yaml_node_t *map, const char *n
     return NULL;
 }
 
-/* A key with nothing under it ("models:" alone) loads as a null scalar,
- * which we take as an empty mapping since that is plainly what was meant. */
 int cfg_expect_mapping(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val, const char *path) {
     if (val->type == YAML_MAPPING_NODE) return 1;
     if (cfg_is_null(val)) return 0;
     return cfg_fail(p, key, "%s: expected a mapping, got %s", path, cfg_kind(val));
 }
 
-/* libyaml accepts duplicate keys, and with them the last one would silently
- * win; we refuse them, naming both lines. */
 int cfg_check_keys(cfg_parser *p, const yaml_node_t *map, const char *where, const char *noun) {
     yaml_node_pair_t *start = map->data.mapping.pairs.start;
     for (yaml_node_pair_t *a = start; a < map->data.mapping.pairs.top; a++) {
@@ -95,41 +72,35 @@ int cfg_check_keys(cfg_parser *p, const yaml_node_t *map, const char *where, con
             return cfg_fail(p, k, "a key %s contains a NUL byte", where);
         for (yaml_node_pair_t *b = start; b < a; b++) {
             yaml_node_t *first = cfg_node(p, b->key);
-            if (strcmp(cfg_text(first), cfg_text(k)) == 0)
-                return cfg_fail(p, k, "duplicate %s '%.64s' %s (first at line %zu)", noun, cfg_text(k), where,
-                                cfg_line(first));
+            if (!strcmp(cfg_text(first), cfg_text(k)))
+                return cfg_fail(p, k, "duplicate %s '%.64s' %s (first at line %zu)", noun, cfg_text(k), where, cfg_line(first));
         }
     }
     return 0;
 }
 
 static int unknown_key(cfg_parser *p, const yaml_node_t *key, const char *where, const cfg_key *rows) {
-    char list[512];
+    char list[512] = "";
     size_t off = 0;
-    list[0] = '\0';
     for (size_t i = 0; rows[i].name && off < sizeof list; i++)
         off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "", rows[i].name);
     return cfg_fail(p, key, "unknown key '%.64s' %s (expected one of: %s)", cfg_text(key), where, list);
 }
 
-/* ---- value forms ---- */
-
 const char *cfg_scalar(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val, const char *path,
                        const char *expect) {
-    if (val->type != YAML_SCALAR_NODE) {
+    if (val->type != YAML_SCALAR_NODE)
         cfg_fail(p, key, "%s: expected %s, got %s", path, expect, cfg_kind(val));
-        return NULL;
-    }
-    if (strlen(cfg_text(val)) != val->data.scalar.length) {
+    else if (strlen(cfg_text(val)) != val->data.scalar.length)
         cfg_fail(p, key, "%s: expected %s, got a value containing a NUL byte", path, expect);
-        return NULL;
-    }
-    return cfg_text(val);
+    else
+        return cfg_text(val);
+    return NULL;
 }
 
 int cfg_bad_value(cfg_parser *p, const yaml_node_t *key, const char *path, const char *expect, const char *s) {
-    if (*s == '\0') return cfg_fail(p, key, "%s: expected %s, got nothing", path, expect);
-    return cfg_fail(p, key, "%s: expected %s, got '%.64s'", path, expect, s);
+    return *s ? cfg_fail(p, key, "%s: expected %s, got '%.64s'", path, expect, s)
+              : cfg_fail(p, key, "%s: expected %s, got nothing", path, expect);
 }
 
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
@@ -139,34 +110,28 @@ static int is_digit(char c) { return c >= '0' && c <= '9'; }
 static int parse_integer(const char *s, long long *out) {
     const char *d = s + (*s == '+' || *s == '-');
     if (!is_digit(*d)) return -1;
-    errno = 0;
     char *end;
-    long long v = strtoll(s, &end, 10);
-    if (errno != 0 || *end != '\0') return -1;
-    *out = v;
-    return 0;
+    errno = 0;
+    *out = strtoll(s, &end, 10);
+    return errno != 0 || *end != '\0' ? -1 : 0;
 }
 
 /* [sign] digits [. digits] [e [sign] digits], checked by hand first because
  * strtod also takes "inf", "nan" and hex floats, none of which belong in a
  * config. (strtod follows LC_NUMERIC; the server never calls setlocale.) */
 static int parse_number(const char *s, double *out) {
-    const char *c = s;
-    size_t digits = 0;
-    if (*c == '+' || *c == '-') c++;
-    while (is_digit(*c)) c++, digits++;
-    if (*c == '.')
-        for (c++; is_digit(*c); c++) digits++;
+    const char *c = s + (*s == '+' || *s == '-');
+    size_t digits = strspn(c, "0123456789");
+    c += digits;
+    if (*c == '.') digits += strspn(++c, "0123456789"), c += strspn(c, "0123456789");
     if (digits == 0) return -1;
     if (*c == 'e' || *c == 'E') {
-        c++;
-        if (*c == '+' || *c == '-') c++;
+        c += 1 + (c[1] == '+' || c[1] == '-');
         if (!is_digit(*c)) return -1;
-        while (is_digit(*c)) c++;
+        c += strspn(c, "0123456789");
     }
-    if (*c != '\0') return -1;
     double v = strtod(s, NULL);
-    if (!isfinite(v)) return -1;
+    if (*c != '\0' || !isfinite(v)) return -1;
     *out = v;
     return 0;
 }
@@ -175,37 +140,21 @@ static int parse_number(const char *s, double *out) {
  * is refused because "::1:50053" is ambiguous. The host itself is only
  * checked for emptiness and stray characters; gRPC resolves it at bind. */
 static int valid_listen(const char *s) {
-    const char *host = s, *host_end, *port;
-    if (s[0] == '[') {
-        host = s + 1;
-        host_end = strchr(host, ']');
-        if (!host_end || host_end[1] != ':') return 0;
-        port = host_end + 2;
-    } else {
-        const char *colon = strrchr(s, ':');
-        if (!colon) return 0;
-        host_end = colon;
-        port = colon + 1;
-    }
-    if (host_end == host) return 0;
-    for (const char *c = host; c < host_end; c++) {
-        unsigned char u = (unsigned char)*c;
-        if (u <= ' ' || u == 0x7f || u == '/' || u == '[' || u == ']' || (u == ':' && s[0] != '[')) return 0;
-    }
+    int v6 = s[0] == '[';
+    const char *host = s + v6, *end = v6 ? strchr(host, ']') : strrchr(s, ':');
+    if (!end || end == host || (v6 && end[1] != ':')) return 0;
+    for (const char *c = host; c < end; c++)
+        if ((unsigned char)*c <= ' ' || *c == 0x7f || strchr("/[]", *c) || (*c == ':' && !v6)) return 0;
+    const char *port = end + 1 + v6;
     size_t n = strlen(port);
-    if (n == 0 || n > 5) return 0;
-    long v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!is_digit(port[i])) return 0;
-        v = v * 10 + (port[i] - '0');
-    }
+    if (n == 0 || n > 5 || strspn(port, "0123456789") != n) return 0;
+    long v = strtol(port, NULL, 10);
     return v >= 1 && v <= 65535;
 }
 
 static int online_cpus(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    if (n < 1) return 1;
-    return n > MAX_THREADS ? MAX_THREADS : (int)n;
+    return n < 1 ? 1 : n > 256 ? 256 : (int)n; /* worker_threads' maximum */
 }
 
 /* The expected form of a row's value, as messages and the reference say it. */
@@ -213,12 +162,10 @@ static void expected_form(const cfg_key *k, char *buf, size_t cap) {
     size_t off = 0;
     switch (k->type) {
     case CFG_INT:
-        if (k->max >= INT_MAX) snprintf(buf, cap, "an integer >= %d", (int)k->min);
-        else snprintf(buf, cap, "an integer %d..%d", (int)k->min, (int)k->max);
+        snprintf(buf, cap, k->max >= INT_MAX ? "an integer >= %d" : "an integer %d..%d", (int)k->min, (int)k->max);
         return;
     case CFG_NUMBER:
-        snprintf(buf, cap, "a number %s %.15g and <= %.15g", k->flags & CFG_MIN_EXCLUSIVE ? ">" : ">=", k->min,
-                 k->max);
+        snprintf(buf, cap, "a number %s %.15g and <= %.15g", k->flags & CFG_MIN_EXCLUSIVE ? ">" : ">=", k->min, k->max);
         return;
     case CFG_BOOL: snprintf(buf, cap, "true, false, yes or no"); return;
     case CFG_WORD:
@@ -228,17 +175,14 @@ static void expected_form(const cfg_key *k, char *buf, size_t cap) {
             off += (size_t)snprintf(buf + off, cap - off, "%s%s", sep, k->words[i]);
         }
         return;
-    case CFG_PATH: snprintf(buf, cap, "a path"); return;
     case CFG_LISTEN: snprintf(buf, cap, "host:port (or [ipv6]:port) with port 1..65535"); return;
     default: buf[0] = '\0'; return;
     }
 }
 
-static int set_string(char **field, char *s) {
-    if (!s) return -1;
-    free(*field); /* keys are unique, but never leak if one were set twice */
-    *field = s;
-    return 0;
+static int set_string(char **field, char *s) { /* keys are unique, but never leak one set twice */
+    if (s) free(*field), *field = s;
+    return s ? 0 : -1;
 }
 
 /* Stores text s as row k's value in obj: 0, -1 = not of the expected form,
@@ -257,20 +201,13 @@ static int store(const cfg_key *k, const char *s, void *obj) {
     case CFG_NUMBER:
         if (parse_number(s, &d) != 0 || d < k->min || ((k->flags & CFG_MIN_EXCLUSIVE) && d == k->min) || d > k->max)
             return -1;
-        if (k->flags & CFG_GIB) {
-            /* Rounded to whole bytes; a tiny positive value still means a
-             * budget, so it never rounds down to "nothing fits". */
-            uint64_t b = (uint64_t)llround(d * GIB);
-            *(uint64_t *)field = b ? b : 1;
-        } else {
-            *(double *)field = k->flags & CFG_MINUTES ? d * 60.0 : d;
-        }
+        /* GiB rounded to whole bytes; a tiny positive value still means a budget, never "nothing fits". */
+        if (k->flags & CFG_GIB) *(uint64_t *)field = llround(d * GIB) ? (uint64_t)llround(d * GIB) : 1;
+        else *(double *)field = k->flags & CFG_MINUTES ? d * 60.0 : d;
         return 0;
     case CFG_BOOL:
-        if (!strcasecmp(s, "true") || !strcasecmp(s, "yes")) *(int *)field = 1;
-        else if (!strcasecmp(s, "false") || !strcasecmp(s, "no")) *(int *)field = 0;
-        else return -1;
-        return 0;
+        w = !strcasecmp(s, "true") || !strcasecmp(s, "yes") ? 1 : !strcasecmp(s, "false") || !strcasecmp(s, "no") ? 0 : -1;
+        return w < 0 ? -1 : (*(int *)field = w, 0);
     case CFG_WORD:
         for (int j = 0; k->words[j]; j++)
             if (!strcasecmp(s, k->words[j])) w = j;
@@ -285,22 +222,11 @@ static int store(const cfg_key *k, const char *s, void *obj) {
     }
 }
 
-/* ---- paths ---- */
-
 /* The directory relative paths hang off: the caller's, or the current one,
- * looked up only when a relative path actually needs it. */
+ * looked up only when a relative path needs it (glibc's getcwd allocates). */
 static const char *base_dir(cfg_parser *p) {
-    if (p->base_dir) return p->base_dir;
-    for (size_t cap = 256;; cap *= 2) {
-        char *buf = malloc(cap);
-        if (!buf) {
-            errno = ENOMEM;
-            return NULL;
-        }
-        if (getcwd(buf, cap)) return p->cwd = buf, p->base_dir = buf;
-        free(buf);
-        if (errno != ERANGE) return NULL;
-    }
+    if (!p->base_dir && (p->cwd = getcwd(NULL, 0))) p->base_dir = p->cwd;
+    return p->base_dir;
 }
 
 /* Textual resolution: absolute paths are kept, relative ones are joined to
@@ -314,14 +240,9 @@ static char *resolve_path(const char *base, const char *path) {
         while (*path == '/') path++;
     }
     if (*path == '\0') return strdup(base);
-    size_t blen = strlen(base), plen = strlen(path);
-    int slash = blen > 0 && base[blen - 1] == '/';
-    char *out = malloc(blen + !slash + plen + 1);
-    if (!out) return NULL;
-    memcpy(out, base, blen);
-    if (!slash) out[blen++] = '/';
-    memcpy(out + blen, path, plen + 1);
-    return out;
+    size_t blen = strlen(base);
+    char *out;
+    return asprintf(&out, "%s%s%s", base, blen && base[blen - 1] == '/' ? "" : "/", path) < 0 ? NULL : out;
 }
 
 int cfg_get_path(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val, const char *path, char **out) {
@@ -344,8 +265,6 @@ int cfg_get_int(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val, c
     if (!s) return -1;
     return store(&k, s, out) ? cfg_bad_value(p, key, path, expect, s) : 0;
 }
-
-/* ---- the walk ---- */
 
 static int cfg_read(cfg_parser *p, const cfg_key *k, const yaml_node_t *key, const yaml_node_t *val,
                     const char *path, void *obj) {
@@ -378,19 +297,18 @@ int cfg_walk(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *map, cons
             if (cfg_read(p, row, k, v, child, obj) != 0) return -1;
         }
     }
-    if (s->check && (r > 0 || s->check_empty)) return s->check(p, key, r > 0 ? map : NULL, path, obj);
+    if (s->check) return s->check(p, key, r > 0 ? map : NULL, path, obj);
     return 0;
 }
 
 int cfg_defaults(const cfg_section *s, void *obj) {
     for (const cfg_key *k = s->keys; k->name; k++) {
-        if (k->type == CFG_SECTION && cfg_defaults(k->sub, obj) != 0) return -1;
-        if (k->def && k->type == CFG_CUSTOM && k->read(NULL, NULL, NULL, NULL, obj) != 0) return -1;
-        if (k->def && k->type != CFG_SECTION && k->type != CFG_CUSTOM) {
-            int r = store(k, k->def, obj);
-            assert(r != -1 && "a table default that its own row refuses");
-            if (r) return -1;
-        }
+        int r = k->type == CFG_SECTION ? cfg_defaults(k->sub, obj)
+                : !k->def              ? 0
+                : k->type == CFG_CUSTOM ? k->read(NULL, NULL, NULL, NULL, obj)
+                                        : store(k, k->def, obj);
+        assert(r != -1 && "a table default that its own row refuses");
+        if (r) return -2;
     }
     return 0;
 }
@@ -398,11 +316,8 @@ int cfg_defaults(const cfg_section *s, void *obj) {
 void cfg_free_strings(const cfg_section *s, void *obj) {
     for (const cfg_key *k = s->keys; k->name; k++) {
         if (k->type == CFG_SECTION) cfg_free_strings(k->sub, obj);
-        if (k->type == CFG_PATH || k->type == CFG_LISTEN) {
-            char **field = (char **)((char *)obj + k->off);
-            free(*field);
-            *field = NULL;
-        }
+        char **field = (char **)((char *)obj + k->off);
+        if (k->type == CFG_PATH || k->type == CFG_LISTEN) free(*field), *field = NULL;
     }
 }
 
@@ -416,4 +331,50 @@ void cfg_write_doc(FILE *out, const cfg_section *s, int indent) {
         if (k->sub && k->item) fprintf(out, " * %*s%s\n", indent + 2, "", k->item);
         if (k->sub) cfg_write_doc(out, k->sub, indent + (k->item ? 4 : 2));
     }
+}
+
+static int syntax_error(const yaml_parser_t *yp, const char *source, ls_err *err) {
+    if (yp->error == YAML_MEMORY_ERROR) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "%s: out of memory", source);
+    const char *problem = yp->problem ? yp->problem : "unknown error";
+    if (yp->error == YAML_READER_ERROR) /* bad encoding: a byte offset, not a line */
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "%s: invalid YAML at byte %zu: %s", source, yp->problem_offset, problem);
+    if (yp->context)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "%s:%zu:%zu: invalid YAML: %s (%s at line %zu)", source,
+                          yp->problem_mark.line + 1, yp->problem_mark.column + 1, problem, yp->context,
+                          yp->context_mark.line + 1);
+    return ls_err_set(err, LS_INVALID_ARGUMENT, "%s:%zu:%zu: invalid YAML: %s", source, yp->problem_mark.line + 1,
+                      yp->problem_mark.column + 1, problem);
+}
+
+/* The config is one document. A second one is almost certainly two files
+ * pasted together, and which of them to believe is not ours to guess. */
+static int single_document(yaml_parser_t *yp, const char *source, ls_err *err) {
+    yaml_document_t next;
+    if (!yaml_parser_load(yp, &next)) return syntax_error(yp, source, err);
+    int rc = !yaml_document_get_root_node(&next) ? 0
+             : ls_err_set(err, LS_INVALID_ARGUMENT, "%s:%zu: a second YAML document; the config must be a single document",
+                          source, next.start_mark.line + 1);
+    yaml_document_delete(&next);
+    return rc;
+}
+
+int cfg_parse_document(const char *yaml, size_t len, const char *source, const char *base_dir,
+                       int (*root_fn)(cfg_parser *p, const yaml_node_t *root, void *obj), void *obj, ls_err *err) {
+    yaml_parser_t yp;
+    if (!yaml_parser_initialize(&yp)) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "%s: out of memory", source);
+    yaml_parser_set_input_string(&yp, (const unsigned char *)(yaml ? yaml : ""), yaml ? len : 0);
+    yaml_document_t doc;
+    int rc;
+    if (!yaml_parser_load(&yp, &doc)) {
+        rc = syntax_error(&yp, source, err);
+    } else {
+        cfg_parser p = {.doc = &doc, .source = source, .base_dir = base_dir && *base_dir ? base_dir : NULL, .err = err};
+        yaml_node_t *root = yaml_document_get_root_node(&doc);
+        rc = root ? root_fn(&p, root, obj) : 0; /* no root: empty text, all defaults */
+        if (rc == 0) rc = single_document(&yp, source, err);
+        free(p.cwd);
+        yaml_document_delete(&doc);
+    }
+    yaml_parser_delete(&yp);
+    return rc;
 }

@@ -73,8 +73,7 @@ typedef struct {
 
 struct cfg_section {
     const cfg_key *keys;       /* ends with a row whose name is NULL */
-    cfg_check_fn check;
-    int check_empty;           /* also check an empty (absent body) section */
+    cfg_check_fn check;        /* also called for an empty section, with map NULL */
 };
 
 /* "<source>:<line of at>: <message>" as INVALID_ARGUMENT; returns -1. */
@@ -90,10 +89,15 @@ int cfg_is_null(const yaml_node_t *n);
 /* The key node named name in a mapping (and its value in *val), or NULL. */
 const yaml_node_t *cfg_find(cfg_parser *p, const yaml_node_t *map, const char *name, const yaml_node_t **val);
 
-/* 1 = a mapping to walk, 0 = empty (a null value), -1 = error. */
+/* 1 = a mapping to walk, 0 = empty, -1 = error. A key with nothing under it
+ * ("models:" alone) loads as a null scalar, which we take as an empty mapping
+ * since that is plainly what was meant. YAML's spellings of nothing (cfg_is_null)
+ * count only unquoted: a quoted "null" is a string. */
 int cfg_expect_mapping(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val,
                        const char *path);
-/* Keys are plain strings without NUL bytes, each once; noun "key"/"model id". */
+/* Keys are plain strings without NUL bytes, each once; noun "key"/"model id".
+ * libyaml accepts duplicate keys, and with them the last one would silently
+ * win; we refuse them, naming both lines. */
 int cfg_check_keys(cfg_parser *p, const yaml_node_t *map, const char *where, const char *noun);
 /* The text of a scalar, or NULL (err set) for a list, a mapping, a NUL byte. */
 const char *cfg_scalar(cfg_parser *p, const yaml_node_t *key, const yaml_node_t *val,
@@ -116,6 +120,12 @@ int cfg_defaults(const cfg_section *s, void *obj);
 
 /* Frees the strings the rows of s own in obj (CFG_PATH, CFG_LISTEN). */
 void cfg_free_strings(const cfg_section *s, void *obj);
+
+/* Loads yaml[0..len) as one YAML document and gives its root node to
+ * root_fn: its result, or the syntax error ("<source>:<line>:<col>: invalid
+ * YAML: ..."), or a second document's. */
+int cfg_parse_document(const char *yaml, size_t len, const char *source, const char *base_dir,
+                       int (*root_fn)(cfg_parser *p, const yaml_node_t *root, void *obj), void *obj, ls_err *err);
 
 /* The reference: every row as "name: default  # doc [expected form]". */
 void cfg_write_doc(FILE *out, const cfg_section *s, int indent);

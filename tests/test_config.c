@@ -5,7 +5,7 @@
  * non-zero if anything failed. Files go to a mkdtemp directory that is
  * removed at the end. */
 
-#define _POSIX_C_SOURCE 200809L
+#define _POSIX_C_SOURCE 200809L /* open_memstream */
 #include "config.h"
 #include "croprects.h"
 
@@ -673,6 +673,38 @@ static void test_auth_tls(void) {
     expect_error("unknown key in tls", "tls:\n  cert: a\n", "t.yaml:2:", "unknown key 'cert'", NULL);
 }
 
+/* config.h's reference comment is ls_config_doc's output, byte for byte:
+ * the tables that parse the keys are what documents them. */
+static void test_reference(void) {
+    const char *header = getenv("LS_CONFIG_H");
+    check("LS_CONFIG_H names config.h (the build sets it)", header != NULL);
+    if (!header) return;
+    ls_buf text = {0};
+    int e = ls_read_file(header, &text, 1 << 20);
+    check("config.h readable", e == 0);
+    char *doc = NULL;
+    size_t doc_len = 0;
+    FILE *f = open_memstream(&doc, &doc_len);
+    ls_config_doc(f);
+    fclose(f);
+    const char *begin = e ? NULL : strstr((const char *)text.data, " * --- reference ---\n");
+    const char *end = begin ? strstr(begin, " * --- end of reference ---\n") : NULL;
+    begin = begin ? begin + strlen(" * --- reference ---\n") : NULL;
+    int same = begin && end && (size_t)(end - begin) == doc_len && !memcmp(begin, doc, doc_len);
+    check("config.h's reference == ls_config_doc()", same);
+    if (!same) fprintf(stderr, "ls_config_doc() writes:\n%s", doc);
+    check("the reference names every section and a nested key",
+          strstr(doc, "  server:") && strstr(doc, "  tls:") && strstr(doc, "        cache: auto") &&
+              strstr(doc, "max_batch: 32") && strstr(doc, "(an integer 1..1024)"));
+    free(doc);
+    ls_buf_free(&text);
+    ls_config c;
+    check("\"tls:\" alone = plaintext", parse_ok("tls:\n", "/x", &c) && !c.tls_cert_file);
+    ls_config_free(&c);
+    check("\"auth:\" alone = no keys needed", parse_ok("auth:\n", "/x", &c) && !c.auth.enabled);
+    ls_config_free(&c);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "%s/test_config.XXXXXX",
              getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -687,6 +719,7 @@ int main(void) {
     test_auth_tls();
     test_errors();
     test_croprects();
+    test_reference();
     if (rmdir(tmpdir) != 0) perror(tmpdir);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
