@@ -657,13 +657,6 @@ static void start_stream(ls_transport *t, call *c) {
     }
 }
 
-int ls_transport_open_streams(ls_transport *t) {
-    pthread_mutex_lock(&t->lock);
-    int n = t->n_streams;
-    pthread_mutex_unlock(&t->lock);
-    return n;
-}
-
 /* Cancel the running streams (all, or only those waiting for a client
  * message) with UNAVAILABLE. Called with t->lock held; the calls are
  * referenced under it and cancelled after it is released. */

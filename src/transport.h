@@ -125,9 +125,6 @@ int ls_transport_port(const ls_transport *t);
 /* Received calls waiting for a worker right now. */
 int ls_transport_queue_depth(ls_transport *t);
 
-/* Streams running right now. */
-int ls_transport_open_streams(ls_transport *t);
-
 /* Stop accepting calls, let in-flight calls finish for up to grace_s seconds,
  * cancel the rest, join all threads and free everything. Streams are woken
  * at once and cancelled after at most a second (or at once when grace_s is
