@@ -94,6 +94,10 @@ typedef struct {
     ls_stream_fn fn;
 } ls_stream_method;
 
+/* The entry of table (n methods) whose path is the len bytes at path, or
+ * NULL. Both transports look methods up with it. */
+const ls_method *ls_method_find(const ls_method *table, size_t n, const char *path, size_t len);
+
 typedef struct {
     const char *listen;          /* host:port */
     uint64_t max_message_bytes;  /* receive and send limit */
