@@ -131,3 +131,31 @@ void *ls_alloc_aligned(size_t bytes) {
     void *p = NULL;
     return posix_memalign(&p, LS_TENSOR_ALIGN, size) == 0 ? p : NULL;
 }
+
+/* ---- reply pieces ------------------------------------------------------- */
+
+int ls_reply_take(ls_reply *r, ls_buf *b) {
+    if (r->n == r->cap) {
+        size_t nc = r->cap ? r->cap * 2 : 16;
+        ls_buf *p = realloc(r->pieces, nc * sizeof *p);
+        if (!p) return -1;
+        r->pieces = p;
+        r->cap = nc;
+    }
+    r->pieces[r->n++] = *b;
+    b->data = NULL;
+    b->len = b->cap = 0;
+    return 0;
+}
+
+size_t ls_reply_len(const ls_reply *r) {
+    size_t n = 0;
+    for (size_t i = 0; i < r->n; i++) n += r->pieces[i].len;
+    return n;
+}
+
+void ls_reply_free(ls_reply *r) {
+    for (size_t i = 0; i < r->n; i++) ls_buf_free(&r->pieces[i]);
+    free(r->pieces);
+    memset(r, 0, sizeof *r);
+}

@@ -70,6 +70,26 @@ int ls_buf_reserve(ls_buf *b, size_t extra); /* 0 ok, -1 out of memory */
 int ls_buf_append(ls_buf *b, const void *p, size_t n);
 void ls_buf_free(ls_buf *b);
 
+/* Messages as the transports carry them, whatever their format (wire.h
+ * reads and writes the protobuf inside). */
+
+/* A message as a list of byte ranges (gRPC's slices), in order. */
+typedef struct {
+    const uint8_t *p;
+    size_t n;
+} ls_span;
+
+/* A reply assembled from owned pieces, sent back to back. */
+typedef struct {
+    ls_buf *pieces;
+    size_t n, cap;
+} ls_reply;
+
+/* Append a piece; takes ownership of b's buffer (b is left empty). */
+int ls_reply_take(ls_reply *r, ls_buf *b);
+size_t ls_reply_len(const ls_reply *r);
+void ls_reply_free(ls_reply *r);
+
 /* Float tensors handed to ONNX Runtime start at a multiple of this (engine.h
  * says why: results must not depend on where a tensor lies). */
 #define LS_TENSOR_ALIGN 64

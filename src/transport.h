@@ -36,7 +36,6 @@
 
 #include "common.h"
 #include "stream.h"
-#include "wire.h"
 
 /* Facts about the call a handler may use. */
 typedef struct {

@@ -457,20 +457,6 @@ void ls_infer_request_free(ls_infer_request *req) {
 
 /* ---- reply -------------------------------------------------------------- */
 
-int ls_reply_take(ls_reply *r, ls_buf *b) {
-    if (r->n == r->cap) {
-        size_t nc = r->cap ? r->cap * 2 : 16;
-        ls_buf *p = realloc(r->pieces, nc * sizeof *p);
-        if (!p) return -1;
-        r->pieces = p;
-        r->cap = nc;
-    }
-    r->pieces[r->n++] = *b;
-    b->data = NULL;
-    b->len = b->cap = 0;
-    return 0;
-}
-
 int ls_reply_field_header(ls_reply *r, unsigned field, size_t len) {
     ls_buf b = {0};
     uint8_t tmp[16];
@@ -495,16 +481,4 @@ int ls_reply_field_header(ls_reply *r, unsigned field, size_t len) {
         return -1;
     }
     return 0;
-}
-
-size_t ls_reply_len(const ls_reply *r) {
-    size_t n = 0;
-    for (size_t i = 0; i < r->n; i++) n += r->pieces[i].len;
-    return n;
-}
-
-void ls_reply_free(ls_reply *r) {
-    for (size_t i = 0; i < r->n; i++) ls_buf_free(&r->pieces[i]);
-    free(r->pieces);
-    memset(r, 0, sizeof *r);
 }
