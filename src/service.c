@@ -1375,6 +1375,22 @@ int ls_service_serving(ls_service *s, const ls_call_info *call, const char *name
     return !failed && !atomic_load(&s->draining);
 }
 
+/* health.c asks ls_service_serving through this (it knows no service). */
+static int health_serving(void *ctx, const ls_call_info *call, const char *name, ls_err *err) {
+    return ls_service_serving(ctx, call, name, err);
+}
+
+static ls_code h_health_check(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len, ls_buf *resp,
+                              ls_err *err) {
+    const ls_health_source src = {.serving = health_serving, .ctx = ctx};
+    return ls_health_check(&src, call, req, len, resp, err);
+}
+
+static ls_code h_health_watch(void *ctx, const ls_call_info *call, ls_stream *st, ls_err *err) {
+    const ls_health_source src = {.serving = health_serving, .ctx = ctx};
+    return ls_health_watch(&src, call, st, err);
+}
+
 #define SVC "/" LS_SERVICE_NAME "/"
 static const ls_method methods[] = {
     {SVC "InferBatchComposite", h_infer, h_infer_spans, NULL},
@@ -1385,7 +1401,7 @@ static const ls_method methods[] = {
     {SVC "Health", h_health, NULL, NULL},
     {SVC "ExtractAudioFeatures", h_features, NULL, NULL},
     {SVC "RenderSpeech", NULL, NULL, h_render},
-    {"/grpc.health.v1.Health/Check", ls_health_check, NULL, NULL},
+    {"/grpc.health.v1.Health/Check", h_health_check, NULL, NULL},
 };
 
 const ls_method *ls_service_methods(size_t *n) {
@@ -1396,7 +1412,7 @@ const ls_method *ls_service_methods(size_t *n) {
 static const ls_stream_method stream_methods[] = {
     {SVC "StreamSession", h_session}, /* first: ls_service_session_method */
     {SVC "RenderSpeech", h_render_grpc},
-    {"/grpc.health.v1.Health/Watch", ls_health_watch},
+    {"/grpc.health.v1.Health/Watch", h_health_watch},
     {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", ls_reflection_info},
     {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", ls_reflection_info},
 };
