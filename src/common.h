@@ -41,6 +41,11 @@ int ls_err_set(ls_err *err, ls_code code, const char *fmt, ...)
 int ls_err_prefix(ls_err *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* The gRPC name of a status code ("INVALID_ARGUMENT"), "UNKNOWN" for a
+ * number gRPC does not define: any of gRPC's 17 (the client reports the
+ * server's). ls_code_name names only the ls_code values, "UNKNOWN" for any
+ * other number (metrics labels rely on that). */
+const char *ls_status_name(int code);
 const char *ls_code_name(ls_code code);
 
 /* Crop rectangle in a background frame: end-exclusive [x1, x2) x [y1, y2). */
