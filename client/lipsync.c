@@ -62,18 +62,7 @@ typedef struct {
     char details[512];
 } rpc_status;
 
-static const char *status_name(int code) {
-    /* Indexed by grpc_status_code; the values are fixed by the gRPC spec. */
-    static const char *const names[] = {
-        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-        "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-        "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
-    };
-    if (code < 0 || (size_t)code >= sizeof names / sizeof names[0]) return "UNKNOWN";
-    return names[code];
-}
-#define N_STATUS_CODES 17
+#define N_STATUS_CODES 17 /* gRPC status codes 0..16 (ls_status_name) */
 
 static void status_set(rpc_status *st, grpc_status_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -87,7 +76,7 @@ static void status_set(rpc_status *st, grpc_status_code code, const char *fmt, .
 
 /* Print the failed status the way scripts expect and return the exit code. */
 static int report_status(const rpc_status *st) {
-    fprintf(stderr, "error: %s: %s\n", status_name(st->code), st->details);
+    fprintf(stderr, "error: %s: %s\n", ls_status_name(st->code), st->details);
     return EXIT_RPC;
 }
 
@@ -1492,8 +1481,8 @@ static int cmd_session(const client *c) {
     double secs = (double)((int64_t)ls_mono_ns() - t0) / 1e9;
     int exit_code = EXIT_OK;
     if (code != GRPC_STATUS_OK) {
-        fprintf(stderr, "error: %s: %.*s (after %ld frames)\n", status_name(code), (int)GRPC_SLICE_LENGTH(details),
-                (const char *)GRPC_SLICE_START_PTR(details), frames);
+        fprintf(stderr, "error: %s: %.*s (after %ld frames)\n", ls_status_name(code),
+                (int)GRPC_SLICE_LENGTH(details), (const char *)GRPC_SLICE_START_PTR(details), frames);
         exit_code = EXIT_RPC;
     } else if (rc || !ended) {
         exit_code = EXIT_RPC;
@@ -1686,11 +1675,11 @@ static void bench_report(const bench_ctx *ctx, double wall_s) {
     printf("  errors     %ld", total);
     for (int b = 0; b <= BAD_RESPONSE; b++)
         if (ctx->errors[b])
-            printf(" %s=%ld", b == BAD_RESPONSE ? "BAD_RESPONSE" : status_name(b), ctx->errors[b]);
+            printf(" %s=%ld", b == BAD_RESPONSE ? "BAD_RESPONSE" : ls_status_name(b), ctx->errors[b]);
     printf("\n");
     for (int b = 0; b <= BAD_RESPONSE; b++)
         if (ctx->errors[b])
-            fprintf(stderr, "error: %s: %s\n", b == BAD_RESPONSE ? "BAD_RESPONSE" : status_name(b),
+            fprintf(stderr, "error: %s: %s\n", b == BAD_RESPONSE ? "BAD_RESPONSE" : ls_status_name(b),
                     ctx->first_error[b].details);
 }
 

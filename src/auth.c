@@ -7,7 +7,6 @@
 #include <fnmatch.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -15,12 +14,6 @@
 void ls_auth_hash(const char *key, size_t len, uint8_t out[32]) {
     unsigned int n = 32;
     EVP_Digest(key, len, out, &n, EVP_sha256(), NULL);
-}
-
-void ls_auth_sha256_hex(const char *key, size_t len, char out[65]) {
-    uint8_t h[32];
-    ls_auth_hash(key, len, h);
-    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", h[i]);
 }
 
 static int hexval(char c) {

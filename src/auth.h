@@ -30,8 +30,6 @@ typedef struct {
     size_t n_keys;
 } ls_auth;
 
-/* Hex SHA-256 of key into out[65]. */
-void ls_auth_sha256_hex(const char *key, size_t len, char out[65]);
 /* Parse 64 hex characters; -1 if malformed. */
 int ls_auth_parse_hex(const char *hex, uint8_t out[32]);
 void ls_auth_hash(const char *key, size_t len, uint8_t out[32]);

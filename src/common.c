@@ -41,20 +41,34 @@ int ls_err_prefix(ls_err *err, const char *fmt, ...) {
     return -1;
 }
 
+const char *ls_status_name(int code) {
+    /* Indexed by gRPC status code; the values are fixed by the gRPC spec. */
+    static const char *const names[] = {
+        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+        "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+        "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+    };
+    if (code < 0 || (size_t)code >= sizeof names / sizeof names[0]) return "UNKNOWN";
+    return names[code];
+}
+
+/* Only the codes the server uses have a name here: any other number, e.g.
+ * a metrics label's, stays "UNKNOWN". */
 const char *ls_code_name(ls_code code) {
     switch (code) {
-    case LS_OK: return "OK";
-    case LS_CANCELLED: return "CANCELLED";
-    case LS_INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case LS_DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case LS_NOT_FOUND: return "NOT_FOUND";
-    case LS_PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case LS_RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case LS_FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case LS_UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case LS_INTERNAL: return "INTERNAL";
-    case LS_UNAVAILABLE: return "UNAVAILABLE";
-    case LS_UNAUTHENTICATED: return "UNAUTHENTICATED";
+    case LS_OK:
+    case LS_CANCELLED:
+    case LS_INVALID_ARGUMENT:
+    case LS_DEADLINE_EXCEEDED:
+    case LS_NOT_FOUND:
+    case LS_PERMISSION_DENIED:
+    case LS_RESOURCE_EXHAUSTED:
+    case LS_FAILED_PRECONDITION:
+    case LS_UNIMPLEMENTED:
+    case LS_INTERNAL:
+    case LS_UNAVAILABLE:
+    case LS_UNAUTHENTICATED: return ls_status_name((int)code);
     }
     return "UNKNOWN";
 }
@@ -130,4 +144,32 @@ void *ls_alloc_aligned(size_t bytes) {
     if (!size) return NULL;
     void *p = NULL;
     return posix_memalign(&p, LS_TENSOR_ALIGN, size) == 0 ? p : NULL;
+}
+
+/* ---- reply pieces ------------------------------------------------------- */
+
+int ls_reply_take(ls_reply *r, ls_buf *b) {
+    if (r->n == r->cap) {
+        size_t nc = r->cap ? r->cap * 2 : 16;
+        ls_buf *p = realloc(r->pieces, nc * sizeof *p);
+        if (!p) return -1;
+        r->pieces = p;
+        r->cap = nc;
+    }
+    r->pieces[r->n++] = *b;
+    b->data = NULL;
+    b->len = b->cap = 0;
+    return 0;
+}
+
+size_t ls_reply_len(const ls_reply *r) {
+    size_t n = 0;
+    for (size_t i = 0; i < r->n; i++) n += r->pieces[i].len;
+    return n;
+}
+
+void ls_reply_free(ls_reply *r) {
+    for (size_t i = 0; i < r->n; i++) ls_buf_free(&r->pieces[i]);
+    free(r->pieces);
+    memset(r, 0, sizeof *r);
 }

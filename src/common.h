@@ -41,6 +41,11 @@ int ls_err_set(ls_err *err, ls_code code, const char *fmt, ...)
 int ls_err_prefix(ls_err *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* The gRPC name of a status code ("INVALID_ARGUMENT"), "UNKNOWN" for a
+ * number gRPC does not define: any of gRPC's 17 (the client reports the
+ * server's). ls_code_name names only the ls_code values, "UNKNOWN" for any
+ * other number (metrics labels rely on that). */
+const char *ls_status_name(int code);
 const char *ls_code_name(ls_code code);
 
 /* Crop rectangle in a background frame: end-exclusive [x1, x2) x [y1, y2). */
@@ -69,6 +74,26 @@ typedef struct {
 int ls_buf_reserve(ls_buf *b, size_t extra); /* 0 ok, -1 out of memory */
 int ls_buf_append(ls_buf *b, const void *p, size_t n);
 void ls_buf_free(ls_buf *b);
+
+/* Messages as the transports carry them, whatever their format (wire.h
+ * reads and writes the protobuf inside). */
+
+/* A message as a list of byte ranges (gRPC's slices), in order. */
+typedef struct {
+    const uint8_t *p;
+    size_t n;
+} ls_span;
+
+/* A reply assembled from owned pieces, sent back to back. */
+typedef struct {
+    ls_buf *pieces;
+    size_t n, cap;
+} ls_reply;
+
+/* Append a piece; takes ownership of b's buffer (b is left empty). */
+int ls_reply_take(ls_reply *r, ls_buf *b);
+size_t ls_reply_len(const ls_reply *r);
+void ls_reply_free(ls_reply *r);
 
 /* Float tensors handed to ONNX Runtime start at a multiple of this (engine.h
  * says why: results must not depend on where a tensor lies). */

@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "grpc/health/v1/health.pb-c.h"
-#include "service.h"
 
 typedef Grpc__Health__V1__HealthCheckResponse__ServingStatus serving_status;
 
@@ -28,11 +27,11 @@ static ls_code pack_status(serving_status st, ls_buf *out, ls_err *err) {
     return LS_OK;
 }
 
-ls_code ls_health_check(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len, ls_buf *resp,
-                        ls_err *err) {
+ls_code ls_health_check(const ls_health_source *src, const ls_call_info *call, const uint8_t *req, size_t len,
+                        ls_buf *resp, ls_err *err) {
     Grpc__Health__V1__HealthCheckRequest *q = grpc__health__v1__health_check_request__unpack(NULL, len, req);
     if (!q) return bad_request(err);
-    int serving = ls_service_serving(ctx, call, q->service, err);
+    int serving = src->serving(src->ctx, call, q->service, err);
     grpc__health__v1__health_check_request__free_unpacked(q, NULL);
     if (serving < 0) return err->code;
     return pack_status(serving ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
@@ -40,7 +39,7 @@ ls_code ls_health_check(void *ctx, const ls_call_info *call, const uint8_t *req,
                        resp, err);
 }
 
-ls_code ls_health_watch(void *ctx, const ls_call_info *call, ls_stream *s, ls_err *err) {
+ls_code ls_health_watch(const ls_health_source *src, const ls_call_info *call, ls_stream *s, ls_err *err) {
     ls_buf msg = {0};
     int got = ls_stream_recv(s, &msg);
     if (got <= 0) {
@@ -60,7 +59,7 @@ ls_code ls_health_watch(void *ctx, const ls_call_info *call, ls_stream *s, ls_er
     int last = -1;
     for (;;) {
         ls_err e = {.code = LS_OK, .msg = ""};
-        int serving = ls_service_serving(ctx, call, q->service, &e);
+        int serving = src->serving(src->ctx, call, q->service, &e);
         serving_status st;
         if (serving > 0) {
             st = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;

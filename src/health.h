@@ -2,8 +2,9 @@
  * gRPC port, for load balancers, Kubernetes gRPC probes and grpc_health_probe.
  *
  * Service names: "" and "multitenant.MultiTenantLipSync" are the server as a
- * whole, a configured model id is that model (ls_service_serving says what
- * each is). Check answers SERVING or NOT_SERVING, or the status NOT_FOUND for
+ * whole, a configured model id is that model. Which name is serving is
+ * not health's business: whoever wires the methods (service.c) hands in a
+ * callback that says (ls_health_source). Check answers SERVING or NOT_SERVING, or the status NOT_FOUND for
  * an unknown name. Watch sends the current status at once, then a message
  * each time it changes, until the client cancels or the server stops; an
  * unknown name streams SERVICE_UNKNOWN (and the real status should the name
@@ -22,11 +23,22 @@
 
 #define HEALTH_WATCH_POLL_MS 200
 
-/* Health/Check (unary); ctx = the ls_service. */
-ls_code ls_health_check(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len, ls_buf *resp,
-                        ls_err *err);
+/* Serving status of a service name for a call: 1 serving, 0 not serving,
+ * or -1 with err (NOT_FOUND: unknown name; any other code ends a Watch with
+ * it, e.g. PERMISSION_DENIED). */
+typedef int (*ls_health_serving_fn)(void *ctx, const ls_call_info *call, const char *name, ls_err *err);
 
-/* Health/Watch (server streaming); ctx = the ls_service. */
-ls_code ls_health_watch(void *ctx, const ls_call_info *call, ls_stream *s, ls_err *err);
+/* Where health learns the status: serving(ctx, ...). */
+typedef struct {
+    ls_health_serving_fn serving;
+    void *ctx;
+} ls_health_source;
+
+/* Health/Check (unary). */
+ls_code ls_health_check(const ls_health_source *src, const ls_call_info *call, const uint8_t *req, size_t len,
+                        ls_buf *resp, ls_err *err);
+
+/* Health/Watch (server streaming). */
+ls_code ls_health_watch(const ls_health_source *src, const ls_call_info *call, ls_stream *s, ls_err *err);
 
 #endif

@@ -118,9 +118,7 @@ static enum MHD_Result send_text(const ls_http *h, struct MHD_Connection *c, uns
 }
 
 static const ls_method *find_method(const ls_http *h, const char *path) {
-    for (size_t i = 0; i < h->opts.n_methods; i++)
-        if (!strcmp(h->opts.methods[i].path, path)) return &h->opts.methods[i];
-    return NULL;
+    return ls_method_find(h->opts.methods, h->opts.n_methods, path, strlen(path));
 }
 
 /* ------------------------------------------------------------------------ */

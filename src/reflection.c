@@ -39,36 +39,56 @@ static void with_imports(const ls_refl_index *ix, int f, char *seen, int *order,
     for (size_t i = 0; i < ix->files[f].n_deps; i++) with_imports(ix, ix->files[f].deps[i], seen, order, n);
 }
 
-ls_code ls_reflection_answer(const ls_refl_index *ix, const uint8_t *req, size_t len, ls_buf *resp, ls_err *err) {
-    static const uint8_t empty[1];
-    refl_req *q = grpc__reflection__v1alpha__server_reflection_request__unpack(NULL, len, req ? req : empty);
-    if (!q) {
-        ls_err_set(err, LS_INVALID_ARGUMENT, "malformed message (not a grpc.reflection ServerReflectionRequest)");
-        return LS_INVALID_ARGUMENT;
-    }
-    refl_resp r = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__INIT;
-    Grpc__Reflection__V1alpha__FileDescriptorResponse files = GRPC__REFLECTION__V1ALPHA__FILE_DESCRIPTOR_RESPONSE__INIT;
-    Grpc__Reflection__V1alpha__ListServiceResponse list = GRPC__REFLECTION__V1ALPHA__LIST_SERVICE_RESPONSE__INIT;
-    Grpc__Reflection__V1alpha__ExtensionNumberResponse ext = GRPC__REFLECTION__V1ALPHA__EXTENSION_NUMBER_RESPONSE__INIT;
-    Grpc__Reflection__V1alpha__ErrorResponse fail = GRPC__REFLECTION__V1ALPHA__ERROR_RESPONSE__INIT;
-    Grpc__Reflection__V1alpha__ServiceResponse *svc = NULL;
-    Grpc__Reflection__V1alpha__ServiceResponse **svc_ptrs = NULL;
-    ProtobufCBinaryData *blobs = NULL;
-    char *seen = NULL;
-    int *order = NULL;
-    char msg[600];
-    ls_code code = LS_OK;
-    r.valid_host = q->host;
-    r.original_request = q;
+/* A requested name for an error message. protobuf-c never leaves a string
+ * of the request's oneof NULL, but gcc's -Wformat-truncation cannot know
+ * that; "(null)" is what glibc's printf would show. */
+static const char *shown(const char *s) { return s ? s : "(null)"; }
 
+/* One answer under construction: the response and the parts it points to,
+ * which live on the stack or the heap until it has been packed. */
+typedef struct {
+    refl_resp r;
+    Grpc__Reflection__V1alpha__FileDescriptorResponse files;
+    Grpc__Reflection__V1alpha__ListServiceResponse list;
+    Grpc__Reflection__V1alpha__ExtensionNumberResponse ext;
+    Grpc__Reflection__V1alpha__ErrorResponse fail;
+    Grpc__Reflection__V1alpha__ServiceResponse *svc;
+    Grpc__Reflection__V1alpha__ServiceResponse **svc_ptrs;
+    ProtobufCBinaryData *blobs;
+    char *seen;
+    int *order;
+    char msg[600];
+} answer;
+
+/* ListServices: every served service by name. -1 when out of memory. */
+static int list_services(const ls_refl_index *ix, answer *a) {
+    a->svc = calloc(ix->n_services + 1, sizeof *a->svc);
+    a->svc_ptrs = calloc(ix->n_services + 1, sizeof *a->svc_ptrs);
+    if (!a->svc || !a->svc_ptrs) return -1;
+    for (size_t i = 0; i < ix->n_services; i++) {
+        grpc__reflection__v1alpha__service_response__init(&a->svc[i]);
+        a->svc[i].name = (char *)ix->services[i];
+        a->svc_ptrs[i] = &a->svc[i];
+    }
+    a->list.n_service = ix->n_services;
+    a->list.service = a->svc_ptrs;
+    a->r.message_response_case = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE;
+    a->r.list_services_response = &a->list;
+    return 0;
+}
+
+/* What q asks for: a file index to send (with its imports), or a response
+ * filled in here, or an error in a->fail (error_code 0 = none). -2 when out
+ * of memory, else the file index or -1. */
+static int resolve(const ls_refl_index *ix, const refl_req *q, answer *a) {
     int file = -1;
     const ls_refl_symbol *sym;
     switch (q->message_request_case) {
     case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME:
         file = find_file(ix, q->file_by_filename);
         if (file < 0) {
-            snprintf(msg, sizeof msg, "file not found: %.500s", q->file_by_filename);
-            fail.error_code = LS_NOT_FOUND;
+            snprintf(a->msg, sizeof a->msg, "file not found: %.500s", shown(q->file_by_filename));
+            a->fail.error_code = LS_NOT_FOUND;
         }
         break;
     case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL:
@@ -76,86 +96,109 @@ ls_code ls_reflection_answer(const ls_refl_index *ix, const uint8_t *req, size_t
         if (sym) {
             file = sym->file;
         } else {
-            snprintf(msg, sizeof msg, "symbol not found: %.500s", q->file_containing_symbol);
-            fail.error_code = LS_NOT_FOUND;
+            snprintf(a->msg, sizeof a->msg, "symbol not found: %.500s", q->file_containing_symbol);
+            a->fail.error_code = LS_NOT_FOUND;
         }
         break;
     case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION: {
         /* None of the served files extends anything. */
         const Grpc__Reflection__V1alpha__ExtensionRequest *e = q->file_containing_extension;
-        snprintf(msg, sizeof msg, "extension not found: %.500s field %d", e && e->containing_type ? e->containing_type : "",
-                 e ? e->extension_number : 0);
-        fail.error_code = LS_NOT_FOUND;
+        snprintf(a->msg, sizeof a->msg, "extension not found: %.500s field %d",
+                 e && e->containing_type ? e->containing_type : "", e ? e->extension_number : 0);
+        a->fail.error_code = LS_NOT_FOUND;
         break;
     }
     case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE:
         sym = find_symbol(ix, q->all_extension_numbers_of_type);
         if (sym && sym->kind == LS_REFL_MESSAGE) {
-            ext.base_type_name = (char *)sym->name; /* no extension numbers: nothing extends it */
-            r.message_response_case =
+            a->ext.base_type_name = (char *)sym->name; /* no extension numbers: nothing extends it */
+            a->r.message_response_case =
                 GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ALL_EXTENSION_NUMBERS_RESPONSE;
-            r.all_extension_numbers_response = &ext;
+            a->r.all_extension_numbers_response = &a->ext;
         } else {
-            snprintf(msg, sizeof msg, "message type not found: %.500s", q->all_extension_numbers_of_type);
-            fail.error_code = LS_NOT_FOUND;
+            snprintf(a->msg, sizeof a->msg, "message type not found: %.500s", q->all_extension_numbers_of_type);
+            a->fail.error_code = LS_NOT_FOUND;
         }
         break;
     case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES:
-        svc = calloc(ix->n_services + 1, sizeof *svc);
-        svc_ptrs = calloc(ix->n_services + 1, sizeof *svc_ptrs);
-        if (!svc || !svc_ptrs) goto oom;
-        for (size_t i = 0; i < ix->n_services; i++) {
-            grpc__reflection__v1alpha__service_response__init(&svc[i]);
-            svc[i].name = (char *)ix->services[i];
-            svc_ptrs[i] = &svc[i];
-        }
-        list.n_service = ix->n_services;
-        list.service = svc_ptrs;
-        r.message_response_case = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE;
-        r.list_services_response = &list;
+        if (list_services(ix, a) != 0) return -2;
         break;
     default:
-        snprintf(msg, sizeof msg, "unsupported reflection request (message_request field %d)",
+        snprintf(a->msg, sizeof a->msg, "unsupported reflection request (message_request field %d)",
                  (int)q->message_request_case);
-        fail.error_code = STATUS_UNIMPLEMENTED;
+        a->fail.error_code = STATUS_UNIMPLEMENTED;
         break;
     }
+    return file;
+}
 
-    if (file >= 0) {
-        seen = calloc(ix->n_files + 1, 1);
-        order = calloc(ix->n_files + 1, sizeof *order);
-        blobs = calloc(ix->n_files + 1, sizeof *blobs);
-        if (!seen || !order || !blobs) goto oom;
-        size_t n = 0;
-        with_imports(ix, file, seen, order, &n);
-        for (size_t i = 0; i < n; i++) {
-            blobs[i].data = (uint8_t *)ix->files[order[i]].data;
-            blobs[i].len = ix->files[order[i]].len;
-        }
-        files.n_file_descriptor_proto = n;
-        files.file_descriptor_proto = blobs;
-        r.message_response_case = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE;
-        r.file_descriptor_response = &files;
-    } else if (fail.error_code) {
-        fail.error_message = msg;
-        r.message_response_case = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE;
-        r.error_response = &fail;
+/* The response for file: it and what it imports, depth first. -1 when out
+ * of memory. */
+static int attach_files(const ls_refl_index *ix, int file, answer *a) {
+    a->seen = calloc(ix->n_files + 1, 1);
+    a->order = calloc(ix->n_files + 1, sizeof *a->order);
+    a->blobs = calloc(ix->n_files + 1, sizeof *a->blobs);
+    if (!a->seen || !a->order || !a->blobs) return -1;
+    size_t n = 0;
+    with_imports(ix, file, a->seen, a->order, &n);
+    for (size_t i = 0; i < n; i++) {
+        a->blobs[i].data = (uint8_t *)ix->files[a->order[i]].data;
+        a->blobs[i].len = ix->files[a->order[i]].len;
     }
+    a->files.n_file_descriptor_proto = n;
+    a->files.file_descriptor_proto = a->blobs;
+    a->r.message_response_case = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE;
+    a->r.file_descriptor_response = &a->files;
+    return 0;
+}
 
-    size_t need = protobuf_c_message_get_packed_size(&r.base);
-    resp->len = 0;
-    if (ls_buf_reserve(resp, need) != 0) goto oom;
-    resp->len = protobuf_c_message_pack(&r.base, resp->data);
-    goto out;
-oom:
-    ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory answering a reflection request");
-    code = LS_RESOURCE_EXHAUSTED;
-out:
-    free(svc);
-    free(svc_ptrs);
-    free(blobs);
-    free(seen);
-    free(order);
+/* The error set by resolve, as the response. */
+static void attach_error(answer *a) {
+    a->fail.error_message = a->msg;
+    a->r.message_response_case = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE;
+    a->r.error_response = &a->fail;
+}
+
+static void answer_free(answer *a) {
+    free(a->svc);
+    free(a->svc_ptrs);
+    free(a->blobs);
+    free(a->seen);
+    free(a->order);
+}
+
+/* parse -> resolve (what is asked) -> attach (files or error) -> pack. */
+ls_code ls_reflection_answer(const ls_refl_index *ix, const uint8_t *req, size_t len, ls_buf *resp, ls_err *err) {
+    static const uint8_t empty[1];
+    refl_req *q = grpc__reflection__v1alpha__server_reflection_request__unpack(NULL, len, req ? req : empty);
+    if (!q) {
+        ls_err_set(err, LS_INVALID_ARGUMENT, "malformed message (not a grpc.reflection ServerReflectionRequest)");
+        return LS_INVALID_ARGUMENT;
+    }
+    answer a = {.r = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__INIT,
+                .files = GRPC__REFLECTION__V1ALPHA__FILE_DESCRIPTOR_RESPONSE__INIT,
+                .list = GRPC__REFLECTION__V1ALPHA__LIST_SERVICE_RESPONSE__INIT,
+                .ext = GRPC__REFLECTION__V1ALPHA__EXTENSION_NUMBER_RESPONSE__INIT,
+                .fail = GRPC__REFLECTION__V1ALPHA__ERROR_RESPONSE__INIT};
+    a.r.valid_host = q->host;
+    a.r.original_request = q;
+    ls_code code = LS_OK;
+
+    int file = resolve(ix, q, &a);
+    int rc = file == -2 ? -1 : 0;
+    if (rc == 0 && file >= 0) rc = attach_files(ix, file, &a);
+    else if (rc == 0 && a.fail.error_code) attach_error(&a);
+    if (rc == 0) {
+        size_t need = protobuf_c_message_get_packed_size(&a.r.base);
+        resp->len = 0;
+        rc = ls_buf_reserve(resp, need);
+        if (rc == 0) resp->len = protobuf_c_message_pack(&a.r.base, resp->data);
+    }
+    if (rc != 0) {
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory answering a reflection request");
+        code = LS_RESOURCE_EXHAUSTED;
+    }
+    answer_free(&a);
     grpc__reflection__v1alpha__server_reflection_request__free_unpacked(q, NULL);
     return code;
 }

@@ -1017,16 +1017,19 @@ static int session_start(session *ss, const ls_call_info *call, const Multitenan
 
 /* Phases: start -> audio* -> end (flush) -> ended. The first message must be
  * a start; the session ends at SessionEnd or the client's half-close. */
-static ls_code h_session(void *ctx, const ls_call_info *call, ls_stream *st, ls_err *err) {
-    ls_service *s = ctx;
-    session ss = {.s = s, .st = st};
-    ls_buf msg = {0};
-    int rc = 0, started = 0, counted = 0, ended = 0;
+/* The session's first message: it must be start, within sessions.max (the
+ * count is taken even when over it: *counted says to give it back), and
+ * session_start must accept it. id (129 bytes) keeps the model id once the
+ * message is freed; *started says session_start succeeded. */
+static int session_open(session *ss, const ls_call_info *call, ls_buf *msg, char *id, int *counted, int *started,
+                        ls_err *err) {
+    ls_service *s = ss->s;
+    int rc = 0;
     Multitenant__SessionRequest *q = NULL;
-    int got = ls_stream_recv(st, &msg);
+    int got = ls_stream_recv(ss->st, msg);
     if (got < 0) rc = ls_err_set(err, LS_CANCELLED, "cancelled before the session started");
     if (!rc && got == 0) rc = ls_err_set(err, LS_INVALID_ARGUMENT, "expected a SessionRequest with start, got none");
-    if (!rc && !(q = multitenant__session_request__unpack(NULL, msg.len, msg.data))) {
+    if (!rc && !(q = multitenant__session_request__unpack(NULL, msg->len, msg->data))) {
         bad_message("SessionRequest", err);
         rc = -1;
     }
@@ -1035,61 +1038,79 @@ static ls_code h_session(void *ctx, const ls_call_info *call, ls_stream *st, ls_
     if (!rc) {
         if (atomic_fetch_add(&s->sessions, 1) >= s->cfg->sessions_max)
             rc = ls_err_set(err, LS_RESOURCE_EXHAUSTED, "%d live sessions already (sessions.max)", s->cfg->sessions_max);
-        counted = 1;
+        *counted = 1;
     }
-    char id[129] = ""; /* ids are at most 128 characters (check_model_id) */
     if (!rc) {
-        rc = session_start(&ss, call, q->start, err);
-        if (ss.id) snprintf(id, sizeof id, "%s", ss.id);
-        ss.id = id; /* the request message is freed below, the id must stay */
-        started = rc == 0;
+        rc = session_start(ss, call, q->start, err);
+        if (ss->id) snprintf(id, 129, "%s", ss->id);
+        ss->id = id; /* the request message is freed below, the id must stay */
+        *started = rc == 0;
     }
     if (q) multitenant__session_request__free_unpacked(q, NULL);
-    q = NULL;
+    return rc;
+}
+
+/* The messages after start: audio (rendered as it arrives) until end or the
+ * client's half-close, which flush the speech; anything else is refused. */
+static int session_loop(session *ss, ls_buf *msg, ls_err *err) {
+    int rc = 0, ended = 0;
     while (!rc && !ended) {
-        got = ls_stream_recv(st, &msg);
-        ss.audio_ns = ls_mono_ns();
-        if (got < 0) {
-            rc = ls_err_set(err, LS_CANCELLED, "client cancelled the session after %zu frames", ss.n_lat);
-            break;
-        }
-        if (got > 0 && !(q = multitenant__session_request__unpack(NULL, msg.len, msg.data))) {
-            rc = -1;
+        int got = ls_stream_recv(ss->st, msg);
+        ss->audio_ns = ls_mono_ns();
+        if (got < 0) return ls_err_set(err, LS_CANCELLED, "client cancelled the session after %zu frames", ss->n_lat);
+        Multitenant__SessionRequest *q = NULL;
+        if (got > 0 && !(q = multitenant__session_request__unpack(NULL, msg->len, msg->data))) {
             bad_message("SessionRequest", err);
-            break;
+            return -1;
         }
         int kind = got == 0 ? MULTITENANT__SESSION_REQUEST__KIND_END : (int)q->kind_case;
         if (kind == MULTITENANT__SESSION_REQUEST__KIND_AUDIO) {
             /* The next frame sent is a key frame, whichever batch it is in. */
-            if (q->audio && q->audio->request_keyframe && ss.video) ls_video_request_keyframe(ss.video);
-            rc = session_audio(&ss, q->audio, err);
+            if (q->audio && q->audio->request_keyframe && ss->video) ls_video_request_keyframe(ss->video);
+            rc = session_audio(ss, q->audio, err);
         } else if (kind == MULTITENANT__SESSION_REQUEST__KIND_END) {
-            rc = ls_speech_stream_finish(ss.sp, err);
+            rc = ls_speech_stream_finish(ss->sp, err);
             ended = 1;
         } else {
             rc = ls_err_set(err, LS_INVALID_ARGUMENT, "a session takes exactly one start, as its first message");
         }
         if (q) multitenant__session_request__free_unpacked(q, NULL);
-        q = NULL;
-        if (!rc) rc = session_render(&ss, err);
+        if (!rc) rc = session_render(ss, err);
     }
-    if (!rc) {
-        qsort(ss.lat, ss.n_lat, sizeof *ss.lat, cmp_dbl);
-        Multitenant__SessionEnded e = MULTITENANT__SESSION_ENDED__INIT;
-        e.frames = (int64_t)ss.n_lat;
-        e.audio_seconds = (double)ls_speech_stream_samples(ss.sp) / LS_MEL_RATE;
-        e.p50_latency_ms = ss.n_lat ? ss.lat[(ss.n_lat - 1) / 2] : 0;
-        e.p99_latency_ms = ss.n_lat ? ss.lat[(size_t)((double)(ss.n_lat - 1) * 0.99)] : 0;
-        Multitenant__SessionResponse r = MULTITENANT__SESSION_RESPONSE__INIT;
-        r.kind_case = MULTITENANT__SESSION_RESPONSE__KIND_ENDED;
-        r.ended = &e;
-        /* Unpinned before the last message and the status. */
-        ls_registry_session_release(s->reg, &ss.hold);
-        rc = send_session(st, s->cfg, &r, err);
-        if (!rc)
-            LOG_INFO("StreamSession model '%s': %lld frames, %.2f s of audio, latency p50 %.0f ms p99 %.0f ms", id,
-                     (long long)e.frames, e.audio_seconds, e.p50_latency_ms, e.p99_latency_ms);
-    }
+    return rc;
+}
+
+/* The last message, SessionEnded with the latency percentiles; the avatar
+ * is unpinned before it is sent. */
+static int session_close(session *ss, const char *id, ls_err *err) {
+    qsort(ss->lat, ss->n_lat, sizeof *ss->lat, cmp_dbl);
+    Multitenant__SessionEnded e = MULTITENANT__SESSION_ENDED__INIT;
+    e.frames = (int64_t)ss->n_lat;
+    e.audio_seconds = (double)ls_speech_stream_samples(ss->sp) / LS_MEL_RATE;
+    e.p50_latency_ms = ss->n_lat ? ss->lat[(ss->n_lat - 1) / 2] : 0;
+    e.p99_latency_ms = ss->n_lat ? ss->lat[(size_t)((double)(ss->n_lat - 1) * 0.99)] : 0;
+    Multitenant__SessionResponse r = MULTITENANT__SESSION_RESPONSE__INIT;
+    r.kind_case = MULTITENANT__SESSION_RESPONSE__KIND_ENDED;
+    r.ended = &e;
+    /* Unpinned before the last message and the status. */
+    ls_registry_session_release(ss->s->reg, &ss->hold);
+    int rc = send_session(ss->st, ss->s->cfg, &r, err);
+    if (!rc)
+        LOG_INFO("StreamSession model '%s': %lld frames, %.2f s of audio, latency p50 %.0f ms p99 %.0f ms", id,
+                 (long long)e.frames, e.audio_seconds, e.p50_latency_ms, e.p99_latency_ms);
+    return rc;
+}
+
+/* open (start) -> loop (audio in, frames out) -> close (SessionEnded). */
+static ls_code h_session(void *ctx, const ls_call_info *call, ls_stream *st, ls_err *err) {
+    ls_service *s = ctx;
+    session ss = {.s = s, .st = st};
+    ls_buf msg = {0};
+    int counted = 0, started = 0;
+    char id[129] = ""; /* ids are at most 128 characters (check_model_id) */
+    int rc = session_open(&ss, call, &msg, id, &counted, &started, err);
+    if (!rc) rc = session_loop(&ss, &msg, err);
+    if (!rc) rc = session_close(&ss, id, err);
     ls_registry_session_release(s->reg, &ss.hold); /* no-op when released */
     if (rc) {
         if (err->code == LS_OK) err->code = LS_INTERNAL;
@@ -1375,6 +1396,22 @@ int ls_service_serving(ls_service *s, const ls_call_info *call, const char *name
     return !failed && !atomic_load(&s->draining);
 }
 
+/* health.c asks ls_service_serving through this (it knows no service). */
+static int health_serving(void *ctx, const ls_call_info *call, const char *name, ls_err *err) {
+    return ls_service_serving(ctx, call, name, err);
+}
+
+static ls_code h_health_check(void *ctx, const ls_call_info *call, const uint8_t *req, size_t len, ls_buf *resp,
+                              ls_err *err) {
+    const ls_health_source src = {.serving = health_serving, .ctx = ctx};
+    return ls_health_check(&src, call, req, len, resp, err);
+}
+
+static ls_code h_health_watch(void *ctx, const ls_call_info *call, ls_stream *st, ls_err *err) {
+    const ls_health_source src = {.serving = health_serving, .ctx = ctx};
+    return ls_health_watch(&src, call, st, err);
+}
+
 #define SVC "/" LS_SERVICE_NAME "/"
 static const ls_method methods[] = {
     {SVC "InferBatchComposite", h_infer, h_infer_spans, NULL},
@@ -1385,7 +1422,7 @@ static const ls_method methods[] = {
     {SVC "Health", h_health, NULL, NULL},
     {SVC "ExtractAudioFeatures", h_features, NULL, NULL},
     {SVC "RenderSpeech", NULL, NULL, h_render},
-    {"/grpc.health.v1.Health/Check", ls_health_check, NULL, NULL},
+    {"/grpc.health.v1.Health/Check", h_health_check, NULL, NULL},
 };
 
 const ls_method *ls_service_methods(size_t *n) {
@@ -1396,7 +1433,7 @@ const ls_method *ls_service_methods(size_t *n) {
 static const ls_stream_method stream_methods[] = {
     {SVC "StreamSession", h_session}, /* first: ls_service_session_method */
     {SVC "RenderSpeech", h_render_grpc},
-    {"/grpc.health.v1.Health/Watch", ls_health_watch},
+    {"/grpc.health.v1.Health/Watch", h_health_watch},
     {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", ls_reflection_info},
     {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", ls_reflection_info},
 };

@@ -231,10 +231,15 @@ static int slice_is(grpc_slice s, const char *str) {
     return strlen(str) == len && memcmp(str, GRPC_SLICE_START_PTR(s), len) == 0;
 }
 
-static const ls_method *find_method(const ls_transport *t, grpc_slice path) {
-    for (size_t i = 0; i < t->opts.n_methods; i++)
-        if (slice_is(path, t->opts.methods[i].path)) return &t->opts.methods[i];
+const ls_method *ls_method_find(const ls_method *table, size_t n, const char *path, size_t len) {
+    for (size_t i = 0; i < n; i++)
+        if (strlen(table[i].path) == len && memcmp(table[i].path, path, len) == 0) return &table[i];
     return NULL;
+}
+
+static const ls_method *find_method(const ls_transport *t, grpc_slice path) {
+    return ls_method_find(t->opts.methods, t->opts.n_methods, (const char *)GRPC_SLICE_START_PTR(path),
+                          GRPC_SLICE_LENGTH(path));
 }
 
 static const ls_stream_method *find_stream_method(const ls_transport *t, grpc_slice path) {
@@ -274,31 +279,90 @@ static void assign_request_id(ls_transport *t, call *c) {
              (unsigned long long)atomic_fetch_add(&t->next_id, 1));
 }
 
-/* Worker: run the handler for one received call. */
-static void handle(call *c) {
-    ls_transport *t = c->t;
-    char path[256];
-    call_path(c, path, sizeof path);
+/* The message's own slices as spans, no flattening: the handler copies
+ * what it needs exactly once. They live until the byte buffer is freed.
+ * *spans is spans_small or a malloc'ed list (the caller frees it when it is
+ * not spans_small); -1 when out of memory. */
+static int read_spans(grpc_byte_buffer_reader *reader, ls_span *spans_small, ls_span **spans, size_t *n_out) {
+    size_t n = 0, cap = 16;
+    grpc_slice *sl;
+    *spans = spans_small;
+    while (grpc_byte_buffer_reader_peek(reader, &sl)) {
+        if (n == cap) {
+            ls_span *p = malloc(cap * 2 * sizeof *p);
+            if (!p) return -1;
+            memcpy(p, *spans, n * sizeof *p);
+            if (*spans != spans_small) free(*spans);
+            *spans = p;
+            cap *= 2;
+        }
+        (*spans)[n].p = GRPC_SLICE_START_PTR(*sl);
+        (*spans)[n].n = GRPC_SLICE_LENGTH(*sl);
+        n++;
+    }
+    *n_out = n;
+    return 0;
+}
 
-    const ls_method *m = find_method(t, c->details.method);
+/* Run m's handler on the received message: the span handler when there is
+ * one, else the flat one (whose reply becomes the reply's only piece). */
+static ls_code run_handler(call *c, const ls_method *m, const ls_call_info *info, grpc_byte_buffer_reader *reader,
+                           ls_reply *reply, ls_err *err) {
+    void *ctx = c->t->opts.ctx;
+    ls_code code;
+    if (m->fn_spans) {
+        ls_span spans_small[16], *spans;
+        size_t n = 0;
+        if (read_spans(reader, spans_small, &spans, &n) != 0) {
+            ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory reading the request");
+            code = LS_RESOURCE_EXHAUSTED;
+        } else {
+            code = m->fn_spans(ctx, info, spans, n, reply, err);
+        }
+        if (spans != spans_small) free(spans);
+    } else {
+        grpc_slice req = grpc_byte_buffer_reader_readall(reader);
+        ls_buf resp = {0};
+        code = m->fn(ctx, info, GRPC_SLICE_START_PTR(req), GRPC_SLICE_LENGTH(req), &resp, err);
+        grpc_slice_unref(req);
+        if (resp.len && ls_reply_take(reply, &resp) != 0) ls_buf_free(&resp);
+    }
+    return code;
+}
+
+/* Whether a received call is still worth running: a unary method of the
+ * table, not cancelled by the client and not past its deadline while it
+ * waited. If not, it has been finished here with the reason. */
+static const ls_method *admit(call *c, const char *path) {
+    const ls_method *m = find_method(c->t, c->details.method);
     if (m && !m->fn) m = NULL; /* server streaming: served from the stream table, never here */
     if (!m) {
         char msg[320];
         snprintf(msg, sizeof msg, "unknown method %s", path);
         finish(c, (ls_code)GRPC_STATUS_UNIMPLEMENTED, msg, NULL);
-        return;
+        return NULL;
     }
     /* A call the client gave up on while it waited is not worth running. */
     if (atomic_load(&c->closed_cancelled)) {
         finish(c, LS_CANCELLED, "cancelled by the client before it was run", NULL);
-        return;
+        return NULL;
     }
     /* Nor is one whose deadline passed while it waited. */
     if (gpr_time_cmp(gpr_convert_clock_type(c->details.deadline, GPR_CLOCK_MONOTONIC),
                      gpr_now(GPR_CLOCK_MONOTONIC)) < 0) {
         finish(c, LS_DEADLINE_EXCEEDED, "deadline passed before the request was run", NULL);
-        return;
+        return NULL;
     }
+    return m;
+}
+
+/* Worker: run the handler for one received call.
+ * admit -> read (call info, message) -> run -> reply. */
+static void handle(call *c) {
+    char path[256];
+    call_path(c, path, sizeof path);
+    const ls_method *m = admit(c, path);
+    if (!m) return;
     grpc_byte_buffer_reader reader;
     if (!grpc_byte_buffer_reader_init(&reader, c->recv)) {
         finish(c, LS_INTERNAL, "cannot read request message", NULL);
@@ -312,46 +376,9 @@ static void handle(call *c) {
                          .routing_model = call_metadata(c, "x-model-id", model, sizeof model),
                          .request_id = c->request_id};
     ls_err err = {.code = LS_OK, .msg = ""};
-    ls_code code;
     ls_reply reply = {0};
     ls_log_set_request(c->request_id);
-    if (m->fn_spans) {
-        /* The message's own slices, no flattening: the handler copies what
-         * it needs exactly once. They live until the byte buffer is freed. */
-        ls_span spans_small[16], *spans = spans_small;
-        size_t n = 0, cap = 16;
-        grpc_slice *sl;
-        int oom = 0;
-        while (grpc_byte_buffer_reader_peek(&reader, &sl)) {
-            if (n == cap) {
-                ls_span *p = malloc(cap * 2 * sizeof *p);
-                if (!p) {
-                    oom = 1;
-                    break;
-                }
-                memcpy(p, spans, n * sizeof *p);
-                if (spans != spans_small) free(spans);
-                spans = p;
-                cap *= 2;
-            }
-            spans[n].p = GRPC_SLICE_START_PTR(*sl);
-            spans[n].n = GRPC_SLICE_LENGTH(*sl);
-            n++;
-        }
-        if (oom) {
-            ls_err_set(&err, LS_RESOURCE_EXHAUSTED, "out of memory reading the request");
-            code = LS_RESOURCE_EXHAUSTED;
-        } else {
-            code = m->fn_spans(t->opts.ctx, &info, spans, n, &reply, &err);
-        }
-        if (spans != spans_small) free(spans);
-    } else {
-        grpc_slice req = grpc_byte_buffer_reader_readall(&reader);
-        ls_buf resp = {0};
-        code = m->fn(t->opts.ctx, &info, GRPC_SLICE_START_PTR(req), GRPC_SLICE_LENGTH(req), &resp, &err);
-        grpc_slice_unref(req);
-        if (resp.len && ls_reply_take(&reply, &resp) != 0) ls_buf_free(&resp);
-    }
+    ls_code code = run_handler(c, m, &info, &reader, &reply, &err);
     grpc_byte_buffer_reader_destroy(&reader);
     grpc_byte_buffer_destroy(c->recv);
     c->recv = NULL;
@@ -657,13 +684,6 @@ static void start_stream(ls_transport *t, call *c) {
     }
 }
 
-int ls_transport_open_streams(ls_transport *t) {
-    pthread_mutex_lock(&t->lock);
-    int n = t->n_streams;
-    pthread_mutex_unlock(&t->lock);
-    return n;
-}
-
 /* Cancel the running streams (all, or only those waiting for a client
  * message) with UNAVAILABLE. Called with t->lock held; the calls are
  * referenced under it and cancelled after it is released. */
@@ -822,7 +842,17 @@ static void *cq_main(void *arg) {
     return NULL;
 }
 
-ls_transport *ls_transport_start(const ls_transport_opts *opts, ls_err *err) {
+/* Free a transport whose server never started (ls_transport_start failed). */
+static void transport_free_unstarted(ls_transport *t) {
+    pthread_mutex_destroy(&t->lock);
+    pthread_cond_destroy(&t->work_cond);
+    pthread_cond_destroy(&t->done_cond);
+    free(t->slots);
+    free(t);
+}
+
+/* The transport's own state: locks, request ids, the stream slots. */
+static ls_transport *transport_new(const ls_transport_opts *opts, ls_err *err) {
     ls_transport *t = calloc(1, sizeof *t);
     if (!t) {
         ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory starting the server");
@@ -838,13 +868,15 @@ ls_transport *ls_transport_start(const ls_transport_opts *opts, ls_err *err) {
     t->slots = calloc((size_t)t->max_streams, sizeof *t->slots);
     if (!t->slots) {
         ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory starting the server");
-        pthread_mutex_destroy(&t->lock);
-        pthread_cond_destroy(&t->work_cond);
-        pthread_cond_destroy(&t->done_cond);
-        free(t);
+        transport_free_unstarted(t);
         return NULL;
     }
+    return t;
+}
 
+/* The gRPC server (message limits, stream window) and its completion queue. */
+static void create_server(ls_transport *t) {
+    const ls_transport_opts *opts = &t->opts;
     int limit = opts->max_message_bytes > (uint64_t)INT32_MAX ? INT32_MAX : (int)opts->max_message_bytes;
     grpc_arg args[3];
     memset(args, 0, sizeof args);
@@ -871,6 +903,12 @@ ls_transport *ls_transport_start(const ls_transport_opts *opts, ls_err *err) {
     t->server = grpc_server_create(&cargs, NULL);
     t->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(t->server, t->cq, NULL);
+}
+
+/* Bind opts.listen, plaintext or TLS (mutual with a client CA). 0 if it
+ * cannot be bound; the server and queue are then destroyed. */
+static int bind_port(ls_transport *t) {
+    const ls_transport_opts *opts = &t->opts;
     grpc_server_credentials *creds;
     if (opts->tls_cert_pem && opts->tls_key_pem) {
         grpc_ssl_pem_key_cert_pair pair = {.private_key = opts->tls_key_pem, .cert_chain = opts->tls_cert_pem};
@@ -885,24 +923,19 @@ ls_transport *ls_transport_start(const ls_transport_opts *opts, ls_err *err) {
     t->port = grpc_server_add_http2_port(t->server, opts->listen, creds);
     grpc_server_credentials_release(creds);
     if (t->port == 0) {
-        ls_err_set(err, LS_UNAVAILABLE, "cannot listen on %s (address in use or invalid)", opts->listen);
         grpc_server_destroy(t->server);
         grpc_completion_queue_shutdown(t->cq);
         while (grpc_completion_queue_next(t->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
                GRPC_QUEUE_SHUTDOWN) {
         }
         grpc_completion_queue_destroy(t->cq);
-        pthread_mutex_destroy(&t->lock);
-        pthread_cond_destroy(&t->work_cond);
-        pthread_cond_destroy(&t->done_cond);
-        free(t->slots);
-        free(t);
-        return NULL;
     }
-    grpc_server_start(t->server);
-    for (int i = 0; i < PENDING_ACCEPTS; i++) accept_one(t);
+    return t->port;
+}
 
-    t->n_workers = opts->workers > 0 ? opts->workers : 1;
+/* The workers and the completion-queue thread. */
+static void start_threads(ls_transport *t, ls_err *err) {
+    t->n_workers = t->opts.workers > 0 ? t->opts.workers : 1;
     t->workers = calloc((size_t)t->n_workers, sizeof *t->workers);
     int started = 0;
     for (int i = 0; t->workers && i < t->n_workers; i++)
@@ -914,6 +947,21 @@ ls_transport *ls_transport_start(const ls_transport_opts *opts, ls_err *err) {
         LOG_ERROR("transport: cannot start threads");
         abort();
     }
+}
+
+/* new -> create server -> bind -> start (accept slots, threads). */
+ls_transport *ls_transport_start(const ls_transport_opts *opts, ls_err *err) {
+    ls_transport *t = transport_new(opts, err);
+    if (!t) return NULL;
+    create_server(t);
+    if (bind_port(t) == 0) {
+        ls_err_set(err, LS_UNAVAILABLE, "cannot listen on %s (address in use or invalid)", opts->listen);
+        transport_free_unstarted(t);
+        return NULL;
+    }
+    grpc_server_start(t->server);
+    for (int i = 0; i < PENDING_ACCEPTS; i++) accept_one(t);
+    start_threads(t, err);
     return t;
 }
 

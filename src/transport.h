@@ -36,7 +36,6 @@
 
 #include "common.h"
 #include "stream.h"
-#include "wire.h"
 
 /* Facts about the call a handler may use. */
 typedef struct {
@@ -94,6 +93,10 @@ typedef struct {
     ls_stream_fn fn;
 } ls_stream_method;
 
+/* The entry of table (n methods) whose path is the len bytes at path, or
+ * NULL. Both transports look methods up with it. */
+const ls_method *ls_method_find(const ls_method *table, size_t n, const char *path, size_t len);
+
 typedef struct {
     const char *listen;          /* host:port */
     uint64_t max_message_bytes;  /* receive and send limit */
@@ -124,9 +127,6 @@ int ls_transport_port(const ls_transport *t);
 
 /* Received calls waiting for a worker right now. */
 int ls_transport_queue_depth(ls_transport *t);
-
-/* Streams running right now. */
-int ls_transport_open_streams(ls_transport *t);
 
 /* Stop accepting calls, let in-flight calls finish for up to grace_s seconds,
  * cancel the rest, join all threads and free everything. Streams are woken

@@ -333,6 +333,86 @@ static int one_encoding(ls_infer_request *out, int visual, ls_tensor_enc enc, ls
     return 0;
 }
 
+/* Wire type 0 (varint) of field: batch_size, start_frame_idx, jpeg_quality;
+ * others are skipped. 0, or nonzero with err set. */
+static int decode_varint(reader *r, unsigned field, ls_infer_request *out, ls_err *err) {
+    uint64_t v;
+    if (rd_varint(r, &v)) return malformed(err, r, "truncated varint");
+    if (field == 4) {
+        out->batch_size = (int32_t)(uint32_t)v; /* int32: negatives arrive sign-extended */
+    } else if (field == 5) {
+        out->start_frame_idx = (int32_t)(uint32_t)v;
+    } else if (field == 7) {
+        out->jpeg_quality = (int32_t)(uint32_t)v;
+    }
+    return 0;
+}
+
+/* A length-delimited tensor field of v bytes: visual_frames/audio_features
+ * (2, 3: float32), visual_u8 (8), visual_f16 (9), audio_f16 (10). */
+static int decode_tensor(reader *r, unsigned field, uint64_t v, ls_infer_request *out, ls_err *err) {
+    int rc;
+    if (field == 2 || field == 3) {
+        if (v % 4)
+            return ls_err_set(err, LS_INVALID_ARGUMENT,
+                              "%s: expected float32 data (a multiple of 4 bytes), got %llu bytes",
+                              field == 2 ? "visual_frames" : "audio_features", (unsigned long long)v);
+        if ((rc = one_encoding(out, field == 2, LS_ENC_F32, err))) return rc;
+        int fr = field == 2 ? rd_floats(r, &out->visual, &out->visual_cap, &out->n_visual, (size_t)v, &out->visual_bad)
+                            : rd_floats(r, &out->audio, &out->audio_cap, &out->n_audio, (size_t)v, &out->audio_bad);
+        return tensor_read_status(fr, v, r, err);
+    }
+    int visual = field != 10;
+    ls_tensor_enc enc = field == 8 ? LS_ENC_U8 : LS_ENC_F16;
+    if (v % ls_tensor_enc_size(enc))
+        return ls_err_set(err, LS_INVALID_ARGUMENT,
+                          "%s: expected IEEE binary16 data (a multiple of 2 bytes), got %llu bytes",
+                          ls_tensor_field(visual, enc), (unsigned long long)v);
+    if ((rc = one_encoding(out, visual, enc, err))) return rc;
+    int fr = visual ? rd_compact(r, &out->visual, &out->visual_cap, &out->n_visual, enc, (size_t)v, &out->visual_bad)
+                    : rd_compact(r, &out->audio, &out->audio_cap, &out->n_audio, enc, (size_t)v, &out->audio_bad);
+    return tensor_read_status(fr, v, r, err);
+}
+
+/* Wire type 2 (length-delimited) of field: model_id and output_format (kept
+ * up to their buffers' size, the length remembered), the tensors; others
+ * are skipped. */
+static int decode_bytes(reader *r, unsigned field, ls_infer_request *out, ls_err *err) {
+    uint64_t v;
+    if (rd_varint(r, &v) || v > r->total - r->pos) return malformed(err, r, "length past the end of the message");
+    int rc;
+    if (field == 1) {
+        size_t keep = v < 128 ? (size_t)v : 128;
+        rc = rd_copy(r, out->model_id, keep) || rd_copy(r, NULL, (size_t)v - keep);
+        out->model_id[keep] = 0;
+        out->model_id_len = (size_t)v;
+        out->model_id_has_nul = memchr(out->model_id, 0, keep) != NULL;
+    } else if (field == 6) {
+        size_t keep = v < sizeof out->output_format - 1 ? (size_t)v : sizeof out->output_format - 1;
+        rc = rd_copy(r, out->output_format, keep) || rd_copy(r, NULL, (size_t)v - keep);
+        out->output_format[keep] = 0;
+        out->output_format_len = (size_t)v;
+    } else if (field == 2 || field == 3 || field == 8 || field == 9 || field == 10) {
+        rc = decode_tensor(r, field, v, out, err);
+    } else {
+        rc = rd_copy(r, NULL, (size_t)v);
+    }
+    return rc;
+}
+
+/* Wire type 5 (fixed32) of field: one unpacked float of a float32 tensor,
+ * or skipped. */
+static int decode_fixed32(reader *r, unsigned field, ls_infer_request *out, ls_err *err) {
+    if (field != 2 && field != 3) return rd_copy(r, NULL, 4) ? malformed(err, r, "truncated fixed32") : 0;
+    int fr = one_encoding(out, field == 2, LS_ENC_F32, err);
+    if (fr) return fr;
+    fr = field == 2 ? rd_floats(r, &out->visual, &out->visual_cap, &out->n_visual, 4, &out->visual_bad)
+                    : rd_floats(r, &out->audio, &out->audio_cap, &out->n_audio, 4, &out->audio_bad);
+    if (fr) return fr == -2 ? ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory") : malformed(err, r, "truncated float");
+    return 0;
+}
+
+/* Field by field: read the key, then the value by its wire type. */
 int ls_infer_request_decode(const ls_span *spans, size_t n_spans, ls_infer_request *out, ls_err *err) {
     memset(out, 0, sizeof *out);
     out->visual_bad = out->audio_bad = -1;
@@ -340,86 +420,24 @@ int ls_infer_request_decode(const ls_span *spans, size_t n_spans, ls_infer_reque
     for (size_t i = 0; i < n_spans; i++) r.total += spans[i].n;
 
     while (r.pos < r.total) {
-        uint64_t key, v;
+        uint64_t key;
+        int rc;
         if (rd_varint(&r, &key)) {
-            malformed(err, &r, "truncated field key");
-            ls_infer_request_free(out);
-            return -1;
-        }
-        unsigned field = (unsigned)(key >> 3), type = (unsigned)(key & 7);
-        int rc = 0;
-        if (field == 0) {
-            rc = malformed(err, &r, "field number 0");
-        } else if (type == 0) { /* varint */
-            if (rd_varint(&r, &v)) {
-                rc = malformed(err, &r, "truncated varint");
-            } else if (field == 4) {
-                out->batch_size = (int32_t)(uint32_t)v; /* int32: negatives arrive sign-extended */
-            } else if (field == 5) {
-                out->start_frame_idx = (int32_t)(uint32_t)v;
-            } else if (field == 7) {
-                out->jpeg_quality = (int32_t)(uint32_t)v;
-            }
-        } else if (type == 2) { /* length-delimited */
-            if (rd_varint(&r, &v) || v > r.total - r.pos) {
-                rc = malformed(err, &r, "length past the end of the message");
-            } else if (field == 1) {
-                size_t keep = v < 128 ? (size_t)v : 128;
-                rc = rd_copy(&r, out->model_id, keep) || rd_copy(&r, NULL, (size_t)v - keep);
-                out->model_id[keep] = 0;
-                out->model_id_len = (size_t)v;
-                out->model_id_has_nul = memchr(out->model_id, 0, keep) != NULL;
-            } else if (field == 6) {
-                size_t keep = v < sizeof out->output_format - 1 ? (size_t)v : sizeof out->output_format - 1;
-                rc = rd_copy(&r, out->output_format, keep) || rd_copy(&r, NULL, (size_t)v - keep);
-                out->output_format[keep] = 0;
-                out->output_format_len = (size_t)v;
-            } else if (field == 2 || field == 3) {
-                if (v % 4) {
-                    rc = ls_err_set(err, LS_INVALID_ARGUMENT,
-                                    "%s: expected float32 data (a multiple of 4 bytes), got %llu bytes",
-                                    field == 2 ? "visual_frames" : "audio_features", (unsigned long long)v);
-                } else if (!(rc = one_encoding(out, field == 2, LS_ENC_F32, err))) {
-                    int fr = field == 2 ? rd_floats(&r, &out->visual, &out->visual_cap, &out->n_visual, (size_t)v,
-                                                    &out->visual_bad)
-                                        : rd_floats(&r, &out->audio, &out->audio_cap, &out->n_audio, (size_t)v,
-                                                    &out->audio_bad);
-                    rc = tensor_read_status(fr, v, &r, err);
-                }
-            } else if (field == 8 || field == 9 || field == 10) {
-                int visual = field != 10;
-                ls_tensor_enc enc = field == 8 ? LS_ENC_U8 : LS_ENC_F16;
-                if (v % ls_tensor_enc_size(enc)) {
-                    rc = ls_err_set(err, LS_INVALID_ARGUMENT,
-                                    "%s: expected IEEE binary16 data (a multiple of 2 bytes), got %llu bytes",
-                                    ls_tensor_field(visual, enc), (unsigned long long)v);
-                } else if (!(rc = one_encoding(out, visual, enc, err))) {
-                    int fr = visual ? rd_compact(&r, &out->visual, &out->visual_cap, &out->n_visual, enc, (size_t)v,
-                                                 &out->visual_bad)
-                                    : rd_compact(&r, &out->audio, &out->audio_cap, &out->n_audio, enc, (size_t)v,
-                                                 &out->audio_bad);
-                    rc = tensor_read_status(fr, v, &r, err);
-                }
-            } else {
-                rc = rd_copy(&r, NULL, (size_t)v);
-            }
-        } else if (type == 5) { /* fixed32: an unpacked float */
-            if (field == 2 || field == 3) {
-                int fr = one_encoding(out, field == 2, LS_ENC_F32, err);
-                if (fr) {
-                    rc = fr;
-                } else {
-                    fr = field == 2 ? rd_floats(&r, &out->visual, &out->visual_cap, &out->n_visual, 4, &out->visual_bad)
-                                    : rd_floats(&r, &out->audio, &out->audio_cap, &out->n_audio, 4, &out->audio_bad);
-                    if (fr) rc = fr == -2 ? ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory") : malformed(err, &r, "truncated float");
-                }
-            } else if (rd_copy(&r, NULL, 4)) {
-                rc = malformed(err, &r, "truncated fixed32");
-            }
-        } else if (type == 1) { /* fixed64 */
-            if (rd_copy(&r, NULL, 8)) rc = malformed(err, &r, "truncated fixed64");
+            rc = malformed(err, &r, "truncated field key");
         } else {
-            rc = malformed(err, &r, "unsupported wire type (groups or invalid)");
+            unsigned field = (unsigned)(key >> 3), type = (unsigned)(key & 7);
+            if (field == 0)
+                rc = malformed(err, &r, "field number 0");
+            else if (type == 0)
+                rc = decode_varint(&r, field, out, err);
+            else if (type == 2)
+                rc = decode_bytes(&r, field, out, err);
+            else if (type == 5)
+                rc = decode_fixed32(&r, field, out, err);
+            else if (type == 1) /* fixed64 */
+                rc = rd_copy(&r, NULL, 8) ? malformed(err, &r, "truncated fixed64") : 0;
+            else
+                rc = malformed(err, &r, "unsupported wire type (groups or invalid)");
         }
         if (rc) {
             ls_infer_request_free(out);
@@ -438,20 +456,6 @@ void ls_infer_request_free(ls_infer_request *req) {
 }
 
 /* ---- reply -------------------------------------------------------------- */
-
-int ls_reply_take(ls_reply *r, ls_buf *b) {
-    if (r->n == r->cap) {
-        size_t nc = r->cap ? r->cap * 2 : 16;
-        ls_buf *p = realloc(r->pieces, nc * sizeof *p);
-        if (!p) return -1;
-        r->pieces = p;
-        r->cap = nc;
-    }
-    r->pieces[r->n++] = *b;
-    b->data = NULL;
-    b->len = b->cap = 0;
-    return 0;
-}
 
 int ls_reply_field_header(ls_reply *r, unsigned field, size_t len) {
     ls_buf b = {0};
@@ -477,16 +481,4 @@ int ls_reply_field_header(ls_reply *r, unsigned field, size_t len) {
         return -1;
     }
     return 0;
-}
-
-size_t ls_reply_len(const ls_reply *r) {
-    size_t n = 0;
-    for (size_t i = 0; i < r->n; i++) n += r->pieces[i].len;
-    return n;
-}
-
-void ls_reply_free(ls_reply *r) {
-    for (size_t i = 0; i < r->n; i++) ls_buf_free(&r->pieces[i]);
-    free(r->pieces);
-    memset(r, 0, sizeof *r);
 }

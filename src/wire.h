@@ -26,12 +26,6 @@
 #include "common.h"
 #include "tensorbuf.h"
 
-/* A message as a list of byte ranges (gRPC's slices), in order. */
-typedef struct {
-    const uint8_t *p;
-    size_t n;
-} ls_span;
-
 /* How a tensor arrived: proto fields 2/3 (float32), 9/10 (IEEE binary16,
  * little-endian) or 8 (uint8, value/255). */
 typedef enum { LS_ENC_F32 = 0, LS_ENC_F16 = 1, LS_ENC_U8 = 2 } ls_tensor_enc;
@@ -84,17 +78,8 @@ ptrdiff_t ls_f16_to_f32(float *dst, const uint8_t *src_le, size_t n);
 ptrdiff_t ls_f16_to_f32_portable(float *dst, const uint8_t *src_le, size_t n);
 void ls_u8_to_f32(float *dst, const uint8_t *src, size_t n);
 
-/* A reply assembled from owned pieces, sent back to back. */
-typedef struct {
-    ls_buf *pieces;
-    size_t n, cap;
-} ls_reply;
-
-/* Append a piece; takes ownership of b's buffer (b is left empty). */
-int ls_reply_take(ls_reply *r, ls_buf *b);
-/* Append the field header of a length-delimited field (tag + length). */
+/* Append the field header of a length-delimited field (tag + length) to a
+ * reply (ls_reply: common.h). */
 int ls_reply_field_header(ls_reply *r, unsigned field, size_t len);
-size_t ls_reply_len(const ls_reply *r);
-void ls_reply_free(ls_reply *r);
 
 #endif

@@ -66,6 +66,119 @@ static int valid_close_code(int c) {
     return (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1011) || (c >= 3000 && c <= 4999);
 }
 
+/* A frame's header, as far as read_header got. */
+typedef struct {
+    int fin, op;
+    uint64_t len;   /* payload bytes */
+    size_t h;       /* header bytes before the masking key */
+} frame_hdr;
+
+/* Each step below returns 0 to go on, or stop(ev, e): 1, and ls_ws_next
+ * returns e (MORE: the frame is not all there yet; ERROR: fail() says why). */
+static int stop(ls_ws_event *ev, ls_ws_event e) {
+    *ev = e;
+    return 1;
+}
+
+/* The first byte's flags and opcode, the mask bit and the payload length in
+ * its shortest form (RFC 6455 5.2). */
+static int read_header(ls_ws_decoder *d, const uint8_t *p, size_t n, frame_hdr *f, ls_ws_event *ev) {
+    f->fin = p[0] & 0x80;
+    f->op = p[0] & 0x0f;
+    if (p[0] & 0x70)
+        return stop(ev, fail(d, LS_WS_CLOSE_PROTOCOL, "reserved bits set (no extension was negotiated)"));
+    if (!(p[1] & 0x80)) return stop(ev, fail(d, LS_WS_CLOSE_PROTOCOL, "client frames must be masked"));
+    f->len = p[1] & 0x7f;
+    f->h = 2;
+    if (f->len == 126) {
+        if (n < 4) return stop(ev, more(d));
+        f->len = (uint64_t)p[2] << 8 | p[3];
+        f->h = 4;
+        if (f->len < 126) return stop(ev, fail(d, LS_WS_CLOSE_PROTOCOL, "a 16-bit length under 126"));
+    } else if (f->len == 127) {
+        if (n < 10) return stop(ev, more(d));
+        f->len = 0;
+        for (int i = 0; i < 8; i++) f->len = f->len << 8 | p[2 + i];
+        f->h = 10;
+        if (f->len >> 63) return stop(ev, fail(d, LS_WS_CLOSE_PROTOCOL, "a 64-bit length with its top bit set"));
+        if (f->len < 65536) return stop(ev, fail(d, LS_WS_CLOSE_PROTOCOL, "a 64-bit length under 65536"));
+    }
+    return 0;
+}
+
+/* What the opcode allows: control frames whole and small (5.5), data
+ * frames in order (5.4), binary only, within max_message. Checked before
+ * the payload has arrived, so an oversized message is refused at once. */
+static int check_frame(ls_ws_decoder *d, const frame_hdr *f, ls_ws_event *ev) {
+    int op = f->op;
+    if (op & 0x8) {
+        if (op != OP_CLOSE && op != OP_PING && op != OP_PONG)
+            return stop(ev, fail(d, LS_WS_CLOSE_PROTOCOL, "unknown control opcode 0x%x", op));
+        if (!f->fin) return stop(ev, fail(d, LS_WS_CLOSE_PROTOCOL, "a control frame must not be fragmented"));
+        if (f->len > 125) return stop(ev, fail(d, LS_WS_CLOSE_PROTOCOL, "a control frame over 125 bytes"));
+        return 0;
+    }
+    if (op != OP_CONT && op != OP_TEXT && op != OP_BINARY)
+        return stop(ev, fail(d, LS_WS_CLOSE_PROTOCOL, "unknown data opcode 0x%x", op));
+    if (op == OP_CONT && !d->in_message)
+        return stop(ev, fail(d, LS_WS_CLOSE_PROTOCOL, "a continuation frame outside a message"));
+    if (op != OP_CONT && d->in_message)
+        return stop(ev, fail(d, LS_WS_CLOSE_PROTOCOL, "a new message before the last one's final fragment"));
+    if (op == OP_TEXT)
+        return stop(ev, fail(d, LS_WS_CLOSE_UNSUPPORTED,
+                             "text messages are not accepted: send each SessionRequest as one binary message"));
+    if (f->len > d->max_message - d->msg.len)
+        return stop(ev, fail(d, LS_WS_CLOSE_TOO_BIG, "a message of %llu bytes or more, over the limit of %llu",
+                             (unsigned long long)(d->msg.len + f->len), (unsigned long long)d->max_message));
+    return 0;
+}
+
+/* Once the masking key and the whole payload are there: unmask it into
+ * d->ctrl (control) or onto the end of d->msg, and consume the frame. */
+static int take_payload(ls_ws_decoder *d, const uint8_t *p, size_t n, frame_hdr *f, ls_ws_event *ev) {
+    if (n < f->h + 4) return stop(ev, more(d));
+    const uint8_t *mask = p + f->h;
+    f->h += 4;
+    if (n - f->h < f->len) return stop(ev, more(d));
+    const uint8_t *payload = p + f->h;
+    uint8_t *dst = d->ctrl;
+    if (f->op & 0x8) {
+        d->ctrl_len = (size_t)f->len;
+    } else if (f->len) {
+        if (ls_buf_reserve(&d->msg, (size_t)f->len) != 0)
+            return stop(ev, fail(d, LS_WS_CLOSE_INTERNAL, "out of memory for a %llu-byte frame",
+                                 (unsigned long long)f->len));
+        dst = d->msg.data + d->msg.len;
+        d->msg.len += (size_t)f->len;
+    }
+    for (size_t i = 0; i < (size_t)f->len; i++) dst[i] = payload[i] ^ mask[i & 3];
+    d->in_off += f->h + (size_t)f->len;
+    return 0;
+}
+
+/* What a consumed frame means: a control event, a whole message, or (a
+ * fragment that is not the last) nothing yet. */
+static int frame_event(ls_ws_decoder *d, const frame_hdr *f, ls_ws_event *ev) {
+    if (f->op == OP_PING) return stop(ev, LS_WS_PING);
+    if (f->op == OP_PONG) return stop(ev, LS_WS_PONG);
+    if (f->op == OP_CLOSE) {
+        if (d->ctrl_len == 1) return stop(ev, fail(d, LS_WS_CLOSE_PROTOCOL, "a close frame of 1 byte"));
+        d->close_code = d->ctrl_len >= 2 ? d->ctrl[0] << 8 | d->ctrl[1] : 1005;
+        if (d->ctrl_len >= 2 && !valid_close_code(d->close_code))
+            return stop(ev,
+                        fail(d, LS_WS_CLOSE_PROTOCOL, "close code %d is not one a peer may send", d->close_code));
+        return stop(ev, LS_WS_CLOSE);
+    }
+    if (f->fin) {
+        d->in_message = 0;
+        d->msg_done = 1;
+        return stop(ev, LS_WS_MESSAGE);
+    }
+    d->in_message = 1;
+    return 0;
+}
+
+/* Frame by frame: header -> check -> payload -> event. */
 ls_ws_event ls_ws_next(ls_ws_decoder *d) {
     assert(d->in_off <= d->in.len);
     if (d->msg_done) {
@@ -76,75 +189,11 @@ ls_ws_event ls_ws_next(ls_ws_decoder *d) {
         size_t n = d->in.len - d->in_off;
         if (n < 2) return more(d);
         const uint8_t *p = d->in.data + d->in_off;
-        int fin = p[0] & 0x80, op = p[0] & 0x0f;
-        if (p[0] & 0x70) return fail(d, LS_WS_CLOSE_PROTOCOL, "reserved bits set (no extension was negotiated)");
-        if (!(p[1] & 0x80)) return fail(d, LS_WS_CLOSE_PROTOCOL, "client frames must be masked");
-        uint64_t len = p[1] & 0x7f;
-        size_t h = 2;
-        if (len == 126) {
-            if (n < 4) return more(d);
-            len = (uint64_t)p[2] << 8 | p[3];
-            h = 4;
-            if (len < 126) return fail(d, LS_WS_CLOSE_PROTOCOL, "a 16-bit length under 126");
-        } else if (len == 127) {
-            if (n < 10) return more(d);
-            len = 0;
-            for (int i = 0; i < 8; i++) len = len << 8 | p[2 + i];
-            h = 10;
-            if (len >> 63) return fail(d, LS_WS_CLOSE_PROTOCOL, "a 64-bit length with its top bit set");
-            if (len < 65536) return fail(d, LS_WS_CLOSE_PROTOCOL, "a 64-bit length under 65536");
-        }
-        int control = op & 0x8;
-        if (control) {
-            if (op != OP_CLOSE && op != OP_PING && op != OP_PONG)
-                return fail(d, LS_WS_CLOSE_PROTOCOL, "unknown control opcode 0x%x", op);
-            if (!fin) return fail(d, LS_WS_CLOSE_PROTOCOL, "a control frame must not be fragmented");
-            if (len > 125) return fail(d, LS_WS_CLOSE_PROTOCOL, "a control frame over 125 bytes");
-        } else {
-            if (op != OP_CONT && op != OP_TEXT && op != OP_BINARY)
-                return fail(d, LS_WS_CLOSE_PROTOCOL, "unknown data opcode 0x%x", op);
-            if (op == OP_CONT && !d->in_message)
-                return fail(d, LS_WS_CLOSE_PROTOCOL, "a continuation frame outside a message");
-            if (op != OP_CONT && d->in_message)
-                return fail(d, LS_WS_CLOSE_PROTOCOL, "a new message before the last one's final fragment");
-            if (op == OP_TEXT)
-                return fail(d, LS_WS_CLOSE_UNSUPPORTED,
-                            "text messages are not accepted: send each SessionRequest as one binary message");
-            if (len > d->max_message - d->msg.len)
-                return fail(d, LS_WS_CLOSE_TOO_BIG, "a message of %llu bytes or more, over the limit of %llu",
-                            (unsigned long long)(d->msg.len + len), (unsigned long long)d->max_message);
-        }
-        if (n < h + 4) return more(d);
-        const uint8_t *mask = p + h;
-        h += 4;
-        if (n - h < len) return more(d);
-        const uint8_t *payload = p + h;
-        uint8_t *dst = d->ctrl;
-        if (control) {
-            d->ctrl_len = (size_t)len;
-        } else if (len) {
-            if (ls_buf_reserve(&d->msg, (size_t)len) != 0)
-                return fail(d, LS_WS_CLOSE_INTERNAL, "out of memory for a %llu-byte frame", (unsigned long long)len);
-            dst = d->msg.data + d->msg.len;
-            d->msg.len += (size_t)len;
-        }
-        for (size_t i = 0; i < (size_t)len; i++) dst[i] = payload[i] ^ mask[i & 3];
-        d->in_off += h + (size_t)len;
-        if (op == OP_PING) return LS_WS_PING;
-        if (op == OP_PONG) return LS_WS_PONG;
-        if (op == OP_CLOSE) {
-            if (d->ctrl_len == 1) return fail(d, LS_WS_CLOSE_PROTOCOL, "a close frame of 1 byte");
-            d->close_code = d->ctrl_len >= 2 ? d->ctrl[0] << 8 | d->ctrl[1] : 1005;
-            if (d->ctrl_len >= 2 && !valid_close_code(d->close_code))
-                return fail(d, LS_WS_CLOSE_PROTOCOL, "close code %d is not one a peer may send", d->close_code);
-            return LS_WS_CLOSE;
-        }
-        if (fin) {
-            d->in_message = 0;
-            d->msg_done = 1;
-            return LS_WS_MESSAGE;
-        }
-        d->in_message = 1;
+        frame_hdr f;
+        ls_ws_event ev;
+        if (read_header(d, p, n, &f, &ev) || check_frame(d, &f, &ev) || take_payload(d, p, n, &f, &ev) ||
+            frame_event(d, &f, &ev))
+            return ev;
     }
 }
 
