@@ -379,7 +379,7 @@ const ls_model_config *ls_config_find(const ls_config *cfg, const char *id) {
     return NULL;
 }
 
-void ls_config_doc(FILE *out) { cfg_write_doc(out, &ROOT, 2); }
+void ls_config_doc(FILE *out, const char *prefix) { cfg_write_doc(out, prefix, &ROOT, 2); }
 
 static int parse_root(cfg_parser *p, const yaml_node_t *root, void *cfg) {
     if (cfg_is_null(root)) return 0; /* a file holding only "~" is as empty as an empty file */

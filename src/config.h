@@ -187,9 +187,9 @@ const ls_model_config *ls_config_find(const ls_config *cfg, const char *id);
  * and zeroes the struct, so a second call is harmless. */
 void ls_config_free(ls_config *cfg);
 
-/* The reference of every key (section, default, form, one line of doc) as
- * the comment at the top of this file shows it; written from the tables that
- * parse them (`lipsyncd --config-doc`). */
-void ls_config_doc(FILE *out);
+/* The reference of every key (section, default, form, one line of doc),
+ * each line after prefix: with " * " it is the comment at the top of this
+ * file; written from the tables that parse them (`lipsyncd --config-doc`). */
+void ls_config_doc(FILE *out, const char *prefix);
 
 #endif

@@ -321,15 +321,15 @@ void cfg_free_strings(const cfg_section *s, void *obj) {
     }
 }
 
-void cfg_write_doc(FILE *out, const cfg_section *s, int indent) {
+void cfg_write_doc(FILE *out, const char *prefix, const cfg_section *s, int indent) {
     for (const cfg_key *k = s->keys; k->name; k++) {
         char line[160], expect[256];
         snprintf(line, sizeof line, "%*s%s:%s%s", indent, "", k->name, k->def ? " " : "", k->def ? k->def : "");
         expect[0] = '\0';
         if (k->type != CFG_PATH && k->type != CFG_BOOL) expected_form(k, expect, sizeof expect);
-        fprintf(out, " * %-34s # %s%s%s%s\n", line, k->doc, *expect ? " (" : "", expect, *expect ? ")" : "");
-        if (k->sub && k->item) fprintf(out, " * %*s%s\n", indent + 2, "", k->item);
-        if (k->sub) cfg_write_doc(out, k->sub, indent + (k->item ? 4 : 2));
+        fprintf(out, "%s%-34s # %s%s%s%s\n", prefix, line, k->doc, *expect ? " (" : "", expect, *expect ? ")" : "");
+        if (k->sub && k->item) fprintf(out, "%s%*s%s\n", prefix, indent + 2, "", k->item);
+        if (k->sub) cfg_write_doc(out, prefix, k->sub, indent + (k->item ? 4 : 2));
     }
 }
 

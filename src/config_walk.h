@@ -128,6 +128,6 @@ int cfg_parse_document(const char *yaml, size_t len, const char *source, const c
                        int (*root_fn)(cfg_parser *p, const yaml_node_t *root, void *obj), void *obj, ls_err *err);
 
 /* The reference: every row as "name: default  # doc [expected form]". */
-void cfg_write_doc(FILE *out, const cfg_section *s, int indent);
+void cfg_write_doc(FILE *out, const char *prefix, const cfg_section *s, int indent);
 
 #endif

@@ -37,10 +37,11 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: lipsyncd [--config FILE] [--listen HOST:PORT] [--log-level debug|info|warn|error]\n"
             "                [--log-format text|json] [--grace SECONDS] [--http-listen HOST:PORT]\n"
-            "                [--unready-grace SECONDS]\n"
+            "                [--unready-grace SECONDS] [--config-doc]\n"
             "Serves ONNX lip-sync models over gRPC (service multitenant.MultiTenantLipSync), and over\n"
             "HTTP: gRPC-Web, /metrics, /healthz, /readyz and a demo page (--http-listen enables it).\n"
-            "Without --config it serves the built-in demo avatar (%s).\n",
+            "Without --config it serves the built-in demo avatar (%s).\n"
+            "--config-doc prints every config key with its default and form, and exits.\n",
             LS_DEMO_CONFIG);
 }
 
@@ -168,6 +169,7 @@ static int parse_args(int argc, char **argv, server *srv) {
         {"log-format", required_argument, 0, 'f'},
         {"http-listen", required_argument, 0, 'H'},
         {"unready-grace", required_argument, 0, 'U'},
+        {"config-doc", no_argument, 0, 'D'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
     };
     int ch;
@@ -196,6 +198,7 @@ static int parse_args(int argc, char **argv, server *srv) {
             }
             break;
         case 'h': usage(stdout); return 0;
+        case 'D': ls_config_doc(stdout, ""); return 0;
         default: usage(stderr); return 2;
         }
     }

@@ -685,7 +685,7 @@ static void test_reference(void) {
     char *doc = NULL;
     size_t doc_len = 0;
     FILE *f = open_memstream(&doc, &doc_len);
-    ls_config_doc(f);
+    ls_config_doc(f, " * ");
     fclose(f);
     const char *begin = e ? NULL : strstr((const char *)text.data, " * --- reference ---\n");
     const char *end = begin ? strstr(begin, " * --- end of reference ---\n") : NULL;
