@@ -157,49 +157,49 @@ struct ls_model {
     char *id;            /* for messages naming the config key */
 };
 
-ls_model *ls_model_load(const ls_model_config *cfg, int png_level, uint64_t *mem_bytes, ls_err *err) {
+ls_model *ls_model_load(const ls_model_spec *spec, int png_level, uint64_t *mem_bytes, ls_err *err) {
     ls_model *m = calloc(1, sizeof *m);
     if (!m) {
-        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory loading model '%s'", cfg->id);
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory loading model '%s'", spec->id);
         return NULL;
     }
     uint64_t engine_bytes = 0;
-    m->engine = engine_acquire(cfg->model_path, &engine_bytes, err);
+    m->engine = engine_acquire(spec->model_path, &engine_bytes, err);
     if (!m->engine) goto fail;
-    m->avatar = ls_avatar_load(cfg->background_dir, cfg->crop_rects_path, cfg->num_frames, cfg->frame_order,
+    m->avatar = ls_avatar_load(spec->background_dir, spec->crop_rects_path, spec->num_frames, spec->frame_order,
                                png_level, err);
     if (!m->avatar) goto fail;
-    if (!(m->id = strdup(cfg->id))) {
-        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory loading model '%s'", cfg->id);
+    if (!(m->id = strdup(spec->id))) {
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory loading model '%s'", spec->id);
         goto fail;
     }
     uint64_t encoder_bytes = 0;
-    if (cfg->encoder_path) {
+    if (spec->encoder_path) {
         /* Its own session, not shared: encoders are small (the reference's is
          * a few MB) and a per-model one needs no second cache. */
         uint64_t before = rss_bytes();
-        m->encoder = ls_encoder_open(cfg->encoder_path, err);
+        m->encoder = ls_encoder_open(spec->encoder_path, err);
         if (!m->encoder) goto fail;
         uint64_t after = rss_bytes();
         struct stat st;
-        uint64_t file = stat(cfg->encoder_path, &st) == 0 ? (uint64_t)st.st_size : 0;
+        uint64_t file = stat(spec->encoder_path, &st) == 0 ? (uint64_t)st.st_size : 0;
         encoder_bytes = after > before && after - before > file ? after - before : file;
     }
     m->opts.pred_size = ls_engine_pred_size(m->engine);
-    m->opts.margin = cfg->paste_margin;
-    m->opts.bgr = cfg->channel_bgr;
-    m->opts.interp = cfg->paste_interp;
+    m->opts.margin = spec->paste_margin;
+    m->opts.bgr = spec->channel_bgr;
+    m->opts.interp = spec->paste_interp;
     int S = m->opts.pred_size;
     m->vopts = (ls_visual_opts){.size = S,
-                                .margin = cfg->visual.margin,
-                                .mask = ls_visual_mask_for(cfg->visual.mask, S),
-                                .interp = cfg->visual.interp,
-                                .bgr = cfg->channel_bgr};
+                                .margin = spec->visual.margin,
+                                .mask = ls_visual_mask_for(spec->visual.mask, S),
+                                .interp = spec->visual.interp,
+                                .bgr = spec->channel_bgr};
     uint64_t frames_bytes = ls_avatar_memory(m->avatar);
     int n = ls_avatar_num_frames(m->avatar);
     uint64_t cache_bytes = (uint64_t)n * ls_visual_u8_bytes(&m->vopts);
-    int cache = cfg->visual.cache == LS_CACHE_ON ||
-                (cfg->visual.cache == LS_CACHE_AUTO && (double)cache_bytes <= VISUAL_CACHE_AUTO_SHARE * (double)frames_bytes);
+    int cache = spec->visual.cache == LS_CACHE_ON ||
+                (spec->visual.cache == LS_CACHE_AUTO && (double)cache_bytes <= VISUAL_CACHE_AUTO_SHARE * (double)frames_bytes);
     if (cache) {
         m->vcache = calloc((size_t)n, sizeof *m->vcache);
         if (!m->vcache) {
@@ -214,7 +214,7 @@ ls_model *ls_model_load(const ls_model_config *cfg, int png_level, uint64_t *mem
     *mem_bytes = engine_bytes + encoder_bytes + frames_bytes + (cache ? cache_bytes : 0);
     return m;
 fail:
-    ls_err_prefix(err, "model '%s'", cfg->id);
+    ls_err_prefix(err, "model '%s'", spec->id);
     ls_model_free(m);
     return NULL;
 }

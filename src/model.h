@@ -10,16 +10,37 @@
 #define LS_MODEL_H
 
 #include "avatar.h"
-#include "config.h"
 #include "engine.h"
 
 typedef struct ls_model ls_model;
+
+/* What a model is made of and how it pastes: the caller's (the service fills
+ * it from its configuration). Strings are borrowed for the call only. */
+typedef struct {
+    const char *id;              /* names the model in messages */
+    const char *model_path;      /* the U-Net (ONNX), shared by path */
+    const char *background_dir;  /* the avatar's frames */
+    const char *crop_rects_path;
+    int num_frames;              /* 0 = every frame found */
+    ls_frame_order frame_order;
+    int channel_bgr;             /* 1: the model's planes are B,G,R */
+    int paste_margin;            /* pixels around the crop, 0..64 */
+    ls_interp paste_interp;
+    /* The server-built visual input (visual.h). */
+    struct {
+        int margin;
+        int mask[4];             /* x, y, w, h for S = 320 */
+        ls_interp interp;
+        ls_cache_mode cache;
+    } visual;
+    const char *encoder_path;    /* audio encoder (ONNX); NULL = no speech in */
+} ls_model_spec;
 
 /* Load engine (or take a reference on a shared one) and avatar. *mem_bytes:
  * the avatar's upper bound (frames as raw RGB) + engine growth of the
  * process (RSS delta while opening, at least the model file's size) when
  * this call opened the engine. png_level: deflate level of the frames. */
-ls_model *ls_model_load(const ls_model_config *cfg, int png_level, uint64_t *mem_bytes, ls_err *err);
+ls_model *ls_model_load(const ls_model_spec *spec, int png_level, uint64_t *mem_bytes, ls_err *err);
 void ls_model_free(ls_model *m);
 
 const ls_engine *ls_model_engine(const ls_model *m);

@@ -44,12 +44,33 @@ struct ls_service {
 
 /* ---- registry loader: ls_model behind the registry's opaque handle ---- */
 
+ls_model_spec ls_service_model_spec(const ls_model_config *mc) {
+    ls_model_spec spec = {.id = mc->id,
+                          .model_path = mc->model_path,
+                          .background_dir = mc->background_dir,
+                          .crop_rects_path = mc->crop_rects_path,
+                          .num_frames = mc->num_frames,
+                          .frame_order = mc->frame_order,
+                          .channel_bgr = mc->channel_bgr,
+                          .paste_margin = mc->paste_margin,
+                          .paste_interp = mc->paste_interp,
+                          .visual = {.margin = mc->visual.margin,
+                                     .interp = mc->visual.interp,
+                                     .cache = mc->visual.cache},
+                          .encoder_path = mc->encoder_path};
+    memcpy(spec.visual.mask, mc->visual.mask, sizeof spec.visual.mask);
+    return spec;
+}
+
+/* model_ctx: the model's ls_model_config, in a config that outlives the
+ * service's loads. */
 static void *loader_load(void *ctx, const char *id, void *model_ctx, uint64_t *mem_bytes, ls_err *err) {
     ls_service *s = ctx;
     /* Timed here, where each load happens exactly once, rather than from the
      * leases of the requests that waited for it (several per load). */
     uint64_t t0 = ls_mono_ns();
-    void *m = ls_model_load(model_ctx, s->cfg->png_level, mem_bytes, err);
+    ls_model_spec spec = ls_service_model_spec(model_ctx);
+    void *m = ls_model_load(&spec, s->cfg->png_level, mem_bytes, err);
     if (m) ls_metrics_observe(s->metrics, LS_HIST_MODEL_LOAD, id, (double)(ls_mono_ns() - t0) / 1e9);
     return m;
 }
