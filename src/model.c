@@ -238,37 +238,42 @@ uint64_t ls_model_visual_cache_bytes(const ls_model *m) {
 }
 const ls_avatar *ls_model_avatar(const ls_model *m) { return m->avatar; }
 
-static int check_request(const ls_model *m, const ls_infer_req *req, int *audio_shared, ls_err *err) {
+/* Sizes and finiteness of the request's tensors. A refusal is described in
+ * *f (for the caller to word in its client's terms) and in err, in floats. */
+static int check_request(const ls_model *m, const ls_infer_req *req, int *audio_shared, ls_input_fault *f,
+                         ls_err *err) {
     size_t vpf = ls_engine_visual_per_frame(m->engine);
     size_t apf = ls_engine_audio_per_frame(m->engine);
     size_t b = (size_t)req->batch;
-    int P = m->opts.pred_size;
-    /* Sizes in the unit of the field that carried the tensor: floats for the
-     * float32 fields, bytes for the compact ones (what the client counts). */
-    const char *vname = req->visual_field ? req->visual_field : "visual_frames";
-    const char *aname = req->audio_field ? req->audio_field : "audio_features";
-    size_t ves = req->visual_value_bytes ? req->visual_value_bytes : 1;
-    size_t aes = req->audio_value_bytes ? req->audio_value_bytes : 1;
-    const char *vunit = req->visual_value_bytes ? "bytes" : "floats";
-    const char *aunit = req->audio_value_bytes ? "bytes" : "floats";
-    if (!req->server_visual && req->n_visual != b * vpf)
-        return ls_err_set(err, LS_INVALID_ARGUMENT, "%s: expected batch_size %d x 6x%dx%d = %zu %s, got %zu", vname,
-                          req->batch, P, P, b * vpf * ves, vunit, req->n_visual * ves);
+    *f = (ls_input_fault){.kind = LS_FAULT_NONE, .batch = req->batch, .index = -1};
+    if (!req->server_visual && req->n_visual != b * vpf) {
+        *f = (ls_input_fault){LS_FAULT_SIZE, LS_INPUT_VISUAL, req->batch, vpf, req->n_visual, -1};
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "visual input: expected batch %d x %zu = %zu floats, got %zu",
+                          req->batch, vpf, b * vpf, req->n_visual);
+    }
     if (req->n_audio == b * apf)
         *audio_shared = 0;
     else if (req->n_audio == apf)
         *audio_shared = 1;
-    else
+    else {
+        *f = (ls_input_fault){LS_FAULT_SIZE, LS_INPUT_AUDIO, req->batch, apf, req->n_audio, -1};
         return ls_err_set(err, LS_INVALID_ARGUMENT,
-                          "%s: expected batch_size %d x %zu = %zu %s (one window per frame) "
+                          "audio input: expected batch %d x %zu = %zu floats (one window per frame) "
                           "or %zu (one window for all), got %zu",
-                          aname, req->batch, apf, b * apf * aes, aunit, apf * aes, req->n_audio * aes);
+                          req->batch, apf, b * apf, apf, req->n_audio);
+    }
     ptrdiff_t bad = req->server_visual    ? -1
                     : req->finite_checked ? req->visual_bad
                                           : ls_first_non_finite(req->visual, req->n_visual);
-    if (bad >= 0) return ls_err_set(err, LS_INVALID_ARGUMENT, "%s[%td] is not finite (NaN or Inf)", vname, bad);
+    if (bad >= 0) {
+        *f = (ls_input_fault){LS_FAULT_NON_FINITE, LS_INPUT_VISUAL, req->batch, 0, 0, bad};
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "visual input[%td] is not finite (NaN or Inf)", bad);
+    }
     bad = req->finite_checked ? req->audio_bad : ls_first_non_finite(req->audio, req->n_audio);
-    if (bad >= 0) return ls_err_set(err, LS_INVALID_ARGUMENT, "%s[%td] is not finite (NaN or Inf)", aname, bad);
+    if (bad >= 0) {
+        *f = (ls_input_fault){LS_FAULT_NON_FINITE, LS_INPUT_AUDIO, req->batch, 0, 0, bad};
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "audio input[%td] is not finite (NaN or Inf)", bad);
+    }
     return 0;
 }
 
@@ -474,7 +479,7 @@ static int first_error(const int *rcs, const ls_err *errs, int n, ls_err *err) {
 int ls_model_infer(ls_model *m, const ls_infer_req *req, ls_infer_result *res, ls_err *err) {
     memset(res, 0, sizeof *res);
     int audio_shared = 0;
-    if (check_request(m, req, &audio_shared, err) != 0) return -1;
+    if (check_request(m, req, &audio_shared, &res->fault, err) != 0) return -1;
 
     size_t opf = ls_engine_output_per_frame(m->engine);
     size_t b = (size_t)req->batch;

@@ -48,7 +48,7 @@ const char *ls_model_id(const ls_model *m);
 const ls_avatar *ls_model_avatar(const ls_model *m);
 
 /* Whether the model keeps each frame's server-built visual input (the
- * resolved visual_input.cache), and the bytes that cache holds once full
+ * spec's visual.cache, auto resolved), and the bytes that cache holds once full
  * (charged to the model in *mem_bytes at load). */
 int ls_model_visual_cached(const ls_model *m);
 uint64_t ls_model_visual_cache_bytes(const ls_model *m);
@@ -108,18 +108,28 @@ typedef struct {
      * fed the batch's frames in order; NULL otherwise. */
     struct ls_video *video;
     int jpeg_quality;      /* 1..100, for LS_FORMAT_JPEG */
-    /* The caller already scanned the inputs for NaN/Inf (wire.h does it
-     * while copying): the first bad index of each, or -1. Else 0 and the
+    /* The caller already scanned the inputs for NaN/Inf (the service's
+     * request decoder does it while copying): the first bad index of each, or -1. Else 0 and the
      * model scans them. */
     int finite_checked;
     ptrdiff_t visual_bad, audio_bad;
-    /* How the caller's client sent each tensor, for messages that name it
-     * and count it in the client's units: the field name (NULL =
-     * "visual_frames" / "audio_features") and its bytes per value (0 = the
-     * sizes are counted in floats). */
-    const char *visual_field, *audio_field;
-    size_t visual_value_bytes, audio_value_bytes;
 } ls_infer_req;
+
+/* An input tensor the model refused, described for the caller to word: the
+ * model knows the shapes, the caller how its client named and encoded the
+ * tensor (so a message can count in the client's units). */
+typedef enum { LS_INPUT_VISUAL = 0, LS_INPUT_AUDIO = 1 } ls_input;
+typedef enum { LS_FAULT_NONE = 0, LS_FAULT_SIZE = 1, LS_FAULT_NON_FINITE = 2 } ls_fault_kind;
+typedef struct {
+    ls_fault_kind kind;
+    ls_input input;
+    int batch;             /* the request's */
+    /* LS_FAULT_SIZE: floats one frame takes (the tensor must hold batch x
+     * per_frame, or for audio also just per_frame: one window for all) and
+     * the floats it held. */
+    size_t per_frame, got;
+    ptrdiff_t index;       /* LS_FAULT_NON_FINITE: the first NaN/Inf */
+} ls_input_fault;
 
 typedef struct {
     ls_buf *frames;        /* batch encoded frames; free with ls_infer_result_free */
@@ -128,13 +138,18 @@ typedef struct {
     double input_ms;       /* building the visual input (server_visual), else 0 */
     double inference_ms;
     double composite_ms;   /* composite + encode */
+    /* Set when ls_model_infer refused an input (kind != LS_FAULT_NONE); the
+     * error then says the same in floats, naming "visual input" / "audio
+     * input". Kept by ls_infer_result_free. */
+    ls_input_fault fault;
 } ls_infer_result;
 
 /* Validate tensor sizes against the model (INVALID_ARGUMENT naming expected
- * and received counts) and finiteness of the inputs, build the visual input
- * if the request has none (frame (start + i) in frame order, cached per
- * frame as 8-bit planes when the model's visual_input.cache says so; the
- * float32 tensor is written once, by the pool), run the model, then
+ * and received counts) and finiteness of the inputs (INVALID_ARGUMENT naming
+ * the first bad index), either refusal also described in res->fault; build
+ * the visual input if the request has none (frame (start + i) in frame
+ * order, cached per frame as 8-bit planes when the spec's visual.cache says
+ * so; the float32 tensor is written once, by the pool), run the model, then
  * composite each predicted crop into frame (start + i) and encode it, the
  * frames spread over the thread pool (pool.h). */
 int ls_model_infer(ls_model *m, const ls_infer_req *req, ls_infer_result *res, ls_err *err);

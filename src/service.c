@@ -387,6 +387,43 @@ static const char *format_name(ls_format f) {
     return FORMAT_NAMES[f];
 }
 
+/* ---- the model's input refusals, in the client's terms ---- */
+
+/* How a request's client sent its two tensors (ls_input order: visual,
+ * audio): the field and its bytes per value (0 = float32, counted in
+ * floats). Server-built inputs are named as the float32 fields. */
+typedef struct {
+    const char *field[2];
+    size_t value_bytes[2];
+} tensor_fields;
+
+static const tensor_fields FLOAT_FIELDS = {{"visual_frames", "audio_features"}, {0, 0}};
+
+/* ls_model_infer, with a refused input (res->fault) reworded to name the
+ * client's field and count in its units: floats for the float32 fields,
+ * bytes for the compact ones (what the client counts). */
+static int model_infer(ls_model *m, const ls_infer_req *ir, const tensor_fields *tf, ls_infer_result *res,
+                       ls_err *err) {
+    if (ls_model_infer(m, ir, res, err) == 0) return 0;
+    const ls_input_fault *f = &res->fault;
+    if (f->kind == LS_FAULT_NONE) return -1;
+    const char *name = tf->field[f->input];
+    size_t es = tf->value_bytes[f->input] ? tf->value_bytes[f->input] : 1;
+    const char *unit = tf->value_bytes[f->input] ? "bytes" : "floats";
+    size_t b = (size_t)f->batch;
+    if (f->kind == LS_FAULT_NON_FINITE)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "%s[%td] is not finite (NaN or Inf)", name, f->index);
+    if (f->input == LS_INPUT_VISUAL) {
+        int P = ls_engine_pred_size(ls_model_engine(m));
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "%s: expected batch_size %d x 6x%dx%d = %zu %s, got %zu", name,
+                          f->batch, P, P, b * f->per_frame * es, unit, f->got * es);
+    }
+    return ls_err_set(err, LS_INVALID_ARGUMENT,
+                      "%s: expected batch_size %d x %zu = %zu %s (one window per frame) "
+                      "or %zu (one window for all), got %zu",
+                      name, f->batch, f->per_frame, b * f->per_frame * es, unit, f->per_frame * es, f->got * es);
+}
+
 /* ---- InferBatchComposite ---- */
 
 static ls_code infer_fail(ls_err *err, ls_reply *reply, double total_ms) {
@@ -464,12 +501,11 @@ static ls_code h_infer_spans(void *ctx, const ls_call_info *call, const ls_span 
                        .jpeg_quality = quality,
                        .finite_checked = 1,
                        .visual_bad = q.visual_bad,
-                       .audio_bad = q.audio_bad,
-                       .visual_field = ls_tensor_field(1, q.visual_enc),
-                       .audio_field = ls_tensor_field(0, q.audio_enc),
-                       .visual_value_bytes = q.visual_enc == LS_ENC_F32 ? 0 : ls_tensor_enc_size(q.visual_enc),
-                       .audio_value_bytes = q.audio_enc == LS_ENC_F32 ? 0 : ls_tensor_enc_size(q.audio_enc)};
-    int rc = ls_model_infer(lease.handle, &ir, &res, err);
+                       .audio_bad = q.audio_bad};
+    tensor_fields tf = {{ls_tensor_field(1, q.visual_enc), ls_tensor_field(0, q.audio_enc)},
+                        {q.visual_enc == LS_ENC_F32 ? 0 : ls_tensor_enc_size(q.visual_enc),
+                         q.audio_enc == LS_ENC_F32 ? 0 : ls_tensor_enc_size(q.audio_enc)}};
+    int rc = model_infer(lease.handle, &ir, &tf, &res, err);
     int loaded_now = lease.loaded_now; /* release clears the lease */
     double load_ms = lease.load_ms;
     ls_registry_release(s->reg, &lease, rc == 0, res.inference_ms, res.composite_ms);
@@ -709,7 +745,7 @@ static int render_batch(ls_service *s, ls_model *m, const ls_speech *sp, size_t 
     ls_infer_req ir = speech_req(s, win, count, start + (int64_t)first, format, quality);
     ir.video = video;
     ls_infer_result res;
-    if (ls_model_infer(m, &ir, &res, err) != 0) return -1;
+    if (model_infer(m, &ir, &FLOAT_FIELDS, &res, err) != 0) return -1;
     *inf_ms += res.inference_ms;
     *comp_ms += res.composite_ms;
     ProtobufCBinaryData *frames = calloc(count, sizeof *frames);
@@ -898,7 +934,7 @@ static int session_render(session *ss, ls_err *err) {
         ls_infer_req ir = speech_req(ss->s, ss->win, count, ss->start + (int64_t)first, ss->format, ss->quality);
         ir.video = ss->video;
         ls_infer_result res;
-        int rc = ls_model_infer(lease.handle, &ir, &res, err);
+        int rc = model_infer(lease.handle, &ir, &FLOAT_FIELDS, &res, err);
         ls_registry_release(ss->s->reg, &lease, rc == 0, res.inference_ms, res.composite_ms);
         if (rc) return -1;
         if (ss->n_lat + count > ss->cap_lat) {
