@@ -724,6 +724,19 @@ static ls_video_opts video_opts(int32_t kbps, int32_t keyint) {
                            .keyframe_interval = keyint ? keyint : LS_VIDEO_DEFAULT_KEYINT};
 }
 
+/* The two options in range, the message naming the request's field as
+ * `where` + its name. Checked before anything is committed (ls_video_open
+ * checks again, in its own terms). */
+static int check_video_opts(const ls_video_opts *o, const char *where, ls_err *err) {
+    if (o->bitrate_kbps < LS_VIDEO_MIN_KBPS || o->bitrate_kbps > LS_VIDEO_MAX_KBPS)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "%svideo_bitrate_kbps: expected %d..%d (0 = %d), got %d", where,
+                          LS_VIDEO_MIN_KBPS, LS_VIDEO_MAX_KBPS, LS_VIDEO_DEFAULT_KBPS, o->bitrate_kbps);
+    if (o->keyframe_interval < 1 || o->keyframe_interval > LS_VIDEO_MAX_KEYINT)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "%skeyframe_interval_frames: expected 1..%d (0 = %d), got %d",
+                          where, LS_VIDEO_MAX_KEYINT, LS_VIDEO_DEFAULT_KEYINT, o->keyframe_interval);
+    return 0;
+}
+
 /* Open a stream's encoder for the held model's avatar. A size the encoder
  * refuses is the model's precondition, not the request's argument. */
 static ls_video *open_video(ls_video_opts *vo, ls_model *m, ls_err *err) {
@@ -823,7 +836,7 @@ static ls_code h_render(void *ctx, const ls_call_info *call, const uint8_t *req,
         rc = resolve_format(cfg, id, q->output_format, q->output_format ? strlen(q->output_format) : 0,
                             q->jpeg_quality, 1, &format, &quality, err);
     /* Before the model is leased: a bad option costs no load. */
-    if (!rc && format == LS_FORMAT_H264) rc = ls_video_check(&vo, "", err);
+    if (!rc && format == LS_FORMAT_H264) rc = check_video_opts(&vo, "", err);
     if (!rc) rc = speech_features(s, call, id, q->audio, 0, &lease, &sp, &secs, err);
     if (!rc) {
         leased = 1;
@@ -1044,7 +1057,7 @@ static int session_start(session *ss, const ls_call_info *call, const Multitenan
         return -1;
     ls_video_opts vo = video_opts(q->video_bitrate_kbps, q->keyframe_interval_frames);
     /* Before the model is held: a bad option costs no load. */
-    if (ss->format == LS_FORMAT_H264 && ls_video_check(&vo, "start.", err) != 0) return -1;
+    if (ss->format == LS_FORMAT_H264 && check_video_opts(&vo, "start.", err) != 0) return -1;
     if (ls_registry_session_hold(s->reg, ss->id, &ss->hold, err) != 0) return -1;
     if (ls_model_check_speech(ss->hold.handle, err) != 0) return -1;
     ss->sp = ls_speech_stream_new(ss->hold.handle);
