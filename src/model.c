@@ -154,7 +154,7 @@ struct ls_model {
     uint8_t *_Atomic *vcache;
     int n_vcache;
     ls_encoder *encoder; /* audio_encoder, own session; NULL = no speech in */
-    char *id;            /* for messages naming the config key */
+    char *id;            /* for messages */
 };
 
 ls_model *ls_model_load(const ls_model_spec *spec, int png_level, uint64_t *mem_bytes, ls_err *err) {
@@ -548,11 +548,8 @@ void ls_speech_free(ls_speech *s) {
 }
 
 static int no_encoder(const ls_model *m, ls_err *err) {
-    return ls_err_set(err, LS_FAILED_PRECONDITION,
-                      "model '%s' has no audio encoder: speech needs models.%s.audio_encoder.model_path", m->id, m->id);
+    return ls_err_set(err, LS_FAILED_PRECONDITION, "model '%s' has no audio encoder", m->id);
 }
-
-int ls_model_check_speech(const ls_model *m, ls_err *err) { return m->encoder ? 0 : no_encoder(m, err); }
 
 int ls_model_encode(ls_model *m, const float *windows, size_t count, float *out, ls_err *err) {
     if (!m->encoder) return no_encoder(m, err);

@@ -66,15 +66,12 @@ typedef struct {
     double mel_ms, encoder_ms;
 } ls_speech;
 
-/* Whether the model was configured with an audio encoder. */
+/* Whether the model's spec named an audio encoder (what speech needs:
+ * callers check first and say which setting is missing in their terms). */
 int ls_model_has_encoder(const ls_model *m);
 
-/* 0 when the model takes speech, else -1 with FAILED_PRECONDITION naming the
- * config key it lacks. */
-int ls_model_check_speech(const ls_model *m, ls_err *err);
-
 /* Features of samples[0..n) (16 kHz mono). Errors: FAILED_PRECONDITION when
- * the model has no audio encoder (naming the config key), INVALID_ARGUMENT
+ * the model has no audio encoder, INVALID_ARGUMENT
  * "audio too short" under 16 mel frames (~0.19 s), the encoder's failures.
  * On success free *out with ls_speech_free. */
 int ls_model_speech(ls_model *m, const float *samples, size_t n, int want_mel, ls_speech *out, ls_err *err);

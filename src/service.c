@@ -614,6 +614,15 @@ static int put_f32le(ls_buf *b, const float *v, size_t n) {
 
 #define WINDOW_FLOATS (LS_FEAT_WINDOW * LS_FEAT_DIM) /* one frame's U-Net window: 32 x 16 x 16 */
 
+/* 0 when the held model takes speech, else FAILED_PRECONDITION naming the
+ * setting it lacks. */
+static int check_speech(const ls_model *m, ls_err *err) {
+    if (ls_model_has_encoder(m)) return 0;
+    const char *id = ls_model_id(m);
+    return ls_err_set(err, LS_FAILED_PRECONDITION,
+                      "model '%s' has no audio encoder: speech needs models.%s.audio_encoder.model_path", id, id);
+}
+
 /* Speech phases shared by both RPCs: check the id and the key, decode the
  * audio, lease the model (loading it if needed), compute the features. On
  * success the caller owns *lease (release it) and *sp. */
@@ -630,7 +639,8 @@ static int speech_features(ls_service *s, const ls_call_info *call, const char *
         ls_audio_free(&pcm);
         return -1;
     }
-    int rc = ls_model_speech(lease->handle, pcm.samples, pcm.n, want_mel, sp, err);
+    int rc = check_speech(lease->handle, err);
+    if (!rc) rc = ls_model_speech(lease->handle, pcm.samples, pcm.n, want_mel, sp, err);
     ls_audio_free(&pcm);
     if (rc) {
         ls_registry_release(s->reg, lease, 0, 0, 0);
@@ -1059,7 +1069,7 @@ static int session_start(session *ss, const ls_call_info *call, const Multitenan
     /* Before the model is held: a bad option costs no load. */
     if (ss->format == LS_FORMAT_H264 && check_video_opts(&vo, "start.", err) != 0) return -1;
     if (ls_registry_session_hold(s->reg, ss->id, &ss->hold, err) != 0) return -1;
-    if (ls_model_check_speech(ss->hold.handle, err) != 0) return -1;
+    if (check_speech(ss->hold.handle, err) != 0) return -1;
     ss->sp = ls_speech_stream_new(ss->hold.handle);
     ss->win = ls_alloc_aligned((size_t)ss->batch * WINDOW_FLOATS * sizeof(float));
     if (!ss->sp || !ss->win) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory starting a session");
