@@ -48,8 +48,8 @@ const char *ls_model_id(const ls_model *m);
 const ls_avatar *ls_model_avatar(const ls_model *m);
 
 /* Whether the model keeps each frame's server-built visual input (the
- * spec's visual.cache, auto resolved), and the bytes that cache holds once full
- * (charged to the model in *mem_bytes at load). */
+ * spec's visual.cache, auto resolved), and the bytes that cache holds once
+ * full (charged to the model in *mem_bytes at load). */
 int ls_model_visual_cached(const ls_model *m);
 uint64_t ls_model_visual_cache_bytes(const ls_model *m);
 
@@ -71,9 +71,9 @@ typedef struct {
 int ls_model_has_encoder(const ls_model *m);
 
 /* Features of samples[0..n) (16 kHz mono). Errors: FAILED_PRECONDITION when
- * the model has no audio encoder, INVALID_ARGUMENT
- * "audio too short" under 16 mel frames (~0.19 s), the encoder's failures.
- * On success free *out with ls_speech_free. */
+ * the model has no audio encoder, INVALID_ARGUMENT "audio too short" under
+ * 16 mel frames (~0.19 s), the encoder's failures. On success free *out
+ * with ls_speech_free. */
 int ls_model_speech(ls_model *m, const float *samples, size_t n, int want_mel, ls_speech *out, ls_err *err);
 void ls_speech_free(ls_speech *s);
 
@@ -106,8 +106,8 @@ typedef struct {
     struct ls_video *video;
     int jpeg_quality;      /* 1..100, for LS_FORMAT_JPEG */
     /* The caller already scanned the inputs for NaN/Inf (the service's
-     * request decoder does it while copying): the first bad index of each, or -1. Else 0 and the
-     * model scans them. */
+     * request decoder does it while copying): the first bad index of each,
+     * or -1. Else 0 and the model scans them. */
     int finite_checked;
     ptrdiff_t visual_bad, audio_bad;
 } ls_infer_req;
