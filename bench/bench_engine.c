@@ -52,6 +52,7 @@
 #include "model.h"
 #include "multitenant.pb-c.h"
 #include "pool.h"
+#include "service.h" /* ls_service_model_spec */
 /* The zero-copy request decoder (src/wire.h), where the build has it: the
  * server then decodes from gRPC's slices (one copy + NaN/Inf scan) instead
  * of flatten + protobuf-c unpack. */
@@ -179,9 +180,10 @@ static int switch_bench(const char *config, const char *ida, const char *idb, in
     if (ls_engine_global_init(intra, inter, &err)) die("ls_engine_global_init", &err);
     if (ls_pool_start(0)) die("ls_pool_start", NULL);
     uint64_t mem;
-    ls_model *m[2] = {ls_model_load(ca, level, &mem, &err), NULL};
+    ls_model_spec sa = ls_service_model_spec(ca), sb = ls_service_model_spec(cb);
+    ls_model *m[2] = {ls_model_load(&sa, level, &mem, &err), NULL};
     if (!m[0]) die(ida, &err);
-    if (!(m[1] = ls_model_load(cb, level, &mem, &err))) die(idb, &err);
+    if (!(m[1] = ls_model_load(&sb, level, &mem, &err))) die(idb, &err);
     const ls_engine *e = ls_model_engine(m[0]);
     size_t nv = (size_t)batch * ls_engine_visual_per_frame(e), na = (size_t)batch * ls_engine_audio_per_frame(e);
     float *visual = malloc(nv * sizeof(float)), *audio = malloc(na * sizeof(float));
@@ -290,7 +292,8 @@ int main(int argc, char **argv) {
     if (!raw) die(mc->model_path, &err);
     double open_ms = ms_since(t0);
     uint64_t mem = 0;
-    ls_model *m = ls_model_load(mc, level, &mem, &err);
+    ls_model_spec spec = ls_service_model_spec(mc);
+    ls_model *m = ls_model_load(&spec, level, &mem, &err);
     if (!m) die("ls_model_load", &err);
 
     size_t vpf = ls_engine_visual_per_frame(raw), apf = ls_engine_audio_per_frame(raw);

@@ -13,7 +13,7 @@
 #ifndef LS_AVATAR_H
 #define LS_AVATAR_H
 
-#include "config.h"
+#include "common.h"
 #include "image.h"
 #include "pngenc.h"
 

@@ -65,6 +65,14 @@ typedef enum { LS_INTERP_CUBIC = 0, LS_INTERP_LINEAR = 1 } ls_interp;
  * model's configured format. */
 typedef enum { LS_FORMAT_PNG = 0, LS_FORMAT_JPEG = 1, LS_FORMAT_RAW = 2, LS_FORMAT_H264 = 3 } ls_format;
 
+/* Which avatar frame serves stream position k (avatar.h): k mod n, or
+ * there and back (0,1,..,n-1,n-2,..,1,0,..). */
+typedef enum { LS_ORDER_LOOP = 0, LS_ORDER_PINGPONG = 1 } ls_frame_order;
+
+/* Whether a model keeps each frame's server-built visual input (model.h):
+ * auto decides by the memory it takes against the frames' own. */
+typedef enum { LS_CACHE_AUTO = 0, LS_CACHE_ON = 1, LS_CACHE_OFF = 2 } ls_cache_mode;
+
 /* Growable byte buffer; owner frees data with free(). */
 typedef struct {
     uint8_t *data;

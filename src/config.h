@@ -88,10 +88,8 @@
 #include "auth.h"
 #include "common.h"
 
-typedef enum { LS_ORDER_LOOP = 0, LS_ORDER_PINGPONG = 1 } ls_frame_order;
-
-/* visual_input.cache */
-typedef enum { LS_CACHE_AUTO = 0, LS_CACHE_ON = 1, LS_CACHE_OFF = 2 } ls_cache_mode;
+/* ls_frame_order and ls_cache_mode (visual_input.cache) are common.h's: the
+ * avatar and model layers own them, the config only names their values. */
 
 /* visual_input: how the server builds a model's visual input (visual.h). */
 typedef struct {

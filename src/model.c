@@ -154,52 +154,52 @@ struct ls_model {
     uint8_t *_Atomic *vcache;
     int n_vcache;
     ls_encoder *encoder; /* audio_encoder, own session; NULL = no speech in */
-    char *id;            /* for messages naming the config key */
+    char *id;            /* for messages */
 };
 
-ls_model *ls_model_load(const ls_model_config *cfg, int png_level, uint64_t *mem_bytes, ls_err *err) {
+ls_model *ls_model_load(const ls_model_spec *spec, int png_level, uint64_t *mem_bytes, ls_err *err) {
     ls_model *m = calloc(1, sizeof *m);
     if (!m) {
-        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory loading model '%s'", cfg->id);
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory loading model '%s'", spec->id);
         return NULL;
     }
     uint64_t engine_bytes = 0;
-    m->engine = engine_acquire(cfg->model_path, &engine_bytes, err);
+    m->engine = engine_acquire(spec->model_path, &engine_bytes, err);
     if (!m->engine) goto fail;
-    m->avatar = ls_avatar_load(cfg->background_dir, cfg->crop_rects_path, cfg->num_frames, cfg->frame_order,
+    m->avatar = ls_avatar_load(spec->background_dir, spec->crop_rects_path, spec->num_frames, spec->frame_order,
                                png_level, err);
     if (!m->avatar) goto fail;
-    if (!(m->id = strdup(cfg->id))) {
-        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory loading model '%s'", cfg->id);
+    if (!(m->id = strdup(spec->id))) {
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory loading model '%s'", spec->id);
         goto fail;
     }
     uint64_t encoder_bytes = 0;
-    if (cfg->encoder_path) {
+    if (spec->encoder_path) {
         /* Its own session, not shared: encoders are small (the reference's is
          * a few MB) and a per-model one needs no second cache. */
         uint64_t before = rss_bytes();
-        m->encoder = ls_encoder_open(cfg->encoder_path, err);
+        m->encoder = ls_encoder_open(spec->encoder_path, err);
         if (!m->encoder) goto fail;
         uint64_t after = rss_bytes();
         struct stat st;
-        uint64_t file = stat(cfg->encoder_path, &st) == 0 ? (uint64_t)st.st_size : 0;
+        uint64_t file = stat(spec->encoder_path, &st) == 0 ? (uint64_t)st.st_size : 0;
         encoder_bytes = after > before && after - before > file ? after - before : file;
     }
     m->opts.pred_size = ls_engine_pred_size(m->engine);
-    m->opts.margin = cfg->paste_margin;
-    m->opts.bgr = cfg->channel_bgr;
-    m->opts.interp = cfg->paste_interp;
+    m->opts.margin = spec->paste_margin;
+    m->opts.bgr = spec->channel_bgr;
+    m->opts.interp = spec->paste_interp;
     int S = m->opts.pred_size;
     m->vopts = (ls_visual_opts){.size = S,
-                                .margin = cfg->visual.margin,
-                                .mask = ls_visual_mask_for(cfg->visual.mask, S),
-                                .interp = cfg->visual.interp,
-                                .bgr = cfg->channel_bgr};
+                                .margin = spec->visual.margin,
+                                .mask = ls_visual_mask_for(spec->visual.mask, S),
+                                .interp = spec->visual.interp,
+                                .bgr = spec->channel_bgr};
     uint64_t frames_bytes = ls_avatar_memory(m->avatar);
     int n = ls_avatar_num_frames(m->avatar);
     uint64_t cache_bytes = (uint64_t)n * ls_visual_u8_bytes(&m->vopts);
-    int cache = cfg->visual.cache == LS_CACHE_ON ||
-                (cfg->visual.cache == LS_CACHE_AUTO && (double)cache_bytes <= VISUAL_CACHE_AUTO_SHARE * (double)frames_bytes);
+    int cache = spec->visual.cache == LS_CACHE_ON ||
+                (spec->visual.cache == LS_CACHE_AUTO && (double)cache_bytes <= VISUAL_CACHE_AUTO_SHARE * (double)frames_bytes);
     if (cache) {
         m->vcache = calloc((size_t)n, sizeof *m->vcache);
         if (!m->vcache) {
@@ -214,7 +214,7 @@ ls_model *ls_model_load(const ls_model_config *cfg, int png_level, uint64_t *mem
     *mem_bytes = engine_bytes + encoder_bytes + frames_bytes + (cache ? cache_bytes : 0);
     return m;
 fail:
-    ls_err_prefix(err, "model '%s'", cfg->id);
+    ls_err_prefix(err, "model '%s'", spec->id);
     ls_model_free(m);
     return NULL;
 }
@@ -238,37 +238,42 @@ uint64_t ls_model_visual_cache_bytes(const ls_model *m) {
 }
 const ls_avatar *ls_model_avatar(const ls_model *m) { return m->avatar; }
 
-static int check_request(const ls_model *m, const ls_infer_req *req, int *audio_shared, ls_err *err) {
+/* Sizes and finiteness of the request's tensors. A refusal is described in
+ * *f (for the caller to word in its client's terms) and in err, in floats. */
+static int check_request(const ls_model *m, const ls_infer_req *req, int *audio_shared, ls_input_fault *f,
+                         ls_err *err) {
     size_t vpf = ls_engine_visual_per_frame(m->engine);
     size_t apf = ls_engine_audio_per_frame(m->engine);
     size_t b = (size_t)req->batch;
-    int P = m->opts.pred_size;
-    /* Sizes in the unit of the field that carried the tensor: floats for the
-     * float32 fields, bytes for the compact ones (what the client counts). */
-    const char *vname = req->visual_field ? req->visual_field : "visual_frames";
-    const char *aname = req->audio_field ? req->audio_field : "audio_features";
-    size_t ves = req->visual_value_bytes ? req->visual_value_bytes : 1;
-    size_t aes = req->audio_value_bytes ? req->audio_value_bytes : 1;
-    const char *vunit = req->visual_value_bytes ? "bytes" : "floats";
-    const char *aunit = req->audio_value_bytes ? "bytes" : "floats";
-    if (!req->server_visual && req->n_visual != b * vpf)
-        return ls_err_set(err, LS_INVALID_ARGUMENT, "%s: expected batch_size %d x 6x%dx%d = %zu %s, got %zu", vname,
-                          req->batch, P, P, b * vpf * ves, vunit, req->n_visual * ves);
+    *f = (ls_input_fault){.kind = LS_FAULT_NONE, .batch = req->batch, .index = -1};
+    if (!req->server_visual && req->n_visual != b * vpf) {
+        *f = (ls_input_fault){LS_FAULT_SIZE, LS_INPUT_VISUAL, req->batch, vpf, req->n_visual, -1};
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "visual input: expected batch %d x %zu = %zu floats, got %zu",
+                          req->batch, vpf, b * vpf, req->n_visual);
+    }
     if (req->n_audio == b * apf)
         *audio_shared = 0;
     else if (req->n_audio == apf)
         *audio_shared = 1;
-    else
+    else {
+        *f = (ls_input_fault){LS_FAULT_SIZE, LS_INPUT_AUDIO, req->batch, apf, req->n_audio, -1};
         return ls_err_set(err, LS_INVALID_ARGUMENT,
-                          "%s: expected batch_size %d x %zu = %zu %s (one window per frame) "
+                          "audio input: expected batch %d x %zu = %zu floats (one window per frame) "
                           "or %zu (one window for all), got %zu",
-                          aname, req->batch, apf, b * apf * aes, aunit, apf * aes, req->n_audio * aes);
+                          req->batch, apf, b * apf, apf, req->n_audio);
+    }
     ptrdiff_t bad = req->server_visual    ? -1
                     : req->finite_checked ? req->visual_bad
                                           : ls_first_non_finite(req->visual, req->n_visual);
-    if (bad >= 0) return ls_err_set(err, LS_INVALID_ARGUMENT, "%s[%td] is not finite (NaN or Inf)", vname, bad);
+    if (bad >= 0) {
+        *f = (ls_input_fault){LS_FAULT_NON_FINITE, LS_INPUT_VISUAL, req->batch, 0, 0, bad};
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "visual input[%td] is not finite (NaN or Inf)", bad);
+    }
     bad = req->finite_checked ? req->audio_bad : ls_first_non_finite(req->audio, req->n_audio);
-    if (bad >= 0) return ls_err_set(err, LS_INVALID_ARGUMENT, "%s[%td] is not finite (NaN or Inf)", aname, bad);
+    if (bad >= 0) {
+        *f = (ls_input_fault){LS_FAULT_NON_FINITE, LS_INPUT_AUDIO, req->batch, 0, 0, bad};
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "audio input[%td] is not finite (NaN or Inf)", bad);
+    }
     return 0;
 }
 
@@ -474,7 +479,7 @@ static int first_error(const int *rcs, const ls_err *errs, int n, ls_err *err) {
 int ls_model_infer(ls_model *m, const ls_infer_req *req, ls_infer_result *res, ls_err *err) {
     memset(res, 0, sizeof *res);
     int audio_shared = 0;
-    if (check_request(m, req, &audio_shared, err) != 0) return -1;
+    if (check_request(m, req, &audio_shared, &res->fault, err) != 0) return -1;
 
     size_t opf = ls_engine_output_per_frame(m->engine);
     size_t b = (size_t)req->batch;
@@ -543,11 +548,8 @@ void ls_speech_free(ls_speech *s) {
 }
 
 static int no_encoder(const ls_model *m, ls_err *err) {
-    return ls_err_set(err, LS_FAILED_PRECONDITION,
-                      "model '%s' has no audio encoder: speech needs models.%s.audio_encoder.model_path", m->id, m->id);
+    return ls_err_set(err, LS_FAILED_PRECONDITION, "model '%s' has no audio encoder", m->id);
 }
-
-int ls_model_check_speech(const ls_model *m, ls_err *err) { return m->encoder ? 0 : no_encoder(m, err); }
 
 int ls_model_encode(ls_model *m, const float *windows, size_t count, float *out, ls_err *err) {
     if (!m->encoder) return no_encoder(m, err);

@@ -10,16 +10,37 @@
 #define LS_MODEL_H
 
 #include "avatar.h"
-#include "config.h"
 #include "engine.h"
 
 typedef struct ls_model ls_model;
+
+/* What a model is made of and how it pastes: the caller's (the service fills
+ * it from its configuration). Strings are borrowed for the call only. */
+typedef struct {
+    const char *id;              /* names the model in messages */
+    const char *model_path;      /* the U-Net (ONNX), shared by path */
+    const char *background_dir;  /* the avatar's frames */
+    const char *crop_rects_path;
+    int num_frames;              /* 0 = every frame found */
+    ls_frame_order frame_order;
+    int channel_bgr;             /* 1: the model's planes are B,G,R */
+    int paste_margin;            /* pixels around the crop, 0..64 */
+    ls_interp paste_interp;
+    /* The server-built visual input (visual.h). */
+    struct {
+        int margin;
+        int mask[4];             /* x, y, w, h for S = 320 */
+        ls_interp interp;
+        ls_cache_mode cache;
+    } visual;
+    const char *encoder_path;    /* audio encoder (ONNX); NULL = no speech in */
+} ls_model_spec;
 
 /* Load engine (or take a reference on a shared one) and avatar. *mem_bytes:
  * the avatar's upper bound (frames as raw RGB) + engine growth of the
  * process (RSS delta while opening, at least the model file's size) when
  * this call opened the engine. png_level: deflate level of the frames. */
-ls_model *ls_model_load(const ls_model_config *cfg, int png_level, uint64_t *mem_bytes, ls_err *err);
+ls_model *ls_model_load(const ls_model_spec *spec, int png_level, uint64_t *mem_bytes, ls_err *err);
 void ls_model_free(ls_model *m);
 
 const ls_engine *ls_model_engine(const ls_model *m);
@@ -27,8 +48,8 @@ const char *ls_model_id(const ls_model *m);
 const ls_avatar *ls_model_avatar(const ls_model *m);
 
 /* Whether the model keeps each frame's server-built visual input (the
- * resolved visual_input.cache), and the bytes that cache holds once full
- * (charged to the model in *mem_bytes at load). */
+ * spec's visual.cache, auto resolved), and the bytes that cache holds once
+ * full (charged to the model in *mem_bytes at load). */
 int ls_model_visual_cached(const ls_model *m);
 uint64_t ls_model_visual_cache_bytes(const ls_model *m);
 
@@ -45,17 +66,14 @@ typedef struct {
     double mel_ms, encoder_ms;
 } ls_speech;
 
-/* Whether the model was configured with an audio encoder. */
+/* Whether the model's spec named an audio encoder (what speech needs:
+ * callers check first and say which setting is missing in their terms). */
 int ls_model_has_encoder(const ls_model *m);
 
-/* 0 when the model takes speech, else -1 with FAILED_PRECONDITION naming the
- * config key it lacks. */
-int ls_model_check_speech(const ls_model *m, ls_err *err);
-
 /* Features of samples[0..n) (16 kHz mono). Errors: FAILED_PRECONDITION when
- * the model has no audio encoder (naming the config key), INVALID_ARGUMENT
- * "audio too short" under 16 mel frames (~0.19 s), the encoder's failures.
- * On success free *out with ls_speech_free. */
+ * the model has no audio encoder, INVALID_ARGUMENT "audio too short" under
+ * 16 mel frames (~0.19 s), the encoder's failures. On success free *out
+ * with ls_speech_free. */
 int ls_model_speech(ls_model *m, const float *samples, size_t n, int want_mel, ls_speech *out, ls_err *err);
 void ls_speech_free(ls_speech *s);
 
@@ -87,18 +105,28 @@ typedef struct {
      * fed the batch's frames in order; NULL otherwise. */
     struct ls_video *video;
     int jpeg_quality;      /* 1..100, for LS_FORMAT_JPEG */
-    /* The caller already scanned the inputs for NaN/Inf (wire.h does it
-     * while copying): the first bad index of each, or -1. Else 0 and the
-     * model scans them. */
+    /* The caller already scanned the inputs for NaN/Inf (the service's
+     * request decoder does it while copying): the first bad index of each,
+     * or -1. Else 0 and the model scans them. */
     int finite_checked;
     ptrdiff_t visual_bad, audio_bad;
-    /* How the caller's client sent each tensor, for messages that name it
-     * and count it in the client's units: the field name (NULL =
-     * "visual_frames" / "audio_features") and its bytes per value (0 = the
-     * sizes are counted in floats). */
-    const char *visual_field, *audio_field;
-    size_t visual_value_bytes, audio_value_bytes;
 } ls_infer_req;
+
+/* An input tensor the model refused, described for the caller to word: the
+ * model knows the shapes, the caller how its client named and encoded the
+ * tensor (so a message can count in the client's units). */
+typedef enum { LS_INPUT_VISUAL = 0, LS_INPUT_AUDIO = 1 } ls_input;
+typedef enum { LS_FAULT_NONE = 0, LS_FAULT_SIZE = 1, LS_FAULT_NON_FINITE = 2 } ls_fault_kind;
+typedef struct {
+    ls_fault_kind kind;
+    ls_input input;
+    int batch;             /* the request's */
+    /* LS_FAULT_SIZE: floats one frame takes (the tensor must hold batch x
+     * per_frame, or for audio also just per_frame: one window for all) and
+     * the floats it held. */
+    size_t per_frame, got;
+    ptrdiff_t index;       /* LS_FAULT_NON_FINITE: the first NaN/Inf */
+} ls_input_fault;
 
 typedef struct {
     ls_buf *frames;        /* batch encoded frames; free with ls_infer_result_free */
@@ -107,13 +135,18 @@ typedef struct {
     double input_ms;       /* building the visual input (server_visual), else 0 */
     double inference_ms;
     double composite_ms;   /* composite + encode */
+    /* Set when ls_model_infer refused an input (kind != LS_FAULT_NONE); the
+     * error then says the same in floats, naming "visual input" / "audio
+     * input". Kept by ls_infer_result_free. */
+    ls_input_fault fault;
 } ls_infer_result;
 
 /* Validate tensor sizes against the model (INVALID_ARGUMENT naming expected
- * and received counts) and finiteness of the inputs, build the visual input
- * if the request has none (frame (start + i) in frame order, cached per
- * frame as 8-bit planes when the model's visual_input.cache says so; the
- * float32 tensor is written once, by the pool), run the model, then
+ * and received counts) and finiteness of the inputs (INVALID_ARGUMENT naming
+ * the first bad index), either refusal also described in res->fault; build
+ * the visual input if the request has none (frame (start + i) in frame
+ * order, cached per frame as 8-bit planes when the spec's visual.cache says
+ * so; the float32 tensor is written once, by the pool), run the model, then
  * composite each predicted crop into frame (start + i) and encode it, the
  * frames spread over the thread pool (pool.h). */
 int ls_model_infer(ls_model *m, const ls_infer_req *req, ls_infer_result *res, ls_err *err);

@@ -44,12 +44,33 @@ struct ls_service {
 
 /* ---- registry loader: ls_model behind the registry's opaque handle ---- */
 
+ls_model_spec ls_service_model_spec(const ls_model_config *mc) {
+    ls_model_spec spec = {.id = mc->id,
+                          .model_path = mc->model_path,
+                          .background_dir = mc->background_dir,
+                          .crop_rects_path = mc->crop_rects_path,
+                          .num_frames = mc->num_frames,
+                          .frame_order = mc->frame_order,
+                          .channel_bgr = mc->channel_bgr,
+                          .paste_margin = mc->paste_margin,
+                          .paste_interp = mc->paste_interp,
+                          .visual = {.margin = mc->visual.margin,
+                                     .interp = mc->visual.interp,
+                                     .cache = mc->visual.cache},
+                          .encoder_path = mc->encoder_path};
+    memcpy(spec.visual.mask, mc->visual.mask, sizeof spec.visual.mask);
+    return spec;
+}
+
+/* model_ctx: the model's ls_model_config, in a config that outlives the
+ * service's loads. */
 static void *loader_load(void *ctx, const char *id, void *model_ctx, uint64_t *mem_bytes, ls_err *err) {
     ls_service *s = ctx;
     /* Timed here, where each load happens exactly once, rather than from the
      * leases of the requests that waited for it (several per load). */
     uint64_t t0 = ls_mono_ns();
-    void *m = ls_model_load(model_ctx, s->cfg->png_level, mem_bytes, err);
+    ls_model_spec spec = ls_service_model_spec(model_ctx);
+    void *m = ls_model_load(&spec, s->cfg->png_level, mem_bytes, err);
     if (m) ls_metrics_observe(s->metrics, LS_HIST_MODEL_LOAD, id, (double)(ls_mono_ns() - t0) / 1e9);
     return m;
 }
@@ -366,6 +387,43 @@ static const char *format_name(ls_format f) {
     return FORMAT_NAMES[f];
 }
 
+/* ---- the model's input refusals, in the client's terms ---- */
+
+/* How a request's client sent its two tensors (ls_input order: visual,
+ * audio): the field and its bytes per value (0 = float32, counted in
+ * floats). Server-built inputs are named as the float32 fields. */
+typedef struct {
+    const char *field[2];
+    size_t value_bytes[2];
+} tensor_fields;
+
+static const tensor_fields FLOAT_FIELDS = {{"visual_frames", "audio_features"}, {0, 0}};
+
+/* ls_model_infer, with a refused input (res->fault) reworded to name the
+ * client's field and count in its units: floats for the float32 fields,
+ * bytes for the compact ones (what the client counts). */
+static int model_infer(ls_model *m, const ls_infer_req *ir, const tensor_fields *tf, ls_infer_result *res,
+                       ls_err *err) {
+    if (ls_model_infer(m, ir, res, err) == 0) return 0;
+    const ls_input_fault *f = &res->fault;
+    if (f->kind == LS_FAULT_NONE) return -1;
+    const char *name = tf->field[f->input];
+    size_t es = tf->value_bytes[f->input] ? tf->value_bytes[f->input] : 1;
+    const char *unit = tf->value_bytes[f->input] ? "bytes" : "floats";
+    size_t b = (size_t)f->batch;
+    if (f->kind == LS_FAULT_NON_FINITE)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "%s[%td] is not finite (NaN or Inf)", name, f->index);
+    if (f->input == LS_INPUT_VISUAL) {
+        int P = ls_engine_pred_size(ls_model_engine(m));
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "%s: expected batch_size %d x 6x%dx%d = %zu %s, got %zu", name,
+                          f->batch, P, P, b * f->per_frame * es, unit, f->got * es);
+    }
+    return ls_err_set(err, LS_INVALID_ARGUMENT,
+                      "%s: expected batch_size %d x %zu = %zu %s (one window per frame) "
+                      "or %zu (one window for all), got %zu",
+                      name, f->batch, f->per_frame, b * f->per_frame * es, unit, f->per_frame * es, f->got * es);
+}
+
 /* ---- InferBatchComposite ---- */
 
 static ls_code infer_fail(ls_err *err, ls_reply *reply, double total_ms) {
@@ -443,12 +501,11 @@ static ls_code h_infer_spans(void *ctx, const ls_call_info *call, const ls_span 
                        .jpeg_quality = quality,
                        .finite_checked = 1,
                        .visual_bad = q.visual_bad,
-                       .audio_bad = q.audio_bad,
-                       .visual_field = ls_tensor_field(1, q.visual_enc),
-                       .audio_field = ls_tensor_field(0, q.audio_enc),
-                       .visual_value_bytes = q.visual_enc == LS_ENC_F32 ? 0 : ls_tensor_enc_size(q.visual_enc),
-                       .audio_value_bytes = q.audio_enc == LS_ENC_F32 ? 0 : ls_tensor_enc_size(q.audio_enc)};
-    int rc = ls_model_infer(lease.handle, &ir, &res, err);
+                       .audio_bad = q.audio_bad};
+    tensor_fields tf = {{ls_tensor_field(1, q.visual_enc), ls_tensor_field(0, q.audio_enc)},
+                        {q.visual_enc == LS_ENC_F32 ? 0 : ls_tensor_enc_size(q.visual_enc),
+                         q.audio_enc == LS_ENC_F32 ? 0 : ls_tensor_enc_size(q.audio_enc)}};
+    int rc = model_infer(lease.handle, &ir, &tf, &res, err);
     int loaded_now = lease.loaded_now; /* release clears the lease */
     double load_ms = lease.load_ms;
     ls_registry_release(s->reg, &lease, rc == 0, res.inference_ms, res.composite_ms);
@@ -557,6 +614,15 @@ static int put_f32le(ls_buf *b, const float *v, size_t n) {
 
 #define WINDOW_FLOATS (LS_FEAT_WINDOW * LS_FEAT_DIM) /* one frame's U-Net window: 32 x 16 x 16 */
 
+/* 0 when the held model takes speech, else FAILED_PRECONDITION naming the
+ * setting it lacks. */
+static int check_speech(const ls_model *m, ls_err *err) {
+    if (ls_model_has_encoder(m)) return 0;
+    const char *id = ls_model_id(m);
+    return ls_err_set(err, LS_FAILED_PRECONDITION,
+                      "model '%s' has no audio encoder: speech needs models.%s.audio_encoder.model_path", id, id);
+}
+
 /* Speech phases shared by both RPCs: check the id and the key, decode the
  * audio, lease the model (loading it if needed), compute the features. On
  * success the caller owns *lease (release it) and *sp. */
@@ -573,7 +639,8 @@ static int speech_features(ls_service *s, const ls_call_info *call, const char *
         ls_audio_free(&pcm);
         return -1;
     }
-    int rc = ls_model_speech(lease->handle, pcm.samples, pcm.n, want_mel, sp, err);
+    int rc = check_speech(lease->handle, err);
+    if (!rc) rc = ls_model_speech(lease->handle, pcm.samples, pcm.n, want_mel, sp, err);
     ls_audio_free(&pcm);
     if (rc) {
         ls_registry_release(s->reg, lease, 0, 0, 0);
@@ -667,6 +734,19 @@ static ls_video_opts video_opts(int32_t kbps, int32_t keyint) {
                            .keyframe_interval = keyint ? keyint : LS_VIDEO_DEFAULT_KEYINT};
 }
 
+/* The two options in range, the message naming the request's field as
+ * `where` + its name. Checked before anything is committed (ls_video_open
+ * checks again, in its own terms). */
+static int check_video_opts(const ls_video_opts *o, const char *where, ls_err *err) {
+    if (o->bitrate_kbps < LS_VIDEO_MIN_KBPS || o->bitrate_kbps > LS_VIDEO_MAX_KBPS)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "%svideo_bitrate_kbps: expected %d..%d (0 = %d), got %d", where,
+                          LS_VIDEO_MIN_KBPS, LS_VIDEO_MAX_KBPS, LS_VIDEO_DEFAULT_KBPS, o->bitrate_kbps);
+    if (o->keyframe_interval < 1 || o->keyframe_interval > LS_VIDEO_MAX_KEYINT)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "%skeyframe_interval_frames: expected 1..%d (0 = %d), got %d",
+                          where, LS_VIDEO_MAX_KEYINT, LS_VIDEO_DEFAULT_KEYINT, o->keyframe_interval);
+    return 0;
+}
+
 /* Open a stream's encoder for the held model's avatar. A size the encoder
  * refuses is the model's precondition, not the request's argument. */
 static ls_video *open_video(ls_video_opts *vo, ls_model *m, ls_err *err) {
@@ -688,7 +768,7 @@ static int render_batch(ls_service *s, ls_model *m, const ls_speech *sp, size_t 
     ls_infer_req ir = speech_req(s, win, count, start + (int64_t)first, format, quality);
     ir.video = video;
     ls_infer_result res;
-    if (ls_model_infer(m, &ir, &res, err) != 0) return -1;
+    if (model_infer(m, &ir, &FLOAT_FIELDS, &res, err) != 0) return -1;
     *inf_ms += res.inference_ms;
     *comp_ms += res.composite_ms;
     ProtobufCBinaryData *frames = calloc(count, sizeof *frames);
@@ -766,7 +846,7 @@ static ls_code h_render(void *ctx, const ls_call_info *call, const uint8_t *req,
         rc = resolve_format(cfg, id, q->output_format, q->output_format ? strlen(q->output_format) : 0,
                             q->jpeg_quality, 1, &format, &quality, err);
     /* Before the model is leased: a bad option costs no load. */
-    if (!rc && format == LS_FORMAT_H264) rc = ls_video_check(&vo, "", err);
+    if (!rc && format == LS_FORMAT_H264) rc = check_video_opts(&vo, "", err);
     if (!rc) rc = speech_features(s, call, id, q->audio, 0, &lease, &sp, &secs, err);
     if (!rc) {
         leased = 1;
@@ -877,7 +957,7 @@ static int session_render(session *ss, ls_err *err) {
         ls_infer_req ir = speech_req(ss->s, ss->win, count, ss->start + (int64_t)first, ss->format, ss->quality);
         ir.video = ss->video;
         ls_infer_result res;
-        int rc = ls_model_infer(lease.handle, &ir, &res, err);
+        int rc = model_infer(lease.handle, &ir, &FLOAT_FIELDS, &res, err);
         ls_registry_release(ss->s->reg, &lease, rc == 0, res.inference_ms, res.composite_ms);
         if (rc) return -1;
         if (ss->n_lat + count > ss->cap_lat) {
@@ -987,9 +1067,9 @@ static int session_start(session *ss, const ls_call_info *call, const Multitenan
         return -1;
     ls_video_opts vo = video_opts(q->video_bitrate_kbps, q->keyframe_interval_frames);
     /* Before the model is held: a bad option costs no load. */
-    if (ss->format == LS_FORMAT_H264 && ls_video_check(&vo, "start.", err) != 0) return -1;
+    if (ss->format == LS_FORMAT_H264 && check_video_opts(&vo, "start.", err) != 0) return -1;
     if (ls_registry_session_hold(s->reg, ss->id, &ss->hold, err) != 0) return -1;
-    if (ls_model_check_speech(ss->hold.handle, err) != 0) return -1;
+    if (check_speech(ss->hold.handle, err) != 0) return -1;
     ss->sp = ls_speech_stream_new(ss->hold.handle);
     ss->win = ls_alloc_aligned((size_t)ss->batch * WINDOW_FLOATS * sizeof(float));
     if (!ss->sp || !ss->win) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory starting a session");

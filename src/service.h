@@ -12,10 +12,15 @@
 #define LS_SERVICE_H
 
 #include "config.h"
+#include "model.h"
 #include "registry.h"
 #include "transport.h"
 
 typedef struct ls_service ls_service;
+
+/* The model layer's description of a configured model (model.h); its
+ * strings are mc's. What the registry's loader passes to ls_model_load. */
+ls_model_spec ls_service_model_spec(const ls_model_config *mc);
 
 /* Build the registry for cfg's models (cfg must outlive the service). */
 ls_service *ls_service_create(const ls_config *cfg, ls_err *err);

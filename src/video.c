@@ -33,13 +33,13 @@ static ELevelIdc level_for(int w, int h, int fps, int *code) {
     return LEVEL_5_1;
 }
 
-int ls_video_check(const ls_video_opts *o, const char *where, ls_err *err) {
-    if (o->bitrate_kbps < 100 || o->bitrate_kbps > 50000)
-        return ls_err_set(err, LS_INVALID_ARGUMENT, "%svideo_bitrate_kbps: expected 100..50000 (0 = %d), got %d", where,
-                          LS_VIDEO_DEFAULT_KBPS, o->bitrate_kbps);
-    if (o->keyframe_interval < 1 || o->keyframe_interval > 1000)
-        return ls_err_set(err, LS_INVALID_ARGUMENT, "%skeyframe_interval_frames: expected 1..1000 (0 = %d), got %d",
-                          where, LS_VIDEO_DEFAULT_KEYINT, o->keyframe_interval);
+static int check_opts(const ls_video_opts *o, ls_err *err) {
+    if (o->bitrate_kbps < LS_VIDEO_MIN_KBPS || o->bitrate_kbps > LS_VIDEO_MAX_KBPS)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "h264: bitrate %d kbps: expected %d..%d", o->bitrate_kbps,
+                          LS_VIDEO_MIN_KBPS, LS_VIDEO_MAX_KBPS);
+    if (o->keyframe_interval < 1 || o->keyframe_interval > LS_VIDEO_MAX_KEYINT)
+        return ls_err_set(err, LS_INVALID_ARGUMENT, "h264: key frame interval %d frames: expected 1..%d",
+                          o->keyframe_interval, LS_VIDEO_MAX_KEYINT);
     return 0;
 }
 
@@ -49,7 +49,7 @@ ls_video *ls_video_open(const ls_video_opts *o, ls_err *err) {
                    o->width, o->height);
         return NULL;
     }
-    if (ls_video_check(o, "", err) != 0) return NULL;
+    if (check_opts(o, err) != 0) return NULL;
     assert(o->fps > 0);
     ls_video *v = calloc(1, sizeof *v);
     if (!v) {

@@ -30,9 +30,14 @@
 typedef struct {
     int width, height;        /* even, >= 16 */
     int fps;                  /* 25 */
-    int bitrate_kbps;         /* target, 100..50000 */
-    int keyframe_interval;    /* frames between IDRs, 1..1000 */
+    int bitrate_kbps;         /* target, LS_VIDEO_MIN_KBPS..LS_VIDEO_MAX_KBPS */
+    int keyframe_interval;    /* frames between IDRs, 1..LS_VIDEO_MAX_KEYINT */
 } ls_video_opts;
+
+/* The options' ranges. */
+#define LS_VIDEO_MIN_KBPS 100
+#define LS_VIDEO_MAX_KBPS 50000
+#define LS_VIDEO_MAX_KEYINT 1000
 
 typedef struct ls_video ls_video;
 
@@ -40,13 +45,9 @@ typedef struct ls_video ls_video;
 #define LS_VIDEO_DEFAULT_KBPS 2000
 #define LS_VIDEO_DEFAULT_KEYINT 50
 
-/* INVALID_ARGUMENT when bitrate or key frame interval is out of range, the
- * message naming the option as `where` + its wire name (callers check before
- * committing resources; ls_video_open checks again). */
-int ls_video_check(const ls_video_opts *o, const char *where, ls_err *err);
-
-/* INVALID_ARGUMENT for options out of range (naming the option), INTERNAL
- * when the encoder refuses its parameters. */
+/* INVALID_ARGUMENT for options out of range (naming the option; callers
+ * that take them from a client check the ranges first, in its terms),
+ * INTERNAL when the encoder refuses its parameters. */
 ls_video *ls_video_open(const ls_video_opts *o, ls_err *err);
 void ls_video_close(ls_video *v);
 
