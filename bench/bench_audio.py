@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Audio front end: mel features + window assembly for 10 s of speech, the C
-code (src/mel.c through lsmel --bench) against numpy doing the same in the
+code (src/media/mel.c through lsmel --bench) against numpy doing the same in the
 same run. Reported per second of audio and per video frame (40 ms of audio
 at 25 fps) against the 40 ms frame budget (target: <= 2 %).
 
@@ -45,7 +45,7 @@ SECONDS = 10.0
 
 
 class NumpyFrontEnd:
-    """The same recipe as src/mel.h, vectorised, basis and window made once."""
+    """The same recipe as src/media/mel.h, vectorised, basis and window made once."""
 
     def __init__(self):
         self.basis_t = ref.BASIS.T.copy()
@@ -84,9 +84,10 @@ def lsmel(binary, *args):
 def build_double(tmp):
     out = os.path.join(tmp, "lsmel_double")
     cc = os.environ.get("CC", "cc")
-    srcs = [os.path.join(SRC, p) for p in ("tools/mel_dump.c", "src/mel.c", "src/audio.c", "src/common.c")]
-    subprocess.run([cc, "-std=c11", "-O2", "-DNDEBUG", "-DLS_MEL_FFT_DOUBLE=1", "-I" + os.path.join(SRC, "src"),
-                    "-o", out] + srcs + ["-lfftw3", "-lsoxr", "-lpthread", "-lm"], check=True)
+    srcs = [os.path.join(SRC, p) for p in ("tools/mel_dump.c", "src/media/mel.c", "src/media/audio.c", "src/core/common.c")]
+    subprocess.run([cc, "-std=c11", "-O2", "-DNDEBUG", "-DLS_MEL_FFT_DOUBLE=1"]
+                   + ["-I" + os.path.join(SRC, "src", layer) for layer in ("core", "media")]
+                   + ["-o", out] + srcs + ["-lfftw3", "-lsoxr", "-lpthread", "-lm"], check=True)
     return out
 
 

@@ -24,7 +24,7 @@ OpenCV's INTER_LINEAR resize.
 
 Finding aid: build/bench/bench_deflate compresses the band rows of the
 photo (SUB / AVG filtered) with ISA-L levels, zlib level 1 (default, Z_RLE
-as OpenCV, Huffman-only) and the server's own Huffman-only coder (src/huffman.c).
+as OpenCV, Huffman-only) and the server's own Huffman-only coder (src/media/huffman.c).
 
 Target 2 (both cores): bench_pixels --mode batch: a batch of 10 frames with
 ls_parallel_for (ls_pool_start(0)) vs one by one; ratio of wall times.

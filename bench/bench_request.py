@@ -28,7 +28,7 @@ Breakdown, all in this run:
   - build/bench/bench_engine in-process on the same model and batch: the raw
     ONNX Runtime Run (ls_engine_run on its own session), ls_model_infer's
     parts, the request decode (the zero-copy ls_infer_request_decode where
-    the build has src/wire.h; grpc_byte_buffer flattening + protobuf-c unpack
+    the build has src/net/wire.h; grpc_byte_buffer flattening + protobuf-c unpack
     either way, for comparison), the NaN scan, response pack;
   - the C CLI (`lipsync bench --tensor-dtype D`, concurrency 1), which
     reports latency - inference - composite per request itself.

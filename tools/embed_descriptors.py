@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Turn a FileDescriptorSet (protoc --descriptor_set_out --include_imports)
-into a C file defining `ls_refl_builtin` (src/reflection.h): each file's
+into a C file defining `ls_refl_builtin` (src/net/reflection.h): each file's
 serialized FileDescriptorProto as a byte array with the indexes of the files
 it imports, every fully qualified symbol it declares (sorted, for bsearch) and
 every service. Run at build time; the output is never committed.

@@ -2,7 +2,7 @@
 
 Every InferBatchComposite result is decoded and compared with an expectation
 computed here, independently of the server: demo_model.predict (numpy) for
-the model, lstest.composite for the pasting (src/compositor.h). Pixels
+the model, lstest.composite for the pasting (src/media/compositor.h). Pixels
 outside the crop rectangle must equal the background frame bit for bit;
 pixels inside may differ by 2 levels (float rounding, bilinear rounding).
 """

@@ -71,7 +71,7 @@ class TestPngCodec(unittest.TestCase):
 
 def _bilinear_pixel(img, out_h, out_w, dy, dx):
     """One destination pixel of an INTER_LINEAR resize, written out directly
-    from the formula in src/compositor.h (no vectorisation, no sharing with
+    from the formula in src/media/compositor.h (no vectorisation, no sharing with
     lstest._axis)."""
     h, w = img.shape[:2]
     sy = min(max((dy + 0.5) * h / out_h - 0.5, 0.0), h - 1)

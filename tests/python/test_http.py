@@ -1,4 +1,4 @@
-"""The HTTP listener (src/http.c): /healthz, /readyz, /metrics (exact counts
+"""The HTTP listener (src/net/http.c): /healthz, /readyz, /metrics (exact counts
 after known traffic, and `promtool check metrics`), gRPC-Web in binary and
 text form for every kind of call (results compared with the native gRPC
 call, PNG bytes included), its error statuses, CORS, and the static files

@@ -1,5 +1,5 @@
-"""The audio front end (src/audio.c, src/mel.c) against an independent numpy
-implementation of the recipe in src/mel.h, through the lsmel tool
+"""The audio front end (src/media/audio.c, src/media/mel.c) against an independent numpy
+implementation of the recipe in src/media/mel.h, through the lsmel tool
 (tools/mel_dump.c); no server needed.
 
 The numpy side is written from the recipe's formulas, not from the C code:

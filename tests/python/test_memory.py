@@ -4,7 +4,7 @@ Each avatar is loaded with LoadModel, every one of its frames is prepared by
 requests covering them all, and it is unloaded with UnloadModel. All of them
 use one ONNX file, and only one is loaded at a time, so each cycle also opens
 and closes the ONNX Runtime session. The service calls malloc_trim(0) after
-each unload (src/service.c loader_unload), so the server's resident memory
+each unload (src/serve/service.c loader_unload), so the server's resident memory
 after the last unload must be back near what it was after the first one: a
 leak of one avatar's frames (10 x 2.7 MB raw, or their prepared rows) or of a
 session per cycle would add up to far more than the allowed 15 %.

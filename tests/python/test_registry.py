@@ -3,10 +3,10 @@
 Capacity, eviction policies (LRU, lfu_count; lfu's frequency score), idle unload, config pins, capacity
 exhaustion, draining, the memory limit and shared ONNX Runtime sessions. The
 policy tests replay a request sequence against a small Python model of the
-policy (PolicyModel below, written from src/registry.h) and check after every
+policy (PolicyModel below, written from src/serve/registry.h) and check after every
 step that ListModels and GetModelStats report exactly what it predicts.
 
-Facts of src/registry.c the model relies on:
+Facts of src/serve/registry.c the model relies on:
   - usage_count is counted when a request's lease is released, for failed
     requests too (post-acquire failures), and never reset: it survives
     evictions and reloads (LFU keeps its history).

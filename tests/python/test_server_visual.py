@@ -1,5 +1,5 @@
 """Audio-only requests: the server builds the model's visual input from the
-avatar's own frames (src/visual.h), checked through the real gRPC client
+avatar's own frames (src/media/visual.h), checked through the real gRPC client
 against an independent OpenCV computation of the reference recipe
 (lstest.server_visual: cv2.resize INTER_CUBIC, cv2.rectangle) and the
 reference paste (lstest.composite: cv2.resize INTER_CUBIC both ways).

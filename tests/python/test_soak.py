@@ -22,7 +22,7 @@ Afterwards:
     RESOURCE_EXHAUSTED, UNAVAILABLE, CANCELLED, DEADLINE_EXCEEDED;
   - statistics agree with the client's own counts. The registry counts a
     use (usage_count) at every release of an acquired model, ok or not
-    (src/registry.c ls_registry_release), failed_requests for the not-ok
+    (src/serve/registry.c ls_registry_release), failed_requests for the not-ok
     ones. Per model, with C = the client's CANCELLED + DEADLINE_EXCEEDED
     calls aimed at it (the server may have run those to the end, or not):
         0 <= (usage - failed) - client OK               <= C

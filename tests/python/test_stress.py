@@ -12,7 +12,7 @@ every snapshot. Afterwards:
   - no call hung: every call returned before its deadline, the server still
     answers, nothing is left in flight, loading or draining;
   - the statistics add up. usage_count is counted when a request's lease is
-    released (src/registry.c ls_registry_release), whether it succeeded or
+    released (src/serve/registry.c ls_registry_release), whether it succeeded or
     not, so per model usage_count == successful requests + requests that
     failed after acquiring the model (here: only wrong tensor lengths, which
     the model checks after the lease is taken); those are failed_requests.
