@@ -8,14 +8,14 @@
  * own filter code), then compressed, one core, each configuration timed over
  * `reps` runs (median):
  *   isal-l0, isal-l1, isal-l3       ISA-L isal_deflate, default Huffman tables
- *                                   (what src/pngenc.c does, levels 0..3)
+ *                                   (what src/media/pngenc.c does, levels 0..3)
  *   isal-l0-custom                  ISA-L level 0 with Huffman tables built
  *                                   from a histogram of the same bytes
  *                                   (isal_update_histogram + isal_create_hufftables;
  *                                   histogram time included)
  *   zlib-l1, zlib-l1-rle, zlib-huff zlib level 1: default, Z_RLE (what OpenCV's
  *                                   PNG writer uses), Z_HUFFMAN_ONLY
- *   ls-huffman                      src/huffman.c, the server's Huffman-only
+ *   ls-huffman                      src/media/huffman.c, the server's Huffman-only
  *                                   coder (a dynamic block per 128 KiB chunk,
  *                                   no LZ77)
  * Every output is inflated again with zlib and compared with its input.
@@ -95,7 +95,7 @@ static size_t zlib_once(uint8_t *in, size_t n, int level, int strategy, uint8_t 
 }
 
 
-/* src/huffman.c's coder as the server uses it: one unit per 128 KiB chunk
+/* src/media/huffman.c's coder as the server uses it: one unit per 128 KiB chunk
  * (pngenc.c's chunk size), wrapped into a zlib stream here. */
 static size_t huff_zlib(const uint8_t *in, size_t n, uint8_t *out) {
     const size_t chunk = 128 * 1024;

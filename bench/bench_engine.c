@@ -7,19 +7,19 @@
  * Measures, interleaved run by run so drift hits every part alike:
  *   raw      ls_engine_run on its own session of the model's file (the raw
  *            ONNX Runtime Run; engine.c adds no copy around it),
- *   infer    ls_model_infer on the configured model (src/model.c: tensor
+ *   infer    ls_model_infer on the configured model (src/model/model.c: tensor
  *            checks incl. the NaN/Inf scan, run, composite + encode of the
  *            batch over the pool); its own inference_ms and composite_ms,
  *            and the rest (wall - inference - composite) = validation + setup,
  * and, once per run as well, the server's byte handling of a request of that
- * batch (src/transport.c, src/service.c):
+ * batch (src/net/transport.c, src/serve/service.c):
  *   flatten  grpc_byte_buffer_reader_readall over the request as 16 KiB slices
  *            (what the transport does with a received message),
  *   unpack   multitenant__composite_batch_request__unpack + free_unpacked,
  *   pack     the response with the batch's real PNGs (get_packed_size, a fresh
  *            buffer, pack), as service.c pack() does,
  *   memcpy   a plain memcpy of the request's size, for scale.
- * and, where the build has src/wire.h (the zero-copy request path):
+ * and, where the build has src/net/wire.h (the zero-copy request path):
  *   wire_decode  ls_infer_request_decode over the same 16 KiB slices (each
  *            tensor copied once, NaN/Inf checked during the copy),
  *   nan_scan     ls_first_non_finite over the request's floats alone.
@@ -53,7 +53,7 @@
 #include "multitenant.pb-c.h"
 #include "pool.h"
 #include "service.h" /* ls_service_model_spec */
-/* The zero-copy request decoder (src/wire.h), where the build has it: the
+/* The zero-copy request decoder (src/net/wire.h), where the build has it: the
  * server then decodes from gRPC's slices (one copy + NaN/Inf scan) instead
  * of flatten + protobuf-c unpack. */
 #if defined(__has_include)

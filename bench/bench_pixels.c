@@ -9,16 +9,16 @@
  *
  * Modes:
  *   --mode single   (target 1) frames/s of
- *       spliced: what src/model.c frame_work does per frame: malloc the band,
+ *       spliced: what src/model/model.c frame_work does per frame: malloc the band,
  *                copy the background rows crossing the rectangle, ls_composite
  *                into them, ls_png_encode_spliced between the top/bottom
  *                segments built once per background (ls_png_segment_build,
- *                as src/avatar.c prepare does; their build time is reported
+ *                as src/media/avatar.c prepare does; their build time is reported
  *                separately), free.
  *       whole:   copy the whole background, ls_composite, ls_png_encode_rgb.
  *       jpeg, raw: the other output formats (copy the whole background,
  *                ls_composite, then ls_jpeg_encode_rgb at quality 90 or the
- *                RGB24 buffer itself), as src/model.c frame_whole.
+ *                RGB24 buffer itself), as src/model/model.c frame_whole.
  *     Every PNG of the first round is decoded again (libspng, via
  *     ls_image_decode_mem) and compared byte for byte with the expected
  *     composited frame (background copy + ls_composite on the full frame):
@@ -135,7 +135,7 @@ static void prepare_frames(bench_in *in) {
 
 /* ---- the two per-frame paths ---- */
 
-/* src/model.c frame_work, step for step (allocations included). */
+/* src/model/model.c frame_work, step for step (allocations included). */
 static int frame_spliced(const bench_in *in, int k, ls_buf *out, ls_err *err) {
     int w = in->bg.w, h = in->bg.h;
     ls_rect r = in->rects[k];
@@ -175,7 +175,7 @@ static int frame_whole(const bench_in *in, int k, ls_buf *out, ls_err *err) {
     return rc;
 }
 
-/* The other output formats, as src/model.c frame_whole does them: the
+/* The other output formats, as src/model/model.c frame_whole does them: the
  * background copied whole, the prediction composited in, then JPEG
  * (libjpeg-turbo, the server's default quality 90) or the RGB24 copy as is. */
 static int frame_other(const bench_in *in, int k, ls_buf *out, int jpeg, ls_err *err) {
