@@ -272,6 +272,21 @@ static const char *call_metadata(const call *c, const char *key, char *auth, siz
     return NULL;
 }
 
+/* What a handler learns of its call (ls_call_info), unary or streaming; the
+ * metadata strings live in the caller's *st. */
+typedef struct {
+    char auth[512], model[160];
+} call_strings;
+
+static ls_call_info call_info(call *c, const char *path, call_strings *st) {
+    return (ls_call_info){.method = path,
+                          .received_mono_ns = c->received_ns,
+                          .cancelled = &c->closed_cancelled,
+                          .authorization = call_metadata(c, "authorization", st->auth, sizeof st->auth),
+                          .routing_model = call_metadata(c, "x-model-id", st->model, sizeof st->model),
+                          .request_id = c->request_id};
+}
+
 /* Unique within the process and unlikely to repeat across restarts: the
  * start time's low bits, then a counter. */
 static void assign_request_id(ls_transport *t, call *c) {
@@ -368,13 +383,8 @@ static void handle(call *c) {
         finish(c, LS_INTERNAL, "cannot read request message", NULL);
         return;
     }
-    char auth[512], model[160];
-    ls_call_info info = {.method = path,
-                         .received_mono_ns = c->received_ns,
-                         .cancelled = &c->closed_cancelled,
-                         .authorization = call_metadata(c, "authorization", auth, sizeof auth),
-                         .routing_model = call_metadata(c, "x-model-id", model, sizeof model),
-                         .request_id = c->request_id};
+    call_strings strings;
+    ls_call_info info = call_info(c, path, &strings);
     ls_err err = {.code = LS_OK, .msg = ""};
     ls_reply reply = {0};
     ls_log_set_request(c->request_id);
@@ -608,14 +618,10 @@ static void *stream_main(void *arg) {
     call *c = sl->c; /* set before this thread was created */
     ls_transport *t = c->t;
     gstream *s = c->stream;
-    char path[256], auth[512], model[160];
+    char path[256];
     call_path(c, path, sizeof path);
-    ls_call_info info = {.method = path,
-                         .received_mono_ns = c->received_ns,
-                         .cancelled = &c->closed_cancelled,
-                         .authorization = call_metadata(c, "authorization", auth, sizeof auth),
-                         .routing_model = call_metadata(c, "x-model-id", model, sizeof model),
-                         .request_id = c->request_id};
+    call_strings strings;
+    ls_call_info info = call_info(c, path, &strings);
     ls_err err = {.code = LS_OK, .msg = ""};
     ls_log_set_request(c->request_id);
     ls_code code = s->m->fn(t->opts.ctx, &info, &s->base, &err);
