@@ -6,7 +6,10 @@
  *
  * Measures, interleaved run by run so drift hits every part alike:
  *   raw      ls_engine_run on its own session of the model's file (the raw
- *            ONNX Runtime Run; engine.c adds no copy around it),
+ *            ONNX Runtime Run; engine.c adds no copy around it), without
+ *            IoBinding, and raw_bound: the same on a second session with
+ *            engine.io_binding (OrtIoBinding per run), both on the config's
+ *            execution provider,
  *   infer    ls_model_infer on the configured model (src/model/model.c: tensor
  *            checks incl. the NaN/Inf scan, run, composite + encode of the
  *            batch over the pool); its own inference_ms and composite_ms,
@@ -71,9 +74,9 @@
 #define HAVE_COMPACT 0
 #endif
 
-enum { Q_RAW, Q_INFER, Q_INFER_INF, Q_INFER_COMP, Q_INFER_REST, Q_FLATTEN, Q_UNPACK, Q_PACK, Q_MEMCPY, Q_DECODE,
+enum { Q_RAW, Q_RAW_BOUND, Q_INFER, Q_INFER_INF, Q_INFER_COMP, Q_INFER_REST, Q_FLATTEN, Q_UNPACK, Q_PACK, Q_MEMCPY, Q_DECODE,
        Q_SCAN, Q_DECODE_F16, Q_DECODE_U8, NQ };
-static const char *qname[NQ] = {"raw_run", "infer_wall", "infer_inference", "infer_composite",
+static const char *qname[NQ] = {"raw_run", "raw_run_bound", "infer_wall", "infer_inference", "infer_composite",
                                 "infer_validation_setup", "flatten", "unpack", "pack_response", "memcpy",
                                 "wire_decode", "nan_scan", "wire_decode_f16", "wire_decode_u8"};
 
@@ -179,8 +182,8 @@ static int switch_bench(const char *config, const char *ida, const char *idb, in
     if (!ca || !cb) die("--id/--switch", &(ls_err){.msg = "not in the config"});
     if (ls_engine_global_init(intra, inter, &err)) die("ls_engine_global_init", &err);
     if (ls_pool_start(0)) die("ls_pool_start", NULL);
-    uint64_t mem;
-    ls_model_spec sa = ls_service_model_spec(ca), sb = ls_service_model_spec(cb);
+    ls_mem mem;
+    ls_model_spec sa = ls_service_model_spec(&cfg, ca), sb = ls_service_model_spec(&cfg, cb);
     ls_model *m[2] = {ls_model_load(&sa, level, &mem, &err), NULL};
     if (!m[0]) die(ida, &err);
     if (!(m[1] = ls_model_load(&sb, level, &mem, &err))) die(idb, &err);
@@ -288,11 +291,16 @@ int main(int argc, char **argv) {
     if (ls_pool_start(0)) die("ls_pool_start", NULL);
 
     uint64_t t0 = ls_mono_ns();
-    ls_engine *raw = ls_engine_open(mc->model_path, &err);
+    ls_model_spec spec = ls_service_model_spec(&cfg, mc);
+    ls_engine_opts plain = spec.engine, bound = spec.engine;
+    plain.io_binding = 0;
+    bound.io_binding = 1;
+    ls_engine *raw = ls_engine_open(mc->model_path, &plain, &err);
     if (!raw) die(mc->model_path, &err);
+    ls_engine *raw_bound = ls_engine_open(mc->model_path, &bound, &err);
+    if (!raw_bound) die(mc->model_path, &err);
     double open_ms = ms_since(t0);
-    uint64_t mem = 0;
-    ls_model_spec spec = ls_service_model_spec(mc);
+    ls_mem mem = {0, 0};
     ls_model *m = ls_model_load(&spec, level, &mem, &err);
     if (!m) die("ls_model_load", &err);
 
@@ -351,6 +359,9 @@ int main(int argc, char **argv) {
         t0 = ls_mono_ns();
         if (ls_engine_run(raw, visual, audio, 0, batch, out, &err)) die("ls_engine_run", &err);
         q_ms[Q_RAW][r] = ms_since(t0);
+        t0 = ls_mono_ns();
+        if (ls_engine_run(raw_bound, visual, audio, 0, batch, out, &err)) die("ls_engine_run (IoBinding)", &err);
+        q_ms[Q_RAW_BOUND][r] = ms_since(t0);
 
         ls_infer_req ir = {.visual = visual, .n_visual = nv, .audio = audio, .n_audio = na, .batch = batch,
                            .start_frame = ((int64_t)r * batch) % nframes, .png_level = level};
@@ -470,6 +481,7 @@ int main(int argc, char **argv) {
     grpc_shutdown();
     ls_model_free(m);
     ls_engine_close(raw);
+    ls_engine_close(raw_bound);
     ls_pool_stop();
     ls_engine_global_shutdown();
     ls_config_free(&cfg);

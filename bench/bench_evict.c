@@ -47,9 +47,9 @@ static int64_t fk_wall(void *c) {
 
 static int g_token; /* every handle points here: nothing is allocated */
 
-static void *fk_load(void *ctx, const char *id, void *model_ctx, uint64_t *mem, ls_err *err) {
+static void *fk_load(void *ctx, const char *id, void *model_ctx, ls_mem *mem, ls_err *err) {
     (void)ctx, (void)id, (void)model_ctx, (void)err;
-    *mem = 0;
+    *mem = (ls_mem){0, 0};
     return &g_token;
 }
 static void fk_unload(void *ctx, const char *id, void *handle) { (void)ctx, (void)id, (void)handle; }

@@ -675,6 +675,51 @@ static void test_auth_tls(void) {
 
 /* config.h's reference comment is ls_config_doc's output, byte for byte:
  * the tables that parse the keys are what documents them. */
+/* engine: the provider, its CUDA settings, a model's override; the GPU
+ * budget in capacity. */
+static void test_engine(void) {
+    ls_config c;
+    int ok = parse_ok("engine: {}\nmodels:\n  a:\n" MODEL_OK, "/b", &c);
+    check("engine: defaults", ok && c.execution_provider == LS_EP_CPU && c.cuda_device_id == 0 &&
+                                  c.gpu_mem_limit_bytes == 0 && c.cudnn_conv_algo_search == LS_CUDNN_HEURISTIC &&
+                                  c.io_binding == 1 && c.max_gpu_memory_bytes == 0 &&
+                                  c.models[0].execution_provider == 0 &&
+                                  c.models[0].gpu_memory_estimate_bytes == 512ull << 20);
+    if (ok) ls_config_free(&c);
+    ok = parse_ok("engine:\n  execution_provider: cuda\n  device_id: 3\n  gpu_mem_limit_mb: 2048\n"
+                  "  cudnn_conv_algo_search: exhaustive\n  io_binding: false\n"
+                  "capacity:\n  max_gpu_memory_gb: 0.5\n"
+                  "models:\n  a:\n" MODEL_OK "    execution_provider: cpu\n    gpu_memory_estimate_mb: 700\n"
+                  "  b:\n" MODEL_OK "    execution_provider: cuda\n  c:\n" MODEL_OK,
+                  "/b", &c);
+    check("engine: every key", ok && c.execution_provider == LS_EP_CUDA && c.cuda_device_id == 3 &&
+                                   c.gpu_mem_limit_bytes == 2048ull << 20 &&
+                                   c.cudnn_conv_algo_search == LS_CUDNN_EXHAUSTIVE && c.io_binding == 0 &&
+                                   c.max_gpu_memory_bytes == 1ull << 29);
+    check("engine: model overrides (1 + provider; 0 = inherit)",
+          ok && c.models[0].execution_provider == 1 + LS_EP_CPU && c.models[1].execution_provider == 1 + LS_EP_CUDA &&
+              c.models[2].execution_provider == 0 && c.models[0].gpu_memory_estimate_bytes == 700ull << 20);
+    if (ok) ls_config_free(&c);
+    expect_error("engine: unknown provider", "engine:\n  execution_provider: tpu\n", "t.yaml:2:",
+                 "engine.execution_provider", "cpu or cuda");
+    expect_error("engine: device_id range", "engine:\n  device_id: 256\n", "t.yaml:2:", "engine.device_id",
+                 "0..255");
+    expect_error("engine: negative gpu_mem_limit_mb", "engine:\n  gpu_mem_limit_mb: -1\n", "t.yaml:2:",
+                 "engine.gpu_mem_limit_mb", "0..16777216");
+    expect_error("engine: cudnn word", "engine:\n  cudnn_conv_algo_search: fast\n", "t.yaml:2:",
+                 "engine.cudnn_conv_algo_search", "exhaustive, heuristic or default");
+    expect_error("engine: io_binding boolean", "engine:\n  io_binding: maybe\n", "t.yaml:2:", "engine.io_binding",
+                 NULL);
+    expect_error("engine: unknown key", "engine:\n  provider: cuda\n", "t.yaml:2:", "unknown key 'provider' in engine",
+                 "execution_provider");
+    expect_error("capacity: negative max_gpu_memory_gb", "capacity:\n  max_gpu_memory_gb: -1\n", "t.yaml:2:",
+                 "capacity.max_gpu_memory_gb", ">= 0");
+    expect_error("model: unknown provider", "models:\n  a:\n" MODEL_OK "    execution_provider: gpu\n", "t.yaml:6:",
+                 "models.a.execution_provider", "inherit, cpu or cuda");
+    expect_error("model: gpu_memory_estimate_mb range", "models:\n  a:\n" MODEL_OK "    gpu_memory_estimate_mb: 1e9\n",
+                 "t.yaml:6:", "models.a.gpu_memory_estimate_mb", NULL);
+}
+
 static void test_reference(void) {
     const char *header = getenv("LS_CONFIG_H");
     check("LS_CONFIG_H names config.h (the build sets it)", header != NULL);
@@ -719,6 +764,7 @@ int main(void) {
     test_auth_tls();
     test_errors();
     test_croprects();
+    test_engine();
     test_reference();
     if (rmdir(tmpdir) != 0) perror(tmpdir);
     printf("%d passed, %d failed\n", passed, failed);

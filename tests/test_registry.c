@@ -75,6 +75,7 @@ typedef struct {
     char fail_msg[200];
     int fail_every; /* fail every Nth attempt (0 = never) */
     uint64_t measured;
+    uint64_t measured_gpu;
     int gated;      /* loads wait for the gate */
     int unload_gated;
     int null_silent; /* return NULL without setting err */
@@ -118,7 +119,7 @@ static void fake_fini(fake *f) {
     pthread_mutex_destroy(&f->mu);
 }
 
-static void *fake_load(void *ctx, const char *id, void *model_ctx, uint64_t *mem, ls_err *err) {
+static void *fake_load(void *ctx, const char *id, void *model_ctx, ls_mem *mem, ls_err *err) {
     fake *f = ctx;
     pthread_mutex_lock(&f->mu);
     slot *s = fslot(f, id);
@@ -138,7 +139,7 @@ static void *fake_load(void *ctx, const char *id, void *model_ctx, uint64_t *mem
         code = LS_INTERNAL;
         snprintf(msg, sizeof msg, "flaky load of %s", id);
     }
-    uint64_t measured = s->measured;
+    ls_mem measured = {s->measured, s->measured_gpu};
     if (s->null_silent) {
         pthread_mutex_unlock(&f->mu);
         return NULL;
@@ -279,7 +280,7 @@ static void done(ls_registry *r, fake *f) {
 }
 
 static int add(ls_registry *r, const char *id, uint64_t est, int pinned) {
-    ls_model_decl d = {id, est, pinned, NULL, 0};
+    ls_model_decl d = {id, est, pinned, NULL, 0, 0};
     ls_err err;
     return ls_registry_add(r, &d, &err);
 }
@@ -370,7 +371,7 @@ static void test_basics(void) {
     fake f;
     ls_registry *r = mk(&f, 4, 0, LS_POLICY_LRU, 0, SEC);
     int ctx_token = 7;
-    ls_model_decl d = {"a", 100, 0, &ctx_token, 0};
+    ls_model_decl d = {"a", 100, 0, &ctx_token, 0, 0};
     ls_err err;
     CHECK(ls_registry_add(r, &d, &err) == 0, "basics: add a");
     CHECK(ls_registry_add(r, &d, &err) == -1 && err.code == LS_INVALID_ARGUMENT,
@@ -378,12 +379,12 @@ static void test_basics(void) {
     char longid[140];
     memset(longid, 'x', 129);
     longid[129] = 0;
-    ls_model_decl dl = {longid, 0, 0, NULL, 0};
+    ls_model_decl dl = {longid, 0, 0, NULL, 0, 0};
     CHECK(ls_registry_add(r, &dl, &err) == -1 && err.code == LS_INVALID_ARGUMENT,
           "basics: 129-char id -> INVALID_ARGUMENT");
     longid[128] = 0;
     CHECK(ls_registry_add(r, &dl, &err) == 0, "basics: 128-char id accepted");
-    ls_model_decl de = {"", 0, 0, NULL, 0};
+    ls_model_decl de = {"", 0, 0, NULL, 0, 0};
     CHECK(ls_registry_add(r, &de, &err) == -1 && err.code == LS_INVALID_ARGUMENT,
           "basics: empty id -> INVALID_ARGUMENT");
 
@@ -617,6 +618,77 @@ static void test_memory(void) {
     ls_registry_release(r, &lf, 1, 1, 1);
     ls_registry_release(r, &lg, 1, 1, 1);
     CHECK(tot(r).total_evictions == 2, "memory: 2 evictions in total");
+    done(r, &f);
+}
+
+/* A model on a GPU: est/measured host and GPU bytes. */
+static void add_gpu(ls_registry *r, fake *f, const char *id, uint64_t est_gpu, uint64_t measured_gpu) {
+    ls_model_decl d = {.id = id, .memory_estimate_bytes = 10, .gpu_memory_estimate_bytes = est_gpu};
+    ls_err err;
+    if (ls_registry_add(r, &d, &err) != 0) abort();
+    f_set(f, id, 0, NULL, 10, 0);
+    pthread_mutex_lock(&f->mu);
+    fslot(f, id)->measured_gpu = measured_gpu;
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* GPU memory is a budget of its own, kept like host memory: estimates while
+ * loading, measured bytes after, eviction by policy to admit, eviction after
+ * an overrun, "never" for an estimate over the limit; a CPU model charges
+ * none of it. */
+static void test_gpu_memory(void) {
+    fake f;
+    ls_registry_limits lim = {.max_models = 10, .max_memory_bytes = 1000, .max_gpu_memory_bytes = 1000,
+                              .policy = LS_POLICY_LRU};
+    ls_registry *r = mk_lim(&f, &lim);
+    add_gpu(r, &f, "a", 400, 400);
+    add_gpu(r, &f, "b", 400, 400);
+    add_gpu(r, &f, "c", 300, 300);
+    add_gpu(r, &f, "d", 2000, 0);
+    add_gpu(r, &f, "e", 100, 600);
+    add_gpu(r, &f, "cpu", 0, 0);
+    advance_ns(SEC);
+    use(r, "a", 1, 1, 1);
+    advance_ns(SEC);
+    use(r, "b", 1, 1, 1);
+    ls_registry_totals t = tot(r);
+    CHECK(t.gpu_memory_bytes == 800 && t.memory_bytes == 20 && t.max_gpu_memory_bytes == 1000,
+          "gpu: a, b charge 800 GPU bytes, 20 host (gpu %llu, host %llu)", (unsigned long long)t.gpu_memory_bytes,
+          (unsigned long long)t.memory_bytes);
+    CHECK(st(r, "a").gpu_memory_measured_bytes == 400 && st(r, "a").gpu_memory_estimate_bytes == 400,
+          "gpu: per-model measured and estimate");
+    advance_ns(SEC);
+    use(r, "c", 1, 1, 1);
+    CHECK(f_unloads(&f, "a") == 1 && f_unloads(&f, "b") == 0 && tot(r).gpu_memory_bytes == 700,
+          "gpu: c (300) evicts LRU a to fit 1000 GPU bytes, host far from full (gpu %llu)",
+          (unsigned long long)tot(r).gpu_memory_bytes);
+    advance_ns(SEC);
+    use(r, "cpu", 1, 1, 1);
+    CHECK(f_unloads(&f, "b") == 0 && f_unloads(&f, "c") == 0 && tot(r).gpu_memory_bytes == 700 &&
+              st(r, "cpu").gpu_memory_measured_bytes == 0,
+          "gpu: a model on the CPU charges no GPU bytes and evicts nothing");
+    ls_err err;
+    ls_lease l;
+    int rc = ls_registry_acquire(r, "d", &l, &err);
+    CHECK(rc == -1 && err.code == LS_RESOURCE_EXHAUSTED && strstr(err.msg, "2000 GPU bytes") &&
+              strstr(err.msg, "max_gpu_memory_bytes (1000)") && strstr(err.msg, "never") && f_loads(&f, "d") == 0,
+          "gpu: estimate over the limit -> RESOURCE_EXHAUSTED, never loaded: %s", err.msg);
+    /* e: estimate 100 fits (800), measured 600 -> 1300: evict LRU b (400). */
+    advance_ns(SEC);
+    CHECK(ls_registry_acquire(r, "e", &l, &err) == 0, "gpu: e loads: %s", err.msg);
+    CHECK(f_unloads(&f, "b") == 1 && f_unloads(&f, "c") == 0 && tot(r).gpu_memory_bytes == 900 &&
+              st(r, "e").gpu_memory_measured_bytes == 600,
+          "gpu: measured over the estimate evicts LRU b (gpu %llu)", (unsigned long long)tot(r).gpu_memory_bytes);
+    ls_registry_release(r, &l, 1, 1, 1);
+    /* Capacity full of GPU bytes held by a request: the error names the GPU budget. */
+    ls_lease lc, le;
+    ls_registry_acquire(r, "c", &lc, &err);
+    ls_registry_acquire(r, "e", &le, &err);
+    rc = ls_registry_acquire(r, "a", &l, &err);
+    CHECK(rc == -1 && err.code == LS_RESOURCE_EXHAUSTED && strstr(err.msg, "GPU memory 900/1000 bytes (needs 400 more)"),
+          "gpu: full and nothing evictable names the GPU budget: %s", err.msg);
+    ls_registry_release(r, &lc, 1, 1, 1);
+    ls_registry_release(r, &le, 1, 1, 1);
     done(r, &f);
 }
 
@@ -1208,7 +1280,7 @@ static void test_freq_score(void) {
     int tags[3] = {0, 1, 2};
     for (int i = 0; i < 3; i++) {
         c[i].ref = &tags[i];
-        c[i].charged = 10;
+        c[i].charged = (ls_mem){10, 0};
         c[i].loaded_ns = SEC;
         c[i].last_use_ns = 50 * SEC;
     }
@@ -1216,7 +1288,7 @@ static void test_freq_score(void) {
     c[1].freq = (ls_freq){1, now};
     c[2].freq = (ls_freq){2, now};
     c[2].loaded_ns = now - SEC; /* guarded, and the second lowest */
-    ls_evict_need need = {3, 2, 30, 0};
+    ls_evict_need need = {.count = 3, .max_count = 2, .mem = {30, 0}, .max_mem = 0};
     int k = ls_evict_select(&p, now, LS_EVICT_ADMIT, &need, c, 3);
     CHECK(k == 1 && c[0].ref == &tags[1] && c[2].ref == &tags[2] && c[2].guarded,
           "select: lowest frequency first, guarded last (k %d)", k);
@@ -1394,7 +1466,7 @@ static void test_sessions(void) {
     ls_registry_limits lim = {.max_models = 2, .policy = LS_POLICY_LFU, .load_retry_ns = SEC,
                               .idle_unload_ns = 10 * SEC, .lfu_half_life_ns = MIN};
     ls_registry *r = mk_lim(&f, &lim);
-    ls_model_decl da = {"a", 0, 0, NULL, 1}; /* max_in_flight 1: sessions do not count */
+    ls_model_decl da = {"a", 0, 0, NULL, 1, 0}; /* max_in_flight 1: sessions do not count */
     ls_err err;
     ls_registry_add(r, &da, &err);
     add(r, "b", 0, 0);
@@ -1689,6 +1761,7 @@ int main(void) {
     test_in_flight_never_evicted();
     test_count_capacity();
     test_memory();
+    test_gpu_memory();
     test_single_flight();
     test_failed_load();
     test_idle();

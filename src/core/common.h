@@ -73,6 +73,18 @@ typedef enum { LS_ORDER_LOOP = 0, LS_ORDER_PINGPONG = 1 } ls_frame_order;
  * auto decides by the memory it takes against the frames' own. */
 typedef enum { LS_CACHE_AUTO = 0, LS_CACHE_ON = 1, LS_CACHE_OFF = 2 } ls_cache_mode;
 
+/* Where ONNX Runtime runs a model (engine.h), and how cuDNN picks its
+ * convolution algorithms there (ORT's cudnn_conv_algo_search). */
+typedef enum { LS_EP_CPU = 0, LS_EP_CUDA = 1 } ls_exec_provider;
+typedef enum { LS_CUDNN_EXHAUSTIVE = 0, LS_CUDNN_HEURISTIC = 1, LS_CUDNN_DEFAULT = 2 } ls_cudnn_search;
+
+/* Memory a loaded model holds, in the two budgets capacity keeps: host
+ * (capacity.max_memory_gb) and GPU (capacity.max_gpu_memory_gb; 0 for a
+ * model on the CPU). */
+typedef struct {
+    uint64_t host, gpu;
+} ls_mem;
+
 /* Growable byte buffer; owner frees data with free(). */
 typedef struct {
     uint8_t *data;

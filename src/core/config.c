@@ -32,7 +32,8 @@
 #endif
 
 _Static_assert(sizeof(ls_policy) == sizeof(int) && sizeof(ls_format) == sizeof(int) && sizeof(ls_interp) == sizeof(int) &&
-                   sizeof(ls_frame_order) == sizeof(int) && sizeof(ls_cache_mode) == sizeof(int),
+                   sizeof(ls_frame_order) == sizeof(int) && sizeof(ls_cache_mode) == sizeof(int) &&
+                   sizeof(ls_exec_provider) == sizeof(int) && sizeof(ls_cudnn_search) == sizeof(int),
                "CFG_WORD rows store an index through an int");
 
 #define C(f) offsetof(ls_config, f)
@@ -73,6 +74,16 @@ static const cfg_key CAPACITY_KEYS[] = {
     NUM("lfu_half_life_minutes", C(lfu_half_life_seconds), 0, MAX_MINUTES, EXCL | CFG_MINUTES, "10", "lfu: score halves this often"),
     NUM("lfu_initial", C(lfu_initial), 0, 64, 0, "5", "lfu: score of a model just loaded (log2(1 + uses))"),
     NUM("min_residency_seconds", C(min_residency_seconds), 0, MAX_SECONDS, 0, "30", "loaded more recently: no victim; 0 = off"),
+    NUM("max_gpu_memory_gb", C(max_gpu_memory_bytes), 0, 1048576, CFG_GIB, "0", "GPU memory of models on cuda; 0 = no limit"),
+    END};
+
+static const cfg_key ENGINE_KEYS[] = {
+    WORD("execution_provider", C(execution_provider), W("cpu", "cuda"), 0, "cpu", "ONNX Runtime provider for every model"),
+    INT("device_id", C(cuda_device_id), 0, 255, 0, "0", "cuda: the GPU"),
+    INT("gpu_mem_limit_mb", C(gpu_mem_limit_bytes), 0, 16777216, CFG_MIB, "0", "cuda: arena cap per session; 0 = none"),
+    WORD("cudnn_conv_algo_search", C(cudnn_conv_algo_search), W("exhaustive", "heuristic", "default"), 0, "heuristic",
+         "cuda: how cuDNN picks convolutions"),
+    BOOL("io_binding", C(io_binding), "true", "runs bind inputs and outputs to the caller's buffers (ORT IoBinding)"),
     END};
 
 static const cfg_key AUDIO_KEYS[] = {
@@ -158,6 +169,8 @@ static const cfg_key MODEL_KEYS[] = {
     WORD("paste_interpolation", M(paste_interp), W("cubic", "linear"), 0, "cubic", "canvas resizes of the paste-back"),
     SECTION("visual_input", VISUAL_KEYS, NULL, "the server-built visual input (requests without one)"),
     SECTION("audio_encoder", ENCODER_KEYS, check_encoder, "optional: speech in for this model"),
+    WORD("execution_provider", M(execution_provider), W("inherit", "cpu", "cuda"), 0, "inherit", "inherit = engine.execution_provider"),
+    INT("gpu_memory_estimate_mb", M(gpu_memory_estimate_bytes), 0, 16777216, CFG_MIB, "512", "cuda: charged until measured"),
     END};
 static const cfg_section MODEL = {MODEL_KEYS, check_model};
 
@@ -345,6 +358,7 @@ static const cfg_key ROOT_KEYS[] = {
     SECTION("capacity", CAPACITY_KEYS, NULL, "which models stay loaded"),
     {.name = "models", .type = CFG_CUSTOM, .read = read_models, .sub = &MODEL, .item = "<id>:",
      .doc = "by id: 1..128 of A-Z a-z 0-9 _ . -"},
+    SECTION("engine", ENGINE_KEYS, NULL, "ONNX Runtime (models.<id>.execution_provider overrides)"),
     SECTION("audio", AUDIO_KEYS, NULL, "speech in (ExtractAudioFeatures, RenderSpeech, sessions)"),
     SECTION("sessions", SESSIONS_KEYS, NULL, "live StreamSession and WebSocket sessions"),
     SECTION("http", HTTP_KEYS, NULL, "the HTTP listener"),

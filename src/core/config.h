@@ -25,6 +25,7 @@
  *     lfu_half_life_minutes: 10      # lfu: score halves this often (a number > 0 and <= 10000000)
  *     lfu_initial: 5                 # lfu: score of a model just loaded (log2(1 + uses)) (a number >= 0 and <= 64)
  *     min_residency_seconds: 30      # loaded more recently: no victim; 0 = off (a number >= 0 and <= 1000000000)
+ *     max_gpu_memory_gb: 0           # GPU memory of models on cuda; 0 = no limit (a number >= 0 and <= 1048576)
  *   models:                          # by id: 1..128 of A-Z a-z 0-9 _ . -
  *     <id>:
  *       model_path:                  # required: the lip-sync ONNX model (relative to this file)
@@ -49,6 +50,14 @@
  *       audio_encoder:               # optional: speech in for this model
  *         model_path:                # required: [B,1,80,16] or [B,80,16] mel window -> [B,512]
  *         kind: ave                  # SyncTalk_2D's "ave" features, the only kind (ave)
+ *       execution_provider: inherit  # inherit = engine.execution_provider (inherit, cpu or cuda)
+ *       gpu_memory_estimate_mb: 512  # cuda: charged until measured (an integer 0..16777216)
+ *   engine:                          # ONNX Runtime (models.<id>.execution_provider overrides)
+ *     execution_provider: cpu        # ONNX Runtime provider for every model (cpu or cuda)
+ *     device_id: 0                   # cuda: the GPU (an integer 0..255)
+ *     gpu_mem_limit_mb: 0            # cuda: arena cap per session; 0 = none (an integer 0..16777216)
+ *     cudnn_conv_algo_search: heuristic # cuda: how cuDNN picks convolutions (exhaustive, heuristic or default)
+ *     io_binding: true               # runs bind inputs and outputs to the caller's buffers (ORT IoBinding)
  *   audio:                           # speech in (ExtractAudioFeatures, RenderSpeech, sessions)
  *     max_seconds: 600               # longer audio: INVALID_ARGUMENT; the longest session (a number > 0 and <= 36000)
  *   sessions:                        # live StreamSession and WebSocket sessions
@@ -117,6 +126,8 @@ typedef struct {
     ls_interp paste_interp; /* default cubic */
     ls_visual_config visual;
     char *encoder_path;    /* audio_encoder.model_path, resolved; NULL = no speech in */
+    int execution_provider; /* 0 = engine.execution_provider, else 1 + ls_exec_provider */
+    uint64_t gpu_memory_estimate_bytes; /* default 512 MiB; charged until measured, on cuda only */
 } ls_model_config;
 
 typedef struct {
@@ -143,6 +154,13 @@ typedef struct {
     double idle_check_seconds;  /* default 60 */
     double stats_report_seconds;/* default 300 */
     double load_retry_seconds;  /* default 10 */
+    uint64_t max_gpu_memory_bytes; /* default 0 = no limit: for models on cuda */
+    /* engine: ONNX Runtime's execution provider (engine.h) */
+    ls_exec_provider execution_provider; /* default cpu */
+    int cuda_device_id;         /* default 0 */
+    uint64_t gpu_mem_limit_bytes; /* default 0 = ORT's (no limit) */
+    ls_cudnn_search cudnn_conv_algo_search; /* default heuristic */
+    int io_binding;             /* default 1 */
     /* audio */
     double audio_max_seconds;   /* default 600; also the longest session */
     /* sessions */

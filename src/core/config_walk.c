@@ -201,9 +201,14 @@ static int store(const cfg_key *k, const char *s, void *obj) {
     case CFG_NUMBER:
         if (parse_number(s, &d) != 0 || d < k->min || ((k->flags & CFG_MIN_EXCLUSIVE) && d == k->min) || d > k->max)
             return -1;
-        /* GiB rounded to whole bytes; a tiny positive value still means a budget, never "nothing fits". */
-        if (k->flags & CFG_GIB) *(uint64_t *)field = llround(d * GIB) ? (uint64_t)llround(d * GIB) : 1;
-        else *(double *)field = k->flags & CFG_MINUTES ? d * 60.0 : d;
+        /* GiB rounded to whole bytes; a tiny positive value still means a budget, never "nothing fits"
+         * (0 stays 0: "no limit" where the row allows it). */
+        if (k->flags & CFG_GIB) {
+            long long b = llround(d * GIB);
+            *(uint64_t *)field = d > 0 && b == 0 ? 1 : (uint64_t)b;
+        } else {
+            *(double *)field = k->flags & CFG_MINUTES ? d * 60.0 : d;
+        }
         return 0;
     case CFG_BOOL:
         w = !strcasecmp(s, "true") || !strcasecmp(s, "yes") ? 1 : !strcasecmp(s, "false") || !strcasecmp(s, "no") ? 0 : -1;

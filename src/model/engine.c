@@ -2,7 +2,9 @@
 #define _GNU_SOURCE
 #include "engine.h"
 
+#include <dlfcn.h>
 #include <onnxruntime_c_api.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,7 @@ static OrtMemoryInfo *g_cpu_mem;
 struct ls_engine {
     OrtSession *session;
     char *path;
+    ls_engine_opts opts;
     ls_tensor_info in[2];  /* [0] visual, [1] audio, in our order */
     ls_tensor_info out;
     int in_index[2];       /* positions of visual/audio in the model's input list */
@@ -183,14 +186,124 @@ static int classify(ls_engine *e, const ls_tensor_info *raw, ls_err *err) {
     return 0;
 }
 
-/* A session on the global environment and thread pools, fully optimised. */
-static int open_session(const char *path, OrtSession **out, ls_err *err) {
+/* ---- execution providers ---------------------------------------------------- */
+
+const char *ls_engine_provider_name(ls_exec_provider p) { return p == LS_EP_CUDA ? "cuda" : "cpu"; }
+
+void ls_engine_providers(char *buf, size_t size) {
+    char **names = NULL;
+    int n = 0;
+    size_t used = 0;
+    buf[0] = 0;
+    OrtStatus *st = ort ? ort->GetAvailableProviders(&names, &n) : NULL;
+    if (!ort || st) {
+        if (st) ort->ReleaseStatus(st);
+        snprintf(buf, size, "(unknown)");
+        return;
+    }
+    for (int i = 0; i < n && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%s", i ? ", " : "", names[i]);
+    st = ort->ReleaseAvailableProviders(names, n);
+    if (st) ort->ReleaseStatus(st);
+}
+
+/* Append the CUDA provider with opts's settings to so. On failure err says
+ * which provider, ORT's reason, what this build lists and where a GPU build
+ * goes. */
+static int append_cuda(OrtSessionOptions *so, const ls_engine_opts *opts, ls_err *err) {
+    static const char *const search[] = {"EXHAUSTIVE", "HEURISTIC", "DEFAULT"};
+    char dev[16], limit[24];
+    snprintf(dev, sizeof dev, "%d", opts->device_id);
+    snprintf(limit, sizeof limit, "%llu", (unsigned long long)opts->gpu_mem_limit);
+    const char *keys[3] = {"device_id", "cudnn_conv_algo_search", "gpu_mem_limit"};
+    const char *vals[3] = {dev, search[opts->cudnn_search], limit};
+    size_t nkeys = opts->gpu_mem_limit ? 3 : 2; /* absent = ORT's default: no cap */
+    OrtCUDAProviderOptionsV2 *cuda = NULL;
+    int rc = check(ort->CreateCUDAProviderOptions(&cuda), err, LS_FAILED_PRECONDITION, "CUDA provider options");
+    if (!rc) rc = check(ort->UpdateCUDAProviderOptions(cuda, keys, vals, nkeys), err, LS_FAILED_PRECONDITION,
+                        "CUDA provider options");
+    if (!rc) rc = check(ort->SessionOptionsAppendExecutionProvider_CUDA_V2(so, cuda), err, LS_FAILED_PRECONDITION,
+                        "CUDA provider");
+    if (cuda) ort->ReleaseCUDAProviderOptions(cuda);
+    if (rc && err) {
+        char reason[LS_ERR_MSG_MAX], providers[256];
+        snprintf(reason, sizeof reason, "%s", err->msg);
+        ls_engine_providers(providers, sizeof providers);
+        ls_err_set(err, LS_FAILED_PRECONDITION,
+                   "CUDA execution provider unavailable in ONNX Runtime %s: %s; this build lists %s (a listed "
+                   "provider also needs its provider library beside libonnxruntime); to run on a GPU, set "
+                   "ORT_ROOT to an ONNX Runtime GPU release (onnxruntime-linux-x64-gpu-<version>, with the CUDA "
+                   "and cuDNN it was built for) and rebuild, or use execution_provider: cpu",
+                   OrtGetApiBase()->GetVersionString(), reason, providers);
+    }
+    return rc;
+}
+
+/* Session options for opts: global thread pools, every graph optimisation,
+ * the provider. */
+static int session_options(const ls_engine_opts *opts, OrtSessionOptions **out, ls_err *err) {
     OrtSessionOptions *so = NULL;
     int rc = check(ort->CreateSessionOptions(&so), err, LS_INTERNAL, "ORT session options");
     if (!rc) rc = check(ort->DisablePerSessionThreads(so), err, LS_INTERNAL, "ORT session options");
     if (!rc)
         rc = check(ort->SetSessionGraphOptimizationLevel(so, ORT_ENABLE_ALL), err, LS_INTERNAL,
                    "ORT session options");
+    if (!rc && opts->provider == LS_EP_CUDA) rc = append_cuda(so, opts, err);
+    if (rc && so) {
+        ort->ReleaseSessionOptions(so);
+        so = NULL;
+    }
+    *out = so;
+    return rc;
+}
+
+int ls_engine_provider_check(const ls_engine_opts *opts, ls_err *err) {
+    if (!g_env) return ls_err_set(err, LS_INTERNAL, "ls_engine_global_init was not called");
+    OrtSessionOptions *so = NULL;
+    int rc = session_options(opts, &so, err);
+    if (so) ort->ReleaseSessionOptions(so);
+    return rc;
+}
+
+/* NVML, resolved once at first use; NULL functions = not there. The three
+ * entry points and nvmlMemory_t's layout (total, free, used: unsigned long
+ * long) are NVML's stable ABI since its first release. */
+typedef struct {
+    unsigned long long total, free, used;
+} nvml_memory;
+static struct {
+    pthread_once_t once;
+    int (*device_by_index)(unsigned int, void **);
+    int (*memory_info)(void *, nvml_memory *);
+} nvml = {.once = PTHREAD_ONCE_INIT};
+
+static void nvml_open(void) {
+    void *lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) return; /* kept open for the process's life when found */
+    int (*init)(void) = (int (*)(void))dlsym(lib, "nvmlInit_v2");
+    nvml.device_by_index = (int (*)(unsigned int, void **))dlsym(lib, "nvmlDeviceGetHandleByIndex_v2");
+    nvml.memory_info = (int (*)(void *, nvml_memory *))dlsym(lib, "nvmlDeviceGetMemoryInfo");
+    if (!init || init() != 0) nvml.device_by_index = NULL;
+}
+
+int64_t ls_engine_gpu_used_bytes(int device_id) {
+    pthread_once(&nvml.once, nvml_open);
+    void *dev = NULL;
+    nvml_memory m;
+    if (!nvml.device_by_index || !nvml.memory_info || device_id < 0 ||
+        nvml.device_by_index((unsigned)device_id, &dev) != 0 || nvml.memory_info(dev, &m) != 0)
+        return -1;
+    return (int64_t)m.used;
+}
+
+/* ---- sessions --------------------------------------------------------------- */
+
+/* A session on the global environment and thread pools, fully optimised, on
+ * opts's provider. */
+static int open_session(const char *path, const ls_engine_opts *opts, OrtSession **out, ls_err *err) {
+    OrtSessionOptions *so = NULL;
+    int rc = session_options(opts, &so, err);
+    if (rc) ls_err_prefix(err, "cannot load model: %s", path);
     if (!rc) {
         rc = check(ort->CreateSession(g_env, path, so, out), err, LS_FAILED_PRECONDITION, path);
         if (rc) ls_err_prefix(err, "cannot load model");
@@ -200,23 +313,33 @@ static int open_session(const char *path, OrtSession **out, ls_err *err) {
 }
 
 /* open_session, then the model's input and output counts. */
-static int open_counted(const char *path, OrtSession **out, size_t *nin, size_t *nout, ls_err *err) {
+static int open_counted(const char *path, const ls_engine_opts *opts, OrtSession **out, size_t *nin, size_t *nout,
+                        ls_err *err) {
     if (!g_env) return ls_err_set(err, LS_INTERNAL, "ls_engine_global_init was not called");
-    int rc = open_session(path, out, err);
+    int rc = open_session(path, opts, out, err);
+    if (!rc && opts->provider != LS_EP_CPU) {
+        char providers[256];
+        ls_engine_providers(providers, sizeof providers);
+        LOG_INFO("%s: session on %s (device %d; the CPU provider takes the nodes it cannot run); "
+                 "ONNX Runtime lists %s", path, ls_engine_provider_name(opts->provider), opts->device_id, providers);
+    }
     if (!rc) rc = check(ort->SessionGetInputCount(*out, nin), err, LS_FAILED_PRECONDITION, path);
     if (!rc) rc = check(ort->SessionGetOutputCount(*out, nout), err, LS_FAILED_PRECONDITION, path);
     return rc;
 }
 
-ls_engine *ls_engine_open(const char *path, ls_err *err) {
+static const ls_engine_opts cpu_opts;
+
+ls_engine *ls_engine_open(const char *path, const ls_engine_opts *opts, ls_err *err) {
     ls_engine *e = calloc(1, sizeof *e);
     if (!e || !(e->path = strdup(path))) {
         free(e);
         ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory opening %s", path);
         return NULL;
     }
+    e->opts = opts ? *opts : cpu_opts;
     size_t nin = 0, nout = 0;
-    int rc = open_counted(path, &e->session, &nin, &nout, err);
+    int rc = open_counted(path, &e->opts, &e->session, &nin, &nout, err);
     if (!rc && (nin != 2 || nout < 1))
         rc = ls_err_set(err, LS_FAILED_PRECONDITION,
                         "%s: model has %zu inputs and %zu outputs, expected 2 inputs (visual, audio) and 1 output",
@@ -290,6 +413,25 @@ static const float *aligned_input(const float *p, size_t n, float **copy, ls_err
     return *copy;
 }
 
+/* One run: inputs in[0..nin) named in_names, one output written into the
+ * memory `out` wraps. With io_binding through an OrtIoBinding (on CUDA the
+ * provider copies host inputs in and the output back into out itself), else
+ * ORT's Run. */
+static int run_session(OrtSession *s, int io_binding, const char *const *in_names, OrtValue *const *in, size_t nin,
+                       const char *out_name, OrtValue *out, ls_err *err) {
+    if (!io_binding)
+        return check(ort->Run(s, NULL, in_names, (const OrtValue *const *)in, nin, &out_name, 1, &out), err, LS_INTERNAL,
+                     "inference failed");
+    OrtIoBinding *b = NULL;
+    int rc = check(ort->CreateIoBinding(s, &b), err, LS_INTERNAL, "ORT IoBinding");
+    for (size_t i = 0; !rc && i < nin; i++) rc = check(ort->BindInput(b, in_names[i], in[i]), err, LS_INTERNAL, "ORT IoBinding");
+    if (!rc) rc = check(ort->BindOutput(b, out_name, out), err, LS_INTERNAL, "ORT IoBinding");
+    if (!rc) rc = check(ort->RunWithBinding(s, NULL, b), err, LS_INTERNAL, "inference failed");
+    if (!rc) rc = check(ort->SynchronizeBoundOutputs(b), err, LS_INTERNAL, "inference failed");
+    if (b) ort->ReleaseIoBinding(b);
+    return rc;
+}
+
 /* One ORT Run over `b` frames; audio must hold b windows. */
 static int run_chunk(ls_engine *e, const float *visual, const float *audio, int b, float *out, ls_err *err) {
     OrtValue *in[2] = {NULL, NULL}, *o = NULL;
@@ -304,8 +446,7 @@ static int run_chunk(ls_engine *e, const float *visual, const float *audio, int 
     if (!rc) rc = wrap(&e->in[1], b, audio, &in[e->in_index[1]], err);
     if (!rc) rc = wrap(&e->out, b, out, &o, err);
     if (!rc) {
-        rc = check(ort->Run(e->session, NULL, e->in_names, (const OrtValue *const *)in, 2, e->out_names, 1, &o),
-                   err, LS_INTERNAL, "inference failed");
+        rc = run_session(e->session, e->opts.io_binding, e->in_names, in, 2, e->out_names[0], o, err);
         if (rc) ls_err_prefix(err, "%s", e->path); /* which file's graph failed */
     }
     for (int i = 0; i < 2; i++)
@@ -352,6 +493,7 @@ int ls_engine_run(ls_engine *e, const float *visual, const float *audio, int aud
 struct ls_encoder {
     OrtSession *session;
     char *path;
+    ls_engine_opts opts;
     ls_tensor_info in, out;
     const char *in_names[1], *out_names[1];
     int fixed_batch;  /* 0 = dynamic */
@@ -377,15 +519,16 @@ static int check_encoder_shapes(ls_encoder *e, ls_err *err) {
     return 0;
 }
 
-ls_encoder *ls_encoder_open(const char *path, ls_err *err) {
+ls_encoder *ls_encoder_open(const char *path, const ls_engine_opts *opts, ls_err *err) {
     ls_encoder *e = calloc(1, sizeof *e);
     if (!e || !(e->path = strdup(path))) {
         free(e);
         ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory opening %s", path);
         return NULL;
     }
+    e->opts = opts ? *opts : cpu_opts;
     size_t nin = 0, nout = 0;
-    int rc = open_counted(path, &e->session, &nin, &nout, err);
+    int rc = open_counted(path, &e->opts, &e->session, &nin, &nout, err);
     if (!rc && (nin != 1 || nout < 1))
         rc = ls_err_set(err, LS_FAILED_PRECONDITION,
                         "%s: audio encoder has %zu inputs and %zu outputs, expected 1 input (mel window) and 1 output",
@@ -425,9 +568,8 @@ int ls_encoder_run(ls_encoder *e, const float *in, int batch, float *out, ls_err
         rc = wrap(&e->in, b, x, &vi, err);
         if (!rc) rc = wrap(&e->out, b, out + (size_t)done * 512, &vo, err);
         if (!rc) {
-            rc = check(ort->Run(e->session, NULL, e->in_names, (const OrtValue *const *)&vi, 1, e->out_names, 1, &vo),
-                       err, LS_INTERNAL, "audio encoder failed");
-            if (rc) ls_err_prefix(err, "%s", e->path);
+            rc = run_session(e->session, e->opts.io_binding, e->in_names, &vi, 1, e->out_names[0], vo, err);
+            if (rc) ls_err_prefix(err, "%s: audio encoder", e->path);
         }
         if (vi) ort->ReleaseValue(vi);
         if (vo) ort->ReleaseValue(vo);

@@ -11,6 +11,14 @@
  * All sessions share one process-wide ONNX Runtime environment with global
  * thread pools, so N loaded models do not mean N thread pools.
  *
+ * Execution provider (ls_engine_opts): ONNX Runtime's CPU provider, or its
+ * CUDA provider where the ONNX Runtime build has one (a GPU release pointed
+ * at by ORT_ROOT). With CUDA the CPU provider takes only the nodes CUDA
+ * cannot run. A build without it (the CPU release scripts/setup.sh fetches:
+ * it lists CUDAExecutionProvider among its providers but ships no provider
+ * library) fails when the provider is appended; ls_engine_provider_check
+ * turns that into a message naming the providers and ORT_ROOT.
+ *
  * Results do not depend on where the inputs lie: the same values give the
  * same bits at any address (an input not LS_TENSOR_ALIGN-aligned is copied
  * first; engine.c says why). Callers allocate with ls_alloc_aligned
@@ -35,9 +43,37 @@ typedef struct ls_engine ls_engine;
 int ls_engine_global_init(int intra_threads, int inter_threads, ls_err *err);
 void ls_engine_global_shutdown(void);
 
-/* Open a model. Errors: FAILED_PRECONDITION naming the path and ORT's reason,
- * or the shape rule the model breaks. */
-ls_engine *ls_engine_open(const char *path, ls_err *err);
+/* Where and how a session runs. Zero-initialised = CPU, no IoBinding. */
+typedef struct {
+    ls_exec_provider provider;
+    int device_id;                /* cuda: the GPU */
+    uint64_t gpu_mem_limit;       /* cuda: arena cap in bytes; 0 = none (ORT's default) */
+    ls_cudnn_search cudnn_search; /* cuda */
+    int io_binding;               /* run through an OrtIoBinding bound to the caller's buffers */
+} ls_engine_opts;
+
+/* "cpu" or "cuda". */
+const char *ls_engine_provider_name(ls_exec_provider p);
+
+/* The providers this ONNX Runtime lists (GetAvailableProviders), joined by
+ * ", ", into buf. */
+void ls_engine_providers(char *buf, size_t size);
+
+/* 0 when sessions can be created with opts's provider; else
+ * FAILED_PRECONDITION: "CUDA execution provider unavailable in ONNX Runtime
+ * <version>: <its reason>; it lists <providers> ...; set ORT_ROOT to ...". */
+int ls_engine_provider_check(const ls_engine_opts *opts, ls_err *err);
+
+/* Device memory in use on GPU device_id now, through NVML (libnvidia-ml,
+ * loaded at run time: the CPU build needs neither it nor CUDA); -1 when
+ * NVML or the device is not there. */
+int64_t ls_engine_gpu_used_bytes(int device_id);
+
+/* Open a model; opts NULL = the CPU provider without IoBinding. Errors:
+ * FAILED_PRECONDITION naming the path and ORT's reason (the provider's
+ * message as ls_engine_provider_check words it), or the shape rule the model
+ * breaks. The providers the session got are logged. */
+ls_engine *ls_engine_open(const char *path, const ls_engine_opts *opts, ls_err *err);
 void ls_engine_close(ls_engine *e);
 
 /* Shapes, read from the model. */
@@ -62,8 +98,9 @@ int ls_engine_run(ls_engine *e, const float *visual, const float *audio, int aud
  * run in chunks. Same global environment and thread pools as the engine. */
 typedef struct ls_encoder ls_encoder;
 
-/* FAILED_PRECONDITION naming the file and the shape rule it breaks. */
-ls_encoder *ls_encoder_open(const char *path, ls_err *err);
+/* FAILED_PRECONDITION naming the file and the shape rule it breaks; opts as
+ * for ls_engine_open. */
+ls_encoder *ls_encoder_open(const char *path, const ls_engine_opts *opts, ls_err *err);
 void ls_encoder_close(ls_encoder *e);
 
 /* batch windows of 80 x 16 floats in, batch x 512 floats out (written in

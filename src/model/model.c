@@ -26,11 +26,12 @@
 #include <libyuv/convert.h>
 
 /* ---- shared engine cache ----------------------------------------------
- * Keyed by model path. An entry being opened is marked `opening`; others
- * wanting the same path wait on `cond` instead of opening it twice. The
- * cache lock is never held while ONNX Runtime parses a model. */
+ * Keyed by model path and engine options. An entry being opened is marked
+ * `opening`; others wanting the same one wait on `cond` instead of opening
+ * it twice. The cache lock is never held while ONNX Runtime parses a model. */
 typedef struct shared_engine {
     char *path;
+    ls_engine_opts opts;
     ls_engine *engine;
     int refs;
     int opening;
@@ -51,15 +52,75 @@ static uint64_t rss_bytes(void) {
     return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
-/* Take a reference on the engine for path, opening it if needed.
- * *opened_bytes is set when this call opened it, else 0. */
-static ls_engine *engine_acquire(const char *path, uint64_t *opened_bytes, ls_err *err) {
-    *opened_bytes = 0;
+/* What a session's opening took: RSS, and NVML's device reading on CUDA. */
+typedef struct {
+    uint64_t rss;
+    int64_t gpu; /* -1: not on a GPU, or no NVML */
+} mem_mark;
+
+/* Loads on a GPU are measured one at a time (mem_mark reads the device). */
+static pthread_mutex_t gpu_measure_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static mem_mark mark(const ls_engine_opts *o) {
+    return (mem_mark){rss_bytes(), o->provider == LS_EP_CUDA ? ls_engine_gpu_used_bytes(o->device_id) : -1};
+}
+
+/* Growth between two marks, each part at least the file's size (the weights
+ * are somewhere); the GPU part only on CUDA. */
+static ls_mem grown(const ls_engine_opts *o, mem_mark a, mem_mark b, const char *path) {
+    struct stat st;
+    uint64_t file = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+    ls_mem m = {b.rss > a.rss && b.rss - a.rss > file ? b.rss - a.rss : file, 0};
+    if (o->provider != LS_EP_CUDA) return m;
+    if (a.gpu < 0 || b.gpu < 0)
+        LOG_WARN("%s: GPU memory not measured (NVML, libnvidia-ml.so.1, not available): charged its file size", path);
+    m.gpu = a.gpu >= 0 && b.gpu > a.gpu && (uint64_t)(b.gpu - a.gpu) > file ? (uint64_t)(b.gpu - a.gpu) : file;
+    return m;
+}
+
+/* One run of zeros, so that ONNX Runtime's CUDA arena has grown to what a
+ * batch needs before the device is read. */
+static int warm_up(ls_engine *e, ls_err *err) {
+    size_t v = ls_engine_visual_per_frame(e), a = ls_engine_audio_per_frame(e), o = ls_engine_output_per_frame(e);
+    float *buf = ls_alloc_aligned((v + a + o) * sizeof(float));
+    if (!buf) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for a warm-up run");
+    memset(buf, 0, (v + a + o) * sizeof(float));
+    int rc = ls_engine_run(e, buf, buf + v, 1, 1, buf + v + a, err);
+    free(buf);
+    return rc;
+}
+
+/* ls_engine_open; on CUDA also warm_up, the device read around both. */
+static ls_engine *open_measured(const char *path, const ls_engine_opts *opts, ls_mem *mem, ls_err *err) {
+    int gpu = opts->provider == LS_EP_CUDA;
+    if (gpu) pthread_mutex_lock(&gpu_measure_lock);
+    mem_mark before = mark(opts);
+    ls_engine *e = ls_engine_open(path, opts, err);
+    if (e && gpu && warm_up(e, err) != 0) {
+        ls_err_prefix(err, "%s: warm-up run", path);
+        ls_engine_close(e);
+        e = NULL;
+    }
+    mem_mark after = mark(opts);
+    if (gpu) pthread_mutex_unlock(&gpu_measure_lock);
+    if (e) *mem = grown(opts, before, after, path);
+    return e;
+}
+
+static int same_opts(const ls_engine_opts *a, const ls_engine_opts *b) {
+    return a->provider == b->provider && a->device_id == b->device_id && a->gpu_mem_limit == b->gpu_mem_limit &&
+           a->cudnn_search == b->cudnn_search && a->io_binding == b->io_binding;
+}
+
+/* Take a reference on the engine for path and opts, opening it if needed.
+ * *opened is set when this call opened it, else zero. */
+static ls_engine *engine_acquire(const char *path, const ls_engine_opts *opts, ls_mem *opened, ls_err *err) {
+    *opened = (ls_mem){0, 0};
     pthread_mutex_lock(&cache_lock);
     shared_engine *s;
     for (;;) {
         for (s = cache_head; s; s = s->next)
-            if (!strcmp(s->path, path)) break;
+            if (!strcmp(s->path, path) && same_opts(&s->opts, opts)) break;
         if (!s || !s->opening) break;
         pthread_cond_wait(&cache_cond, &cache_lock);
     }
@@ -75,24 +136,19 @@ static ls_engine *engine_acquire(const char *path, uint64_t *opened_bytes, ls_er
         ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory opening %s", path);
         return NULL;
     }
+    s->opts = *opts;
     s->opening = 1;
     s->refs = 1;
     s->next = cache_head;
     cache_head = s;
     pthread_mutex_unlock(&cache_lock);
 
-    uint64_t before = rss_bytes();
-    ls_engine *e = ls_engine_open(path, err);
-    uint64_t after = rss_bytes();
+    ls_engine *e = open_measured(path, opts, opened, err);
 
     pthread_mutex_lock(&cache_lock);
     s->opening = 0;
     if (e) {
         s->engine = e;
-        struct stat st;
-        uint64_t file = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
-        uint64_t grew = after > before ? after - before : 0;
-        *opened_bytes = grew > file ? grew : file;
     } else {
         /* Unlink the failed entry; waiters retry the open themselves and get
          * their own error. */
@@ -157,14 +213,14 @@ struct ls_model {
     char *id;            /* for messages */
 };
 
-ls_model *ls_model_load(const ls_model_spec *spec, int png_level, uint64_t *mem_bytes, ls_err *err) {
+ls_model *ls_model_load(const ls_model_spec *spec, int png_level, ls_mem *mem, ls_err *err) {
     ls_model *m = calloc(1, sizeof *m);
     if (!m) {
         ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory loading model '%s'", spec->id);
         return NULL;
     }
-    uint64_t engine_bytes = 0;
-    m->engine = engine_acquire(spec->model_path, &engine_bytes, err);
+    ls_mem engine_mem, encoder_mem = {0, 0};
+    m->engine = engine_acquire(spec->model_path, &spec->engine, &engine_mem, err);
     if (!m->engine) goto fail;
     m->avatar = ls_avatar_load(spec->background_dir, spec->crop_rects_path, spec->num_frames, spec->frame_order,
                                png_level, err);
@@ -173,17 +229,18 @@ ls_model *ls_model_load(const ls_model_spec *spec, int png_level, uint64_t *mem_
         ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory loading model '%s'", spec->id);
         goto fail;
     }
-    uint64_t encoder_bytes = 0;
     if (spec->encoder_path) {
         /* Its own session, not shared: encoders are small (the reference's is
-         * a few MB) and a per-model one needs no second cache. */
-        uint64_t before = rss_bytes();
-        m->encoder = ls_encoder_open(spec->encoder_path, err);
+         * a few MB) and a per-model one needs no second cache. Measured like
+         * the engine, without a warm-up: its arena is small. */
+        int gpu = spec->engine.provider == LS_EP_CUDA;
+        if (gpu) pthread_mutex_lock(&gpu_measure_lock);
+        mem_mark before = mark(&spec->engine);
+        m->encoder = ls_encoder_open(spec->encoder_path, &spec->engine, err);
+        mem_mark after = mark(&spec->engine);
+        if (gpu) pthread_mutex_unlock(&gpu_measure_lock);
         if (!m->encoder) goto fail;
-        uint64_t after = rss_bytes();
-        struct stat st;
-        uint64_t file = stat(spec->encoder_path, &st) == 0 ? (uint64_t)st.st_size : 0;
-        encoder_bytes = after > before && after - before > file ? after - before : file;
+        encoder_mem = grown(&spec->engine, before, after, spec->encoder_path);
     }
     m->opts.pred_size = ls_engine_pred_size(m->engine);
     m->opts.margin = spec->paste_margin;
@@ -211,7 +268,8 @@ ls_model *ls_model_load(const ls_model_spec *spec, int png_level, uint64_t *mem_
     /* Charge the avatar's upper bound (its frames as raw RGB) and the full
      * input cache, not the little they hold right after loading: both fill
      * on first use and capacity must hold once they have. */
-    *mem_bytes = engine_bytes + encoder_bytes + frames_bytes + (cache ? cache_bytes : 0);
+    mem->host = engine_mem.host + encoder_mem.host + frames_bytes + (cache ? cache_bytes : 0);
+    mem->gpu = engine_mem.gpu + encoder_mem.gpu;
     return m;
 fail:
     ls_err_prefix(err, "model '%s'", spec->id);

@@ -3,9 +3,9 @@
  *
  * This is the registry's loader payload: ls_model_load/ls_model_free are
  * what the registry calls to bring an id into memory and out again.
- * Engines are shared: avatars whose model_path names the same file share one
- * session, reference counted, and its memory is charged to the first avatar
- * that opened it. */
+ * Engines are shared: avatars whose model_path names the same file, on the
+ * same execution provider and settings, share one session, reference
+ * counted, and its memory is charged to the first avatar that opened it. */
 #ifndef LS_MODEL_H
 #define LS_MODEL_H
 
@@ -34,13 +34,18 @@ typedef struct {
         ls_cache_mode cache;
     } visual;
     const char *encoder_path;    /* audio encoder (ONNX); NULL = no speech in */
+    ls_engine_opts engine;       /* provider of both sessions (U-Net and encoder) */
 } ls_model_spec;
 
-/* Load engine (or take a reference on a shared one) and avatar. *mem_bytes:
+/* Load engine (or take a reference on a shared one) and avatar. mem->host:
  * the avatar's upper bound (frames as raw RGB) + engine growth of the
  * process (RSS delta while opening, at least the model file's size) when
- * this call opened the engine. png_level: deflate level of the frames. */
-ls_model *ls_model_load(const ls_model_spec *spec, int png_level, uint64_t *mem_bytes, ls_err *err);
+ * this call opened the engine. mem->gpu, on CUDA: the device memory the
+ * sessions took (NVML's reading before opening and after one warm-up run,
+ * loads on a GPU serialised so they do not count each other; at least the
+ * files' size, and only that when NVML is missing), else 0. png_level:
+ * deflate level of the frames. */
+ls_model *ls_model_load(const ls_model_spec *spec, int png_level, ls_mem *mem, ls_err *err);
 void ls_model_free(ls_model *m);
 
 const ls_engine *ls_model_engine(const ls_model *m);

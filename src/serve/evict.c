@@ -64,11 +64,14 @@ static int cmp_cand(const void *a, const void *b) {
     return x->activity_ < y->activity_ ? -1 : x->activity_ > y->activity_ ? 1 : 0;
 }
 
-static int fits(const ls_evict_need *need, int64_t count, uint64_t mem) {
+static int fits(const ls_evict_need *need, int64_t count, ls_mem mem) {
     if (count > need->max_count) return 0;
-    if (need->max_mem && mem > need->max_mem) return 0;
+    if (need->max_mem && mem.host > need->max_mem) return 0;
+    if (need->max_gpu && mem.gpu > need->max_gpu) return 0;
     return 1;
 }
+
+static uint64_t minus(uint64_t a, uint64_t b) { return b < a ? a - b : 0; }
 
 int ls_evict_select(const ls_evict_params *p, uint64_t now_ns, ls_evict_reason why,
                     const ls_evict_need *need, ls_evict_cand *c, int n) {
@@ -101,12 +104,13 @@ int ls_evict_select(const ls_evict_params *p, uint64_t now_ns, ls_evict_reason w
 
     assert(need);
     int64_t count = need->count;
-    uint64_t mem = need->mem;
+    ls_mem mem = need->mem;
     if (fits(need, count, mem)) return 0;
     for (int i = 0; i < n; i++) {
         if (c[i].guarded && why == LS_EVICT_ADMIT) break; /* guarded sort last */
         count--;
-        mem -= c[i].charged < mem ? c[i].charged : mem;
+        mem.host = minus(mem.host, c[i].charged.host);
+        mem.gpu = minus(mem.gpu, c[i].charged.gpu);
         if (fits(need, count, mem)) return i + 1;
     }
     return -1;

@@ -85,7 +85,7 @@ typedef struct {
  * fills the outputs (also for the caller's log line). */
 typedef struct {
     void *ref;              /* the caller's: its entry */
-    uint64_t charged;       /* bytes it frees */
+    ls_mem charged;         /* bytes it frees, host and GPU */
     uint64_t last_use_ns;   /* 0 = never used */
     uint64_t loaded_ns;     /* when its current load finished */
     int64_t uses;           /* lifetime usage count */
@@ -107,13 +107,15 @@ typedef enum {
  * count and bytes including what is to be admitted, and the limits. */
 typedef struct {
     int64_t count, max_count;
-    uint64_t mem, max_mem; /* max_mem 0 = no memory limit */
+    ls_mem mem;
+    uint64_t max_mem, max_gpu; /* 0 = no limit on that memory */
 } ls_evict_need;
 
 /* The one entry point for every policy and reason. Reorders c[0..n) so the
  * victims come first, in the order they should go, and returns how many:
  *   ADMIT, OVERRUN: the fewest candidates in policy order whose removal makes
- *     count <= max_count and mem <= max_mem (0 when it fits already); -1
+ *     count <= max_count, mem.host <= max_mem and mem.gpu <= max_gpu (0 when
+ *     it fits already); -1
  *     when even every one allowed is not enough (need may be NULL only for
  *     IDLE).
  *   IDLE: every candidate whose activity is older than idle_ns (need is

@@ -235,11 +235,12 @@ static int is_loaded(const ls_entry_stats *e) {
     return e->state == LS_STATE_LOADED || e->state == LS_STATE_DRAINING;
 }
 
-/* What the entry charges against max_memory_bytes: its measured size once
- * loaded, its estimate while loading, nothing otherwise. */
-static uint64_t charged_bytes(const ls_entry_stats *e) {
-    if (is_loaded(e)) return e->memory_measured_bytes;
-    if (e->state == LS_STATE_LOADING) return e->memory_estimate_bytes;
+/* What the entry charges against max_memory_bytes (gpu: max_gpu_memory_bytes):
+ * its measured size once loaded, its estimate while loading, nothing
+ * otherwise. */
+static uint64_t charged_bytes(const ls_entry_stats *e, int gpu) {
+    if (is_loaded(e)) return gpu ? e->gpu_memory_measured_bytes : e->memory_measured_bytes;
+    if (e->state == LS_STATE_LOADING) return gpu ? e->gpu_memory_estimate_bytes : e->memory_estimate_bytes;
     return 0;
 }
 
@@ -318,7 +319,12 @@ int ls_metrics_render(ls_metrics *m, const ls_entry_stats *st, int n, const ls_r
     family(&w, "lipsync_model_memory_bytes", "gauge",
            "Memory the model is charged: measured once loaded, the estimate while loading, else 0.");
     for (int i = 0; i < n; i++)
-        sample(&w, "lipsync_model_memory_bytes", st[i].id, NULL, (double)charged_bytes(&st[i]));
+        sample(&w, "lipsync_model_memory_bytes", st[i].id, NULL, (double)charged_bytes(&st[i], 0));
+    family(&w, "lipsync_model_gpu_memory_bytes", "gauge",
+           "GPU memory the model is charged (models on cuda): measured once loaded, the estimate while "
+           "loading, else 0.");
+    for (int i = 0; i < n; i++)
+        sample(&w, "lipsync_model_gpu_memory_bytes", st[i].id, NULL, (double)charged_bytes(&st[i], 1));
     family(&w, "lipsync_model_in_flight", "gauge",
            "Requests holding the model or waiting for its load.");
     for (int i = 0; i < n; i++) sample(&w, "lipsync_model_in_flight", st[i].id, NULL, st[i].in_flight);
@@ -346,6 +352,10 @@ int ls_metrics_render(ls_metrics *m, const ls_entry_stats *st, int n, const ls_r
           (double)tot->memory_bytes);
     plain(&w, "lipsync_memory_max_bytes", "gauge", "Capacity in memory (capacity.max_memory_gb).",
           (double)tot->max_memory_bytes);
+    plain(&w, "lipsync_gpu_memory_bytes", "gauge", "GPU memory charged by loaded and loading models on cuda.",
+          (double)tot->gpu_memory_bytes);
+    plain(&w, "lipsync_gpu_memory_max_bytes", "gauge",
+          "Capacity in GPU memory (capacity.max_gpu_memory_gb); 0 = no limit.", (double)tot->max_gpu_memory_bytes);
     plain(&w, "lipsync_queue_depth", "gauge", "Requests received and waiting for a worker thread.",
           extra ? extra->queue_depth : 0);
     plain(&w, "lipsync_model_load_failures_total", "counter", "Model loads that failed.",

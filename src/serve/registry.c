@@ -62,7 +62,7 @@ typedef struct flight {
 
 typedef struct entry {
     char id[ID_MAX + 1];
-    uint64_t estimate;
+    ls_mem estimate;
     int pinned_config;
     void *model_ctx;
 
@@ -72,8 +72,8 @@ typedef struct entry {
     int sessions;       /* session holds */
     int unloading;      /* loader->unload of this entry in progress */
     int counted;        /* counts toward max_models */
-    uint64_t charged;   /* bytes charged toward max_memory_bytes */
-    uint64_t measured;
+    ls_mem charged;     /* bytes charged toward max_memory_bytes / max_gpu_memory_bytes */
+    ls_mem measured;
     flight *fl;         /* non-NULL while LOADING */
     pthread_cond_t cond;
 
@@ -108,7 +108,7 @@ struct ls_registry {
     size_t ht_cap; /* power of two, 0 when empty */
 
     int count;
-    uint64_t mem;
+    ls_mem mem;
     int64_t total_requests, total_loads, total_load_failures, total_evictions, total_idle_unloads;
 };
 
@@ -178,15 +178,16 @@ static void ht_put(entry **ht, size_t cap, entry *e) {
 
 /* ---- capacity accounting (lock held) ---- */
 
-static void charge(ls_registry *r, entry *e, uint64_t bytes) {
+static void charge(ls_registry *r, entry *e, ls_mem bytes) {
     if (!e->counted) {
         e->counted = 1;
         r->count++;
     }
-    int shrink = bytes < e->charged;
-    r->mem -= e->charged;
+    assert(r->mem.host >= e->charged.host && r->mem.gpu >= e->charged.gpu);
+    int shrink = bytes.host < e->charged.host || bytes.gpu < e->charged.gpu;
+    r->mem.host += bytes.host - e->charged.host;
+    r->mem.gpu += bytes.gpu - e->charged.gpu;
     e->charged = bytes;
-    r->mem += bytes;
     if (shrink) pthread_cond_broadcast(&r->cap_cond);
 }
 
@@ -195,9 +196,17 @@ static void uncharge(ls_registry *r, entry *e) {
         e->counted = 0;
         r->count--;
     }
-    r->mem -= e->charged;
-    e->charged = 0;
+    assert(r->mem.host >= e->charged.host && r->mem.gpu >= e->charged.gpu);
+    r->mem.host -= e->charged.host;
+    r->mem.gpu -= e->charged.gpu;
+    e->charged = (ls_mem){0, 0};
     pthread_cond_broadcast(&r->cap_cond);
+}
+
+/* Over a memory limit (host or GPU)? */
+static int over_memory(const ls_registry *r) {
+    return (r->lim.max_memory_bytes && r->mem.host > r->lim.max_memory_bytes) ||
+           (r->lim.max_gpu_memory_bytes && r->mem.gpu > r->lim.max_gpu_memory_bytes);
 }
 
 static uint64_t activity_ns(const entry *e) { return ls_evict_activity(e->last_used_ns, e->loaded_ns); }
@@ -234,26 +243,28 @@ static int candidates(ls_registry *r, const entry *exclude, ls_evict_cand *out) 
  * is returned; -1 when even evicting every allowed candidate is not enough.
  * out must hold r->n candidates. */
 static int plan_victims(ls_registry *r, const entry *exclude, ls_evict_reason why, int add_count,
-                        uint64_t add_mem, int credit_count, uint64_t credit_mem, ls_evict_cand *out) {
+                        ls_mem add_mem, int credit_count, ls_mem credit_mem, ls_evict_cand *out) {
     ls_evict_need need = {
         .count = (int64_t)r->count + add_count - credit_count,
         .max_count = r->lim.max_models,
-        .mem = r->mem + add_mem - credit_mem,
+        .mem = {r->mem.host + add_mem.host - credit_mem.host, r->mem.gpu + add_mem.gpu - credit_mem.gpu},
         .max_mem = r->lim.max_memory_bytes,
+        .max_gpu = r->lim.max_gpu_memory_bytes,
     };
     int nc = candidates(r, exclude, out);
     return ls_evict_select(&r->ep, now_ns(r), why, &need, out, nc);
 }
 
 /* Capacity held by retirements in progress (DRAINING, refcount 0, unloading). */
-static void pending_retire(ls_registry *r, int *count, uint64_t *mem) {
+static void pending_retire(ls_registry *r, int *count, ls_mem *mem) {
     *count = 0;
-    *mem = 0;
+    *mem = (ls_mem){0, 0};
     for (int i = 0; i < r->n; i++) {
         entry *e = r->v[i];
         if (e->unloading && e->counted) {
             (*count)++;
-            *mem += e->charged;
+            mem->host += e->charged.host;
+            mem->gpu += e->charged.gpu;
         }
     }
 }
@@ -298,11 +309,16 @@ static int capacity_error(ls_registry *r, entry *e, ls_err *err) {
         appendf(held, sizeof held, &len, ")");
         first = 0;
     }
-    char mem[96] = "";
+    char mem[192] = "";
+    size_t mlen = 0;
     if (r->lim.max_memory_bytes)
-        snprintf(mem, sizeof mem, ", memory %llu/%llu bytes (needs %llu more)",
-                 (unsigned long long)r->mem, (unsigned long long)r->lim.max_memory_bytes,
-                 (unsigned long long)e->estimate);
+        appendf(mem, sizeof mem, &mlen, ", memory %llu/%llu bytes (needs %llu more)",
+                (unsigned long long)r->mem.host, (unsigned long long)r->lim.max_memory_bytes,
+                (unsigned long long)e->estimate.host);
+    if (r->lim.max_gpu_memory_bytes && e->estimate.gpu)
+        appendf(mem, sizeof mem, &mlen, ", GPU memory %llu/%llu bytes (needs %llu more)",
+                (unsigned long long)r->mem.gpu, (unsigned long long)r->lim.max_gpu_memory_bytes,
+                (unsigned long long)e->estimate.gpu);
     return ls_err_set(err, LS_RESOURCE_EXHAUSTED,
                       "cannot load model '%s': capacity full and eviction failed (models %d/%d%s); "
                       "held by: %s",
@@ -320,7 +336,7 @@ static void *begin_retire(entry *e) {
 static void finish_retire(ls_registry *r, entry *e) {
     e->state = LS_STATE_UNLOADED;
     e->handle = NULL;
-    e->measured = 0;
+    e->measured = (ls_mem){0, 0};
     e->loaded_wall = 0;
     e->unloading = 0;
     uncharge(r, e);
@@ -377,7 +393,7 @@ int ls_registry_add(ls_registry *r, const ls_model_decl *decl, ls_err *err) {
     entry *e = calloc(1, sizeof *e);
     if (!e) return ls_err_set(err, LS_INTERNAL, "out of memory adding model '%s'", decl->id);
     memcpy(e->id, decl->id, idlen + 1);
-    e->estimate = decl->memory_estimate_bytes;
+    e->estimate = (ls_mem){decl->memory_estimate_bytes, decl->gpu_memory_estimate_bytes};
     e->pinned_config = decl->pinned ? 1 : 0;
     e->model_ctx = decl->model_ctx;
     e->max_in_flight = decl->max_in_flight;
@@ -393,7 +409,7 @@ int ls_registry_add(ls_registry *r, const ls_model_decl *decl, ls_err *err) {
         /* Re-added by a config reload: the old entry (and its statistics)
          * comes back with the new declaration. */
         old->removed = 0;
-        old->estimate = decl->memory_estimate_bytes;
+        old->estimate = (ls_mem){decl->memory_estimate_bytes, decl->gpu_memory_estimate_bytes};
         old->pinned_config = decl->pinned ? 1 : 0;
         old->model_ctx = decl->model_ctx;
         old->max_in_flight = decl->max_in_flight;
@@ -606,13 +622,16 @@ static int obtain(ls_registry *r, const char *id, int mode, ls_lease *lease, int
             /* retry: */
             /* fallthrough */
         case LS_STATE_UNLOADED: {
-            if (r->lim.max_memory_bytes && e->estimate > r->lim.max_memory_bytes) {
-                unsigned long long est = e->estimate, lim = r->lim.max_memory_bytes;
+            int host_big = r->lim.max_memory_bytes && e->estimate.host > r->lim.max_memory_bytes;
+            if (host_big || (r->lim.max_gpu_memory_bytes && e->estimate.gpu > r->lim.max_gpu_memory_bytes)) {
+                unsigned long long est = host_big ? e->estimate.host : e->estimate.gpu;
+                unsigned long long lim = host_big ? r->lim.max_memory_bytes : r->lim.max_gpu_memory_bytes;
                 pthread_mutex_unlock(&r->mu);
                 return ls_err_set(err, LS_RESOURCE_EXHAUSTED,
-                                  "model '%s' needs an estimated %llu bytes, more than "
-                                  "max_memory_bytes (%llu): it can never be loaded",
-                                  e->id, est, lim);
+                                  "model '%s' needs an estimated %llu %sbytes, more than "
+                                  "%s (%llu): it can never be loaded",
+                                  e->id, est, host_big ? "" : "GPU ",
+                                  host_big ? "max_memory_bytes" : "max_gpu_memory_bytes", lim);
             }
             ls_evict_cand *cand = malloc((size_t)r->n * sizeof *cand);
             f = calloc(1, sizeof *f);
@@ -622,10 +641,10 @@ static int obtain(ls_registry *r, const char *id, int mode, ls_lease *lease, int
                 pthread_mutex_unlock(&r->mu);
                 return ls_err_set(err, LS_INTERNAL, "out of memory loading '%s'", e->id);
             }
-            int k = plan_victims(r, e, LS_EVICT_ADMIT, 1, e->estimate, 0, 0, cand);
+            int k = plan_victims(r, e, LS_EVICT_ADMIT, 1, e->estimate, 0, (ls_mem){0, 0}, cand);
             if (k < 0) {
                 int pc;
-                uint64_t pm;
+                ls_mem pm;
                 pending_retire(r, &pc, &pm);
                 int k2 = pc ? plan_victims(r, e, LS_EVICT_ADMIT, 1, e->estimate, pc, pm, cand) : -1;
                 free(cand);
@@ -658,7 +677,7 @@ static int obtain(ls_registry *r, const char *id, int mode, ls_lease *lease, int
                     nv++;
                     v->state = LS_STATE_UNLOADED;
                     v->handle = NULL;
-                    v->measured = 0;
+                    v->measured = (ls_mem){0, 0};
                     v->loaded_wall = 0;
                     v->unloading = 1;
                     v->eviction_count++;
@@ -698,7 +717,7 @@ start:
 
     ls_err lerr;
     memset(&lerr, 0, sizeof lerr);
-    uint64_t mem = 0;
+    ls_mem mem = {0, 0};
     uint64_t t0 = now_ns(r);
     void *h = r->loader.load(r->loader.ctx, e->id, e->model_ctx, &mem, &lerr);
     uint64_t t1 = now_ns(r);
@@ -715,7 +734,7 @@ start:
         f->ok = 0;
         f->err = lerr;
         e->state = LS_STATE_FAILED;
-        e->measured = 0;
+        e->measured = (ls_mem){0, 0};
         e->has_fail = 1;
         e->fail = lerr;
         e->failed_ns = t1;
@@ -747,23 +766,24 @@ start:
     r->total_loads++;
     charge(r, e, mem);
     pthread_cond_broadcast(&e->cond);
-    LOG_INFO("loaded model %s in %.1f ms (%llu bytes measured, estimate %llu)", e->id, ms,
-             (unsigned long long)mem, (unsigned long long)e->estimate);
+    LOG_INFO("loaded model %s in %.1f ms (%llu bytes measured, estimate %llu; GPU %llu, estimate %llu)", e->id, ms,
+             (unsigned long long)mem.host, (unsigned long long)e->estimate.host, (unsigned long long)mem.gpu,
+             (unsigned long long)e->estimate.gpu);
 
     if (mode == M_ACQUIRE || mode == M_SESSION) fill_lease(lease, e, 1, ms);
     if (load_ms) *load_ms = ms;
     flight_put(f);
 
     /* The measured size may push memory over the limit: evict others. */
-    if (r->lim.max_memory_bytes && r->mem > r->lim.max_memory_bytes) {
+    if (over_memory(r)) {
         ls_evict_cand *cand = malloc((size_t)r->n * sizeof *cand);
-        int k = cand ? plan_victims(r, e, LS_EVICT_OVERRUN, 0, 0, 0, 0, cand) : -2;
+        int k = cand ? plan_victims(r, e, LS_EVICT_OVERRUN, 0, (ls_mem){0, 0}, 0, (ls_mem){0, 0}, cand) : -2;
         if (k > 0) vs = malloc((size_t)k * sizeof *vs);
         if (k > 0 && vs) {
             uint64_t now = now_ns(r);
-            char why[96];
-            snprintf(why, sizeof why, ": it measured %llu bytes over its estimate",
-                     (unsigned long long)mem);
+            char why[128];
+            snprintf(why, sizeof why, ": it measured %llu bytes (GPU %llu) over its estimate",
+                     (unsigned long long)mem.host, (unsigned long long)mem.gpu);
             for (int i = 0; i < k; i++) {
                 entry *v = cand[i].ref;
                 log_eviction(r, v, &cand[i], now, e->id, why);
@@ -774,10 +794,12 @@ start:
                 nv++;
             }
         } else {
-            LOG_WARN("model %s measured %llu bytes (estimate %llu): memory %llu exceeds "
-                     "max_memory_bytes %llu and nothing can be evicted",
-                     e->id, (unsigned long long)mem, (unsigned long long)e->estimate,
-                     (unsigned long long)r->mem, (unsigned long long)r->lim.max_memory_bytes);
+            LOG_WARN("model %s measured %llu bytes, GPU %llu (estimates %llu, %llu): memory %llu, GPU %llu "
+                     "exceeds max_memory_bytes %llu or max_gpu_memory_bytes %llu and nothing can be evicted",
+                     e->id, (unsigned long long)mem.host, (unsigned long long)mem.gpu,
+                     (unsigned long long)e->estimate.host, (unsigned long long)e->estimate.gpu,
+                     (unsigned long long)r->mem.host, (unsigned long long)r->mem.gpu,
+                     (unsigned long long)r->lim.max_memory_bytes, (unsigned long long)r->lim.max_gpu_memory_bytes);
         }
         free(cand);
         unload_retired(r, vs, nv);
@@ -927,7 +949,7 @@ int ls_registry_update(ls_registry *r, const ls_model_decl *decl, ls_err *err) {
         pthread_mutex_unlock(&r->mu);
         return ls_err_set(err, LS_NOT_FOUND, "model '%.*s' is not configured", ID_MAX, decl->id);
     }
-    e->estimate = decl->memory_estimate_bytes;
+    e->estimate = (ls_mem){decl->memory_estimate_bytes, decl->gpu_memory_estimate_bytes};
     e->pinned_config = decl->pinned ? 1 : 0;
     e->model_ctx = decl->model_ctx;
     e->max_in_flight = decl->max_in_flight;
@@ -1017,8 +1039,10 @@ static void fill_stats(const ls_registry *r, const entry *e, uint64_t now, ls_en
     s->total_inference_ms = e->total_inf_ms;
     s->avg_inference_ms = e->ok_count ? e->total_inf_ms / (double)e->ok_count : 0;
     s->avg_composite_ms = e->ok_count ? e->total_comp_ms / (double)e->ok_count : 0;
-    s->memory_estimate_bytes = e->estimate;
-    s->memory_measured_bytes = loaded ? e->measured : 0;
+    s->memory_estimate_bytes = e->estimate.host;
+    s->memory_measured_bytes = loaded ? e->measured.host : 0;
+    s->gpu_memory_estimate_bytes = e->estimate.gpu;
+    s->gpu_memory_measured_bytes = loaded ? e->measured.gpu : 0;
 }
 
 int ls_registry_snapshot(ls_registry *r, const char *id, ls_entry_stats **out,
@@ -1037,8 +1061,10 @@ int ls_registry_snapshot(ls_registry *r, const char *id, ls_entry_stats **out,
         memset(totals, 0, sizeof *totals);
         totals->loaded_models = r->count;
         totals->max_models = r->lim.max_models;
-        totals->memory_bytes = r->mem;
+        totals->memory_bytes = r->mem.host;
         totals->max_memory_bytes = r->lim.max_memory_bytes;
+        totals->gpu_memory_bytes = r->mem.gpu;
+        totals->max_gpu_memory_bytes = r->lim.max_gpu_memory_bytes;
         totals->policy = r->lim.policy;
         totals->total_requests = r->total_requests;
         totals->total_loads = r->total_loads;

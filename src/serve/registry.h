@@ -26,11 +26,13 @@
  *    never evicted nor idle-unloaded. unload of a pinned entry marks it
  *    DRAINING: new acquires get UNAVAILABLE, and the last release (lease or
  *    session) frees it.
- *  - Capacity (max_models, max_memory_bytes) counts LOADED, LOADING and
- *    DRAINING entries. A LOADING entry is charged its estimate; once loaded,
- *    the loader's measured bytes replace it. To admit a load, unpinned LOADED
- *    entries are evicted by policy (evict.h: lru, lfu = decaying frequency,
- *    lfu_count = lifetime usage count) until both limits hold; config-pinned
+ *  - Capacity (max_models, max_memory_bytes, max_gpu_memory_bytes) counts
+ *    LOADED, LOADING and DRAINING entries. Memory is two budgets, host and
+ *    GPU (ls_mem; a model on the CPU charges no GPU bytes). A LOADING entry
+ *    is charged its estimates; once loaded, the loader's measured bytes
+ *    replace them. To admit a load, unpinned LOADED entries are evicted by
+ *    policy (evict.h: lru, lfu = decaying frequency, lfu_count = lifetime
+ *    usage count) until every limit holds; config-pinned
  *    entries are never victims, nor are entries loaded less than
  *    min_residency_ns ago (the churn guard). If that is impossible the caller
  *    gets RESOURCE_EXHAUSTED "capacity full and eviction failed" naming the
@@ -58,9 +60,9 @@ const char *ls_state_name(ls_state s); /* "unloaded", "loading", ... */
  * server, a fake in tests). Called without the registry lock; may run
  * concurrently for different ids. */
 typedef struct {
-    /* Return a handle (non-NULL) and the measured memory in *mem_bytes, or
-     * NULL with err set (its code and message reach every waiter). */
-    void *(*load)(void *ctx, const char *id, void *model_ctx, uint64_t *mem_bytes, ls_err *err);
+    /* Return a handle (non-NULL) and the measured memory in *mem, or NULL
+     * with err set (its code and message reach every waiter). */
+    void *(*load)(void *ctx, const char *id, void *model_ctx, ls_mem *mem, ls_err *err);
     void (*unload)(void *ctx, const char *id, void *handle);
     void *ctx;
 } ls_loader;
@@ -75,6 +77,7 @@ typedef struct {
 typedef struct {
     int max_models;             /* >= 1 */
     uint64_t max_memory_bytes;  /* 0 = no memory limit */
+    uint64_t max_gpu_memory_bytes; /* 0 = no GPU memory limit */
     ls_policy policy;
     uint64_t idle_unload_ns;    /* 0 = never idle-unload */
     uint64_t load_retry_ns;     /* backoff after a failed load */
@@ -91,6 +94,7 @@ typedef struct {
     int max_in_flight;          /* > 0: acquires beyond this many concurrent leases get
                                  * RESOURCE_EXHAUSTED at once (one tenant cannot take every
                                  * worker); 0 = no limit */
+    uint64_t gpu_memory_estimate_bytes; /* 0 for a model that runs on the CPU */
 } ls_model_decl;
 
 /* The registry copies limits/loader/clock. Returns NULL on OOM. */
@@ -196,6 +200,8 @@ typedef struct {
     double avg_composite_ms;
     uint64_t memory_estimate_bytes;
     uint64_t memory_measured_bytes; /* 0 when not loaded */
+    uint64_t gpu_memory_estimate_bytes;
+    uint64_t gpu_memory_measured_bytes; /* 0 when not loaded or on the CPU */
 } ls_entry_stats;
 
 typedef struct {
@@ -203,6 +209,8 @@ typedef struct {
     int max_models;
     uint64_t memory_bytes;      /* charged bytes */
     uint64_t max_memory_bytes;
+    uint64_t gpu_memory_bytes;  /* charged GPU bytes */
+    uint64_t max_gpu_memory_bytes;
     ls_policy policy;
     int64_t total_requests;
     int64_t total_loads;

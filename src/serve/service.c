@@ -31,6 +31,7 @@ struct ls_service {
      * before the service, because a model's loader context and in-flight
      * handlers may still point into an older one. */
     const ls_config *_Atomic cfg;
+    const ls_config *start_cfg; /* the engine section's, which a reload does not change */
     ls_config **retired;        /* owned: configs replaced by reloads */
     size_t n_retired;
     ls_registry *reg;
@@ -44,7 +45,11 @@ struct ls_service {
 
 /* ---- registry loader: ls_model behind the registry's opaque handle ---- */
 
-ls_model_spec ls_service_model_spec(const ls_model_config *mc) {
+ls_exec_provider ls_service_model_provider(const ls_config *cfg, const ls_model_config *mc) {
+    return mc->execution_provider ? (ls_exec_provider)(mc->execution_provider - 1) : cfg->execution_provider;
+}
+
+ls_model_spec ls_service_model_spec(const ls_config *cfg, const ls_model_config *mc) {
     ls_model_spec spec = {.id = mc->id,
                           .model_path = mc->model_path,
                           .background_dir = mc->background_dir,
@@ -57,22 +62,40 @@ ls_model_spec ls_service_model_spec(const ls_model_config *mc) {
                           .visual = {.margin = mc->visual.margin,
                                      .interp = mc->visual.interp,
                                      .cache = mc->visual.cache},
-                          .encoder_path = mc->encoder_path};
+                          .encoder_path = mc->encoder_path,
+                          .engine = {.provider = ls_service_model_provider(cfg, mc),
+                                     .device_id = cfg->cuda_device_id,
+                                     .gpu_mem_limit = cfg->gpu_mem_limit_bytes,
+                                     .cudnn_search = cfg->cudnn_conv_algo_search,
+                                     .io_binding = cfg->io_binding}};
     memcpy(spec.visual.mask, mc->visual.mask, sizeof spec.visual.mask);
     return spec;
 }
 
 /* model_ctx: the model's ls_model_config, in a config that outlives the
  * service's loads. */
-static void *loader_load(void *ctx, const char *id, void *model_ctx, uint64_t *mem_bytes, ls_err *err) {
+static void *loader_load(void *ctx, const char *id, void *model_ctx, ls_mem *mem, ls_err *err) {
     ls_service *s = ctx;
     /* Timed here, where each load happens exactly once, rather than from the
-     * leases of the requests that waited for it (several per load). */
+     * leases of the requests that waited for it (several per load). The
+     * engine section is the start-up config's: changing it needs a restart. */
     uint64_t t0 = ls_mono_ns();
-    ls_model_spec spec = ls_service_model_spec(model_ctx);
-    void *m = ls_model_load(&spec, s->cfg->png_level, mem_bytes, err);
+    ls_model_spec spec = ls_service_model_spec(s->start_cfg, model_ctx);
+    void *m = ls_model_load(&spec, s->cfg->png_level, mem, err);
     if (m) ls_metrics_observe(s->metrics, LS_HIST_MODEL_LOAD, id, (double)(ls_mono_ns() - t0) / 1e9);
     return m;
+}
+
+/* The registry's declaration of model m: GPU bytes are estimated only for a
+ * model that runs on CUDA. */
+static ls_model_decl model_decl(const ls_config *cfg, const ls_model_config *m) {
+    int gpu = ls_service_model_provider(cfg, m) == LS_EP_CUDA;
+    return (ls_model_decl){.id = m->id,
+                           .memory_estimate_bytes = m->memory_estimate_bytes,
+                           .gpu_memory_estimate_bytes = gpu ? m->gpu_memory_estimate_bytes : 0,
+                           .pinned = m->pinned,
+                           .model_ctx = (void *)m,
+                           .max_in_flight = m->max_concurrent_requests};
 }
 
 static void loader_unload(void *ctx, const char *id, void *handle) {
@@ -91,6 +114,7 @@ ls_service *ls_service_create(const ls_config *cfg, ls_err *err) {
         return NULL;
     }
     s->cfg = cfg;
+    s->start_cfg = cfg;
     s->start_ns = ls_mono_ns();
     atomic_init(&s->ready, 0);
     atomic_init(&s->draining, 0);
@@ -108,6 +132,7 @@ ls_service *ls_service_create(const ls_config *cfg, ls_err *err) {
     ls_registry_limits lim = {
         .max_models = cfg->max_models,
         .max_memory_bytes = cfg->max_memory_bytes,
+        .max_gpu_memory_bytes = cfg->max_gpu_memory_bytes,
         .policy = cfg->policy,
         .idle_unload_ns = (uint64_t)(cfg->idle_unload_seconds * 1e9),
         .load_retry_ns = (uint64_t)(cfg->load_retry_seconds * 1e9),
@@ -125,11 +150,7 @@ ls_service *ls_service_create(const ls_config *cfg, ls_err *err) {
     }
     for (size_t i = 0; i < cfg->n_models; i++) {
         const ls_model_config *m = &cfg->models[i];
-        ls_model_decl d = {.id = m->id,
-                           .memory_estimate_bytes = m->memory_estimate_bytes,
-                           .pinned = m->pinned,
-                           .model_ctx = (void *)m,
-                           .max_in_flight = m->max_concurrent_requests};
+        ls_model_decl d = model_decl(cfg, m);
         if (ls_registry_add(s->reg, &d, err) != 0) {
             ls_service_destroy(s);
             return NULL;
@@ -161,7 +182,8 @@ static int model_changed(const ls_model_config *a, const ls_model_config *b) {
            a->frame_order != b->frame_order || a->channel_bgr != b->channel_bgr ||
            a->paste_margin != b->paste_margin || a->max_concurrent_requests != b->max_concurrent_requests ||
            a->paste_interp != b->paste_interp || memcmp(&a->visual, &b->visual, sizeof a->visual) != 0 ||
-           !same_str(a->encoder_path, b->encoder_path);
+           !same_str(a->encoder_path, b->encoder_path) || a->execution_provider != b->execution_provider ||
+           a->gpu_memory_estimate_bytes != b->gpu_memory_estimate_bytes;
 }
 
 int ls_service_reload(ls_service *s, ls_config *next, ls_err *err) {
@@ -179,18 +201,17 @@ int ls_service_reload(ls_service *s, ls_config *next, ls_err *err) {
         cur->max_models != next->max_models || cur->max_memory_bytes != next->max_memory_bytes ||
         cur->policy != next->policy || cur->idle_unload_seconds != next->idle_unload_seconds ||
         cur->lfu_half_life_seconds != next->lfu_half_life_seconds || cur->lfu_initial != next->lfu_initial ||
-        cur->min_residency_seconds != next->min_residency_seconds)
-        LOG_WARN("config reload: server, tls, http and capacity settings need a restart; only models, auth, "
+        cur->min_residency_seconds != next->min_residency_seconds ||
+        cur->max_gpu_memory_bytes != next->max_gpu_memory_bytes || cur->execution_provider != next->execution_provider ||
+        cur->cuda_device_id != next->cuda_device_id || cur->gpu_mem_limit_bytes != next->gpu_mem_limit_bytes ||
+        cur->cudnn_conv_algo_search != next->cudnn_conv_algo_search || cur->io_binding != next->io_binding)
+        LOG_WARN("config reload: server, tls, http, capacity and engine settings need a restart; only models, auth, "
                  "max_batch and png_level change now");
     int added = 0, removed = 0, changed = 0;
     for (size_t i = 0; i < next->n_models; i++) {
         const ls_model_config *m = &next->models[i];
         const ls_model_config *old = ls_config_find(cur, m->id);
-        ls_model_decl d = {.id = m->id,
-                           .memory_estimate_bytes = m->memory_estimate_bytes,
-                           .pinned = m->pinned,
-                           .model_ctx = (void *)m,
-                           .max_in_flight = m->max_concurrent_requests};
+        ls_model_decl d = model_decl(s->start_cfg, m);
         ls_err e;
         if (!old) {
             if (ls_registry_add(s->reg, &d, &e) != 0) {
@@ -1268,6 +1289,7 @@ static void fill_slot(ls_service *s, info_slot *sl, const ls_entry_stats *st) {
     mi->num_frames = mc ? mc->num_frames : 0; /* replaced by the real count once loaded */
     mi->pinned = st->pinned_config;
     mi->preload = mc ? mc->preload : 0;
+    mi->execution_provider = mc ? (char *)ls_engine_provider_name(ls_service_model_provider(s->start_cfg, mc)) : "";
     if (mi->loaded) {
         inspect_arg a = {sl};
         ls_registry_inspect(s->reg, st->id, copy_tensors, &a);
@@ -1285,6 +1307,9 @@ static void fill_slot(ls_service *s, info_slot *sl, const ls_entry_stats *st) {
     ms->eviction_count = st->eviction_count;
     ms->in_flight = st->in_flight;
     ms->memory_estimate_bytes = (int64_t)st->memory_estimate_bytes;
+    ms->gpu_memory_bytes = (int64_t)(st->gpu_memory_measured_bytes ? st->gpu_memory_measured_bytes
+                                                                    : st->gpu_memory_estimate_bytes);
+    ms->gpu_memory_estimate_bytes = (int64_t)st->gpu_memory_estimate_bytes;
     ms->p50_inference_ms = st->p50_inference_ms;
     ms->p99_inference_ms = st->p99_inference_ms;
     ms->total_load_time_ms = st->total_load_ms;
@@ -1378,6 +1403,8 @@ static ls_code h_stats(void *ctx, const ls_call_info *call, const uint8_t *req, 
     r.max_models = tot.max_models;
     r.total_memory_bytes = (int64_t)tot.memory_bytes;
     r.max_memory_bytes = (int64_t)tot.max_memory_bytes;
+    r.total_gpu_memory_bytes = (int64_t)tot.gpu_memory_bytes;
+    r.max_gpu_memory_bytes = (int64_t)tot.max_gpu_memory_bytes;
     r.eviction_policy = (char *)ls_policy_name(tot.policy);
     r.total_requests = tot.total_requests;
     r.total_loads = tot.total_loads;

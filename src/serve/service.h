@@ -18,9 +18,14 @@
 
 typedef struct ls_service ls_service;
 
-/* The model layer's description of a configured model (model.h); its
- * strings are mc's. What the registry's loader passes to ls_model_load. */
-ls_model_spec ls_service_model_spec(const ls_model_config *mc);
+/* The model layer's description of a configured model mc of cfg (model.h):
+ * its strings are mc's; its engine options cfg's engine section with mc's
+ * execution_provider over it. What the registry's loader passes to
+ * ls_model_load. */
+ls_model_spec ls_service_model_spec(const ls_config *cfg, const ls_model_config *mc);
+
+/* The provider mc runs on: its own execution_provider, else cfg's. */
+ls_exec_provider ls_service_model_provider(const ls_config *cfg, const ls_model_config *mc);
 
 /* Build the registry for cfg's models (cfg must outlive the service). */
 ls_service *ls_service_create(const ls_config *cfg, ls_err *err);
