@@ -720,6 +720,23 @@ static void test_engine(void) {
                  "t.yaml:6:", "models.a.gpu_memory_estimate_mb", NULL);
 }
 
+/* Session limits: a model's max_sessions, the latency budget. */
+static void test_session_keys(void) {
+    ls_config c;
+    int ok = parse_ok("sessions:\n  latency_budget_ms: 90\nmodels:\n  a:\n" MODEL_OK "    max_sessions: 3\n"
+                      "  b:\n" MODEL_OK, "/b", &c);
+    check("sessions: latency_budget_ms and max_sessions",
+          ok && c.sessions_latency_budget_ms == 90 && c.models[0].max_sessions == 3 && c.models[1].max_sessions == 0);
+    if (ok) ls_config_free(&c);
+    ok = parse_ok("", "/b", &c);
+    check("sessions: latency_budget_ms default 150", ok && c.sessions_latency_budget_ms == 150);
+    if (ok) ls_config_free(&c);
+    expect_error("sessions: latency_budget_ms 0", "sessions:\n  latency_budget_ms: 0\n", "t.yaml:2:",
+                 "sessions.latency_budget_ms", "1..60000");
+    expect_error("model: negative max_sessions", "models:\n  a:\n" MODEL_OK "    max_sessions: -1\n", "t.yaml:6:",
+                 "models.a.max_sessions", "0..100000");
+}
+
 static void test_reference(void) {
     const char *header = getenv("LS_CONFIG_H");
     check("LS_CONFIG_H names config.h (the build sets it)", header != NULL);
@@ -765,6 +782,7 @@ int main(void) {
     test_errors();
     test_croprects();
     test_engine();
+    test_session_keys();
     test_reference();
     if (rmdir(tmpdir) != 0) perror(tmpdir);
     printf("%d passed, %d failed\n", passed, failed);

@@ -280,7 +280,7 @@ static void done(ls_registry *r, fake *f) {
 }
 
 static int add(ls_registry *r, const char *id, uint64_t est, int pinned) {
-    ls_model_decl d = {id, est, pinned, NULL, 0, 0};
+    ls_model_decl d = {.id = id, .memory_estimate_bytes = est, .pinned = pinned};
     ls_err err;
     return ls_registry_add(r, &d, &err);
 }
@@ -324,13 +324,14 @@ static int wait_in_flight(ls_registry *r, const char *id, int n) {
 
 /* ---- threads ---- */
 
-enum { OP_ACQUIRE, OP_UNLOAD, OP_SWEEP, OP_LOAD };
+enum { OP_ACQUIRE, OP_UNLOAD, OP_SWEEP, OP_LOAD, OP_SESSION };
 
 typedef struct {
     ls_registry *r;
     const char *id;
     int op;
     ls_lease lease;
+    ls_session_hold hold;
     int rc;
     ls_err err;
     ls_state state;
@@ -347,6 +348,7 @@ static void *job_run(void *p) {
     case OP_ACQUIRE: j->rc = ls_registry_acquire(j->r, j->id, &j->lease, &j->err); break;
     case OP_UNLOAD: j->rc = ls_registry_unload(j->r, j->id, &j->state, &j->err); break;
     case OP_SWEEP: j->rc = ls_registry_sweep_idle(j->r); break;
+    case OP_SESSION: j->rc = ls_registry_session_hold(j->r, j->id, &j->hold, &j->err); break;
     case OP_LOAD: {
         int already = 0;
         double ms = 0;
@@ -371,7 +373,7 @@ static void test_basics(void) {
     fake f;
     ls_registry *r = mk(&f, 4, 0, LS_POLICY_LRU, 0, SEC);
     int ctx_token = 7;
-    ls_model_decl d = {"a", 100, 0, &ctx_token, 0, 0};
+    ls_model_decl d = {.id = "a", .memory_estimate_bytes = 100, .model_ctx = &ctx_token};
     ls_err err;
     CHECK(ls_registry_add(r, &d, &err) == 0, "basics: add a");
     CHECK(ls_registry_add(r, &d, &err) == -1 && err.code == LS_INVALID_ARGUMENT,
@@ -379,12 +381,12 @@ static void test_basics(void) {
     char longid[140];
     memset(longid, 'x', 129);
     longid[129] = 0;
-    ls_model_decl dl = {longid, 0, 0, NULL, 0, 0};
+    ls_model_decl dl = {.id = longid};
     CHECK(ls_registry_add(r, &dl, &err) == -1 && err.code == LS_INVALID_ARGUMENT,
           "basics: 129-char id -> INVALID_ARGUMENT");
     longid[128] = 0;
     CHECK(ls_registry_add(r, &dl, &err) == 0, "basics: 128-char id accepted");
-    ls_model_decl de = {"", 0, 0, NULL, 0, 0};
+    ls_model_decl de = {.id = ""};
     CHECK(ls_registry_add(r, &de, &err) == -1 && err.code == LS_INVALID_ARGUMENT,
           "basics: empty id -> INVALID_ARGUMENT");
 
@@ -1461,12 +1463,54 @@ static void test_churn_guard(void) {
     }
 }
 
+/* max_sessions: live holds of one model, a hold waiting on the model's load
+ * included; sessions_total counts holds granted. */
+static void test_max_sessions(void) {
+    fake f;
+    ls_registry *r = mk(&f, 4, 0, LS_POLICY_LRU, 0, SEC);
+    ls_model_decl d = {.id = "m", .max_sessions = 1};
+    ls_err err;
+    ls_registry_add(r, &d, &err);
+    add(r, "free", 0, 0);
+    f_set(&f, "m", 0, NULL, 1, 1); /* m's load waits in the gate */
+    pthread_t t1;
+    job j1;
+    spawn(&t1, &j1, r, "m", OP_SESSION);
+    CHECK(f_wait_gate(&f, 1, 0), "max_sessions: the first session's load in the gate");
+    ls_session_hold h2;
+    int rc = ls_registry_session_hold(r, "m", &h2, &err);
+    CHECK(rc == -1 && err.code == LS_RESOURCE_EXHAUSTED && strstr(err.msg, "1 live session (") &&
+              strstr(err.msg, "max_sessions") && !h2.handle,
+          "max_sessions: a second while the first waits on the load -> RESOURCE_EXHAUSTED: %s", err.msg);
+    f_gate(&f, 1);
+    pthread_join(t1, NULL);
+    CHECK(j1.rc == 0 && st(r, "m").live_sessions == 1 && st(r, "m").sessions_total == 1,
+          "max_sessions: the first holds it (live %d, total %lld)", st(r, "m").live_sessions,
+          (long long)st(r, "m").sessions_total);
+    rc = ls_registry_session_hold(r, "m", &h2, &err);
+    CHECK(rc == -1 && err.code == LS_RESOURCE_EXHAUSTED, "max_sessions: a second on the loaded model is refused");
+    ls_lease l;
+    CHECK(ls_registry_acquire(r, "m", &l, &err) == 0, "max_sessions: requests are not sessions");
+    ls_registry_release(r, &l, 1, 1, 1);
+    ls_registry_session_release(r, &j1.hold);
+    CHECK(ls_registry_session_hold(r, "m", &h2, &err) == 0 && st(r, "m").sessions_total == 2,
+          "max_sessions: the first released, a new one fits (total 2)");
+    ls_session_hold hf[3];
+    for (int i = 0; i < 3; i++)
+        CHECK(ls_registry_session_hold(r, "free", &hf[i], &err) == 0, "max_sessions 0: no limit (%d)", i);
+    CHECK(st(r, "free").sessions_total == 3, "sessions_total counts every hold granted");
+    for (int i = 0; i < 3; i++) ls_registry_session_release(r, &hf[i]);
+    ls_registry_session_release(r, &h2);
+    f_gate(&f, 0);
+    done(r, &f);
+}
+
 static void test_sessions(void) {
     fake f;
     ls_registry_limits lim = {.max_models = 2, .policy = LS_POLICY_LFU, .load_retry_ns = SEC,
                               .idle_unload_ns = 10 * SEC, .lfu_half_life_ns = MIN};
     ls_registry *r = mk_lim(&f, &lim);
-    ls_model_decl da = {"a", 0, 0, NULL, 1, 0}; /* max_in_flight 1: sessions do not count */
+    ls_model_decl da = {.id = "a", .max_in_flight = 1}; /* max_in_flight 1: sessions do not count */
     ls_err err;
     ls_registry_add(r, &da, &err);
     add(r, "b", 0, 0);
@@ -1780,6 +1824,7 @@ int main(void) {
     test_lfu_new_not_first_victim();
     test_churn_guard();
     test_sessions();
+    test_max_sessions();
     test_session_waits_for_load();
     test_pins_never_victims();
     test_frequency_stats();

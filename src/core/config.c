@@ -93,6 +93,7 @@ static const cfg_key AUDIO_KEYS[] = {
 static const cfg_key SESSIONS_KEYS[] = {
     INT("max", C(sessions_max), 1, 100000, 0, "64", "live sessions at once; more: RESOURCE_EXHAUSTED"),
     NUM("stall_timeout_s", C(sessions_stall_seconds), 0, 3600, EXCL, "30", "a client taking no frame this long: DEADLINE_EXCEEDED"),
+    INT("latency_budget_ms", C(sessions_latency_budget_ms), 1, 60000, 0, "150", "a frame sent later than this after its audio is late (metrics)"),
     END};
 
 /* visual_input.mask: [x, y, w, h] for a 320 x 320 input, as OpenCV's
@@ -164,6 +165,7 @@ static const cfg_key MODEL_KEYS[] = {
     WORD("channel_order", M(channel_bgr), W("bgr", "rgb"), CFG_NEGATE, "bgr", "the model's output planes"),
     INT("paste_margin", M(paste_margin), 0, 64, 0, "4", "canvas margin of 328; 0 = stretch"),
     INT("max_concurrent_requests", M(max_concurrent_requests), 0, 100000, 0, "0", "more at once: RESOURCE_EXHAUSTED; 0 = no limit"),
+    INT("max_sessions", M(max_sessions), 0, 100000, 0, "0", "live sessions on it; more: RESOURCE_EXHAUSTED; 0 = no limit"),
     WORD("output_format", M(output_format), W("png", "jpeg", "raw"), 0, "png", "a request may ask for another"),
     INT("jpeg_quality", M(jpeg_quality), 1, 100, 0, "90", "JPEG output quality"),
     WORD("paste_interpolation", M(paste_interp), W("cubic", "linear"), 0, "cubic", "canvas resizes of the paste-back"),

@@ -39,6 +39,7 @@
  *       channel_order: bgr           # the model's output planes (bgr or rgb)
  *       paste_margin: 4              # canvas margin of 328; 0 = stretch (an integer 0..64)
  *       max_concurrent_requests: 0   # more at once: RESOURCE_EXHAUSTED; 0 = no limit (an integer 0..100000)
+ *       max_sessions: 0              # live sessions on it; more: RESOURCE_EXHAUSTED; 0 = no limit (an integer 0..100000)
  *       output_format: png           # a request may ask for another (png, jpeg or raw)
  *       jpeg_quality: 90             # JPEG output quality (an integer 1..100)
  *       paste_interpolation: cubic   # canvas resizes of the paste-back (cubic or linear)
@@ -63,6 +64,7 @@
  *   sessions:                        # live StreamSession and WebSocket sessions
  *     max: 64                        # live sessions at once; more: RESOURCE_EXHAUSTED (an integer 1..100000)
  *     stall_timeout_s: 30            # a client taking no frame this long: DEADLINE_EXCEEDED (a number > 0 and <= 3600)
+ *     latency_budget_ms: 150         # a frame sent later than this after its audio is late (metrics) (an integer 1..60000)
  *   http:                            # the HTTP listener
  *     enabled: true                  # HTTP/1.1: /metrics, /healthz, /readyz, gRPC-Web, demo page, /session
  *     listen: 0.0.0.0:8053           # HTTP address (host:port (or [ipv6]:port) with port 1..65535)
@@ -121,6 +123,7 @@ typedef struct {
     int channel_bgr;       /* default 1 */
     int paste_margin;      /* default 4; range 0..64 */
     int max_concurrent_requests; /* default 0 = no limit */
+    int max_sessions;      /* default 0 = no limit */
     ls_format output_format; /* default PNG */
     int jpeg_quality;      /* default 90; 1..100 */
     ls_interp paste_interp; /* default cubic */
@@ -166,6 +169,7 @@ typedef struct {
     /* sessions */
     int sessions_max;           /* default 64: live StreamSession calls at once */
     double sessions_stall_seconds; /* default 30: a client not reading a frame this long ends its session */
+    int sessions_latency_budget_ms; /* default 150: a frame sent later than this after its audio is late */
     /* http */
     int http_enabled;      /* default 1 */
     char *http_listen;     /* default "0.0.0.0:8053" */

@@ -20,6 +20,11 @@
 static const double REQ_BUCKETS[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                      0.25,  0.5,    1,     2.5,  5,     10};
 static const double LOAD_BUCKETS[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+/* A session frame leaves tens of ms after its audio when the server keeps
+ * up (the latency budget defaults to 150 ms), seconds when it does not; the
+ * first frame waits for ~450 ms of lookahead plus any model load. */
+static const double FRAME_BUCKETS[] = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5, 5};
+static const double FIRST_BUCKETS[] = {0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60};
 
 typedef struct {
     const char *name, *help;
@@ -39,6 +44,11 @@ static const hist_def HISTS[LS_HIST_COUNT_] = {
     {"lipsync_audio_features_duration_seconds",
      "Mel features + audio encoder time of one speech input (ExtractAudioFeatures, RenderSpeech).", REQ_BUCKETS,
      (int)(sizeof REQ_BUCKETS / sizeof REQ_BUCKETS[0])},
+    {"lipsync_frame_latency_seconds",
+     "A live session's frame: sent minus the arrival of the last audio (or end) it depends on.", FRAME_BUCKETS,
+     (int)(sizeof FRAME_BUCKETS / sizeof FRAME_BUCKETS[0])},
+    {"lipsync_session_first_frame_seconds", "A live session: its start message to its first frame sent.",
+     FIRST_BUCKETS, (int)(sizeof FIRST_BUCKETS / sizeof FIRST_BUCKETS[0])},
 };
 
 typedef struct {
@@ -51,7 +61,7 @@ typedef struct {
     uint64_t requests[N_CODES];
     hist h[LS_HIST_COUNT_];
     double audio_seconds;
-    uint64_t session_frames;
+    uint64_t session_frames, session_late_frames;
 } model_series;
 
 struct ls_metrics {
@@ -161,11 +171,11 @@ void ls_metrics_audio(ls_metrics *m, const char *model, double seconds) {
     pthread_mutex_unlock(&m->mu);
 }
 
-void ls_metrics_session_frames(ls_metrics *m, const char *model, size_t frames) {
+void ls_metrics_session_frames(ls_metrics *m, const char *model, size_t frames, size_t late) {
     if (!m) return;
     pthread_mutex_lock(&m->mu);
     model_series *s = find(m, model);
-    if (s) s->session_frames += frames;
+    if (s) s->session_frames += frames, s->session_late_frames += late;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -288,6 +298,10 @@ int ls_metrics_render(ls_metrics *m, const ls_entry_stats *st, int n, const ls_r
     family(&w, "lipsync_session_frames_total", "counter", "Frames sent by live sessions (StreamSession).");
     for (size_t i = 0; i < nm; i++)
         sample(&w, "lipsync_session_frames_total", snap[i].id, NULL, (double)snap[i].session_frames);
+    family(&w, "lipsync_session_late_frames_total", "counter",
+           "Session frames sent later after their audio than sessions.latency_budget_ms.");
+    for (size_t i = 0; i < nm; i++)
+        sample(&w, "lipsync_session_late_frames_total", snap[i].id, NULL, (double)snap[i].session_late_frames);
 
     for (int k = 0; k < LS_HIST_COUNT_; k++) {
         const hist_def *d = &HISTS[k];

@@ -36,6 +36,8 @@ typedef enum {
     LS_HIST_COMPOSITE,     /* lipsync_composite_duration_seconds: paste + encode of one request */
     LS_HIST_MODEL_LOAD,    /* lipsync_model_load_duration_seconds: one successful load */
     LS_HIST_FEATURES,      /* lipsync_audio_features_duration_seconds: mel + encoder of one speech input */
+    LS_HIST_FRAME_LATENCY, /* lipsync_frame_latency_seconds: a session frame sent after the audio it needed */
+    LS_HIST_FIRST_FRAME,   /* lipsync_session_first_frame_seconds: session start to its first frame sent */
     LS_HIST_COUNT_
 } ls_hist;
 
@@ -59,8 +61,10 @@ void ls_metrics_observe(ls_metrics *m, ls_hist h, const char *model, double seco
  * (lipsync_audio_seconds_total{model}). */
 void ls_metrics_audio(ls_metrics *m, const char *model, double seconds);
 
-/* Frames a live session sent (lipsync_session_frames_total{model}). */
-void ls_metrics_session_frames(ls_metrics *m, const char *model, size_t frames);
+/* Frames a live session sent (lipsync_session_frames_total{model}), late of
+ * them: sent later after their audio than sessions.latency_budget_ms
+ * (lipsync_session_late_frames_total{model}). */
+void ls_metrics_session_frames(ls_metrics *m, const char *model, size_t frames, size_t late);
 
 /* What the scrape adds besides the registry snapshot. */
 typedef struct {

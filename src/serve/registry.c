@@ -79,6 +79,8 @@ typedef struct entry {
 
     int removed;        /* taken out of the config (reload): invisible, never reloaded */
     int max_in_flight;  /* 0 = no per-model limit on concurrent requests */
+    int max_sessions;   /* 0 = no per-model limit on live sessions */
+    int64_t sessions_total;
 
     int has_fail;
     ls_err fail;
@@ -397,6 +399,7 @@ int ls_registry_add(ls_registry *r, const ls_model_decl *decl, ls_err *err) {
     e->pinned_config = decl->pinned ? 1 : 0;
     e->model_ctx = decl->model_ctx;
     e->max_in_flight = decl->max_in_flight;
+    e->max_sessions = decl->max_sessions;
     e->state = LS_STATE_UNLOADED;
     if (pthread_cond_init(&e->cond, NULL) != 0) {
         free(e);
@@ -413,6 +416,7 @@ int ls_registry_add(ls_registry *r, const ls_model_decl *decl, ls_err *err) {
         old->pinned_config = decl->pinned ? 1 : 0;
         old->model_ctx = decl->model_ctx;
         old->max_in_flight = decl->max_in_flight;
+        old->max_sessions = decl->max_sessions;
         pthread_mutex_unlock(&r->mu);
         pthread_cond_destroy(&e->cond);
         free(e);
@@ -528,6 +532,14 @@ static int obtain(ls_registry *r, const char *id, int mode, ls_lease *lease, int
             pthread_cond_wait(&e->cond, &r->mu);
             continue;
         }
+        int holding = e->sessions + (e->fl ? e->fl->holds : 0);
+        if (mode == M_SESSION && e->max_sessions > 0 && holding >= e->max_sessions) {
+            int lim = e->max_sessions;
+            pthread_mutex_unlock(&r->mu);
+            return ls_err_set(err, LS_RESOURCE_EXHAUSTED,
+                              "model '%s' already has %d live session%s (its max_sessions)", id, lim,
+                              lim == 1 ? "" : "s");
+        }
         switch (e->state) {
         case LS_STATE_LOADED:
             if (mode == M_FORCE) {
@@ -570,6 +582,7 @@ static int obtain(ls_registry *r, const char *id, int mode, ls_lease *lease, int
                 fill_lease(lease, e, 0, 0);
             } else if (mode == M_SESSION) {
                 e->sessions++;
+                e->sessions_total++;
                 fill_lease(lease, e, 0, 0);
             } else if (already) {
                 *already = 1;
@@ -756,6 +769,7 @@ start:
     e->measured = mem;
     e->refcount += f->pins;  /* the loader (if acquiring) and every acquire-waiter */
     e->sessions += f->holds; /* the loader (if holding) and every session-waiter */
+    e->sessions_total += f->holds;
     e->has_fail = 0;
     e->load_count++;
     e->last_load_ms = ms;
@@ -953,6 +967,7 @@ int ls_registry_update(ls_registry *r, const ls_model_decl *decl, ls_err *err) {
     e->pinned_config = decl->pinned ? 1 : 0;
     e->model_ctx = decl->model_ctx;
     e->max_in_flight = decl->max_in_flight;
+    e->max_sessions = decl->max_sessions;
     /* What is loaded was built from the old declaration: let it go (after
      * its requests, if any) so the next use loads the new one. */
     unload_entry_locked(r, e, NULL);
@@ -1025,6 +1040,7 @@ static void fill_stats(const ls_registry *r, const entry *e, uint64_t now, ls_en
     s->pinned_config = e->pinned_config;
     s->in_flight = in_flight(e);
     s->live_sessions = e->sessions;
+    s->sessions_total = e->sessions_total;
     s->frequency = ls_freq_at(&e->freq, now, r->lim.lfu_half_life_ns);
     s->usage_count = e->usage_count;
     s->failed_requests = e->failed_requests;

@@ -95,6 +95,8 @@ typedef struct {
                                  * RESOURCE_EXHAUSTED at once (one tenant cannot take every
                                  * worker); 0 = no limit */
     uint64_t gpu_memory_estimate_bytes; /* 0 for a model that runs on the CPU */
+    int max_sessions;           /* > 0: session holds beyond this many (waiters of a load
+                                 * included) get RESOURCE_EXHAUSTED; 0 = no limit */
 } ls_model_decl;
 
 /* The registry copies limits/loader/clock. Returns NULL on OOM. */
@@ -141,7 +143,8 @@ typedef struct {
 } ls_session_hold;
 
 /* Find id, loading it as acquire does, and hold it for a session. Errors as
- * for acquire, except that max_in_flight does not apply. */
+ * for acquire, except that max_in_flight does not apply and max_sessions
+ * does (RESOURCE_EXHAUSTED naming it). */
 int ls_registry_session_hold(ls_registry *r, const char *id, ls_session_hold *hold, ls_err *err);
 
 /* End the hold (no-op on a released hold). The last release of a DRAINING
@@ -183,6 +186,7 @@ typedef struct {
     int pinned_config;
     int in_flight;              /* leases held + acquires waiting on its load */
     int live_sessions;          /* session holds */
+    int64_t sessions_total;     /* session holds granted, ever */
     double frequency;           /* the lfu score now (evict.h), whatever the policy */
     int64_t usage_count;
     int64_t failed_requests;

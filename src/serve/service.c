@@ -95,7 +95,8 @@ static ls_model_decl model_decl(const ls_config *cfg, const ls_model_config *m) 
                            .gpu_memory_estimate_bytes = gpu ? m->gpu_memory_estimate_bytes : 0,
                            .pinned = m->pinned,
                            .model_ctx = (void *)m,
-                           .max_in_flight = m->max_concurrent_requests};
+                           .max_in_flight = m->max_concurrent_requests,
+                           .max_sessions = m->max_sessions};
 }
 
 static void loader_unload(void *ctx, const char *id, void *handle) {
@@ -183,7 +184,7 @@ static int model_changed(const ls_model_config *a, const ls_model_config *b) {
            a->paste_margin != b->paste_margin || a->max_concurrent_requests != b->max_concurrent_requests ||
            a->paste_interp != b->paste_interp || memcmp(&a->visual, &b->visual, sizeof a->visual) != 0 ||
            !same_str(a->encoder_path, b->encoder_path) || a->execution_provider != b->execution_provider ||
-           a->gpu_memory_estimate_bytes != b->gpu_memory_estimate_bytes;
+           a->gpu_memory_estimate_bytes != b->gpu_memory_estimate_bytes || a->max_sessions != b->max_sessions;
 }
 
 int ls_service_reload(ls_service *s, ls_config *next, ls_err *err) {
@@ -946,6 +947,7 @@ typedef struct {
     double *lat;          /* per frame sent: ms from its audio's arrival */
     size_t n_lat, cap_lat;
     uint64_t audio_ns;    /* arrival of the chunk (or end) that made frames ready */
+    uint64_t start_ns;    /* arrival of the start message */
 } session;
 
 /* One message to the client. A client that takes nothing for
@@ -991,6 +993,7 @@ static int session_render(session *ss, ls_err *err) {
             ss->lat = l;
             ss->cap_lat = cap;
         }
+        size_t late = 0;
         for (size_t i = 0; !rc && i < count; i++) {
             Multitenant__Frame f = MULTITENANT__FRAME__INIT;
             f.index = (int64_t)(first + i);
@@ -1002,14 +1005,21 @@ static int session_render(session *ss, ls_err *err) {
             r.kind_case = MULTITENANT__SESSION_RESPONSE__KIND_FRAME;
             r.frame = &f;
             rc = send_session(ss->st, ss->s->cfg, &r, err);
-            if (!rc) ss->lat[ss->n_lat++] = (double)(ls_mono_ns() - ss->audio_ns) / 1e6;
+            if (rc) break;
+            uint64_t now = ls_mono_ns();
+            double ms = (double)(now - ss->audio_ns) / 1e6;
+            if (ss->n_lat == 0)
+                ls_metrics_observe(ss->s->metrics, LS_HIST_FIRST_FRAME, ss->id, (double)(now - ss->start_ns) / 1e9);
+            ls_metrics_observe(ss->s->metrics, LS_HIST_FRAME_LATENCY, ss->id, ms / 1e3);
+            late += ms > ss->s->cfg->sessions_latency_budget_ms;
+            ss->lat[ss->n_lat++] = ms;
         }
         ls_infer_result_free(&res);
         if (rc) {
             ls_err_prefix(err, "after %zu frames sent", ss->n_lat);
             return -1;
         }
-        ls_metrics_session_frames(ss->s->metrics, ss->id, count);
+        ls_metrics_session_frames(ss->s->metrics, ss->id, count, late);
     }
     return 0;
 }
@@ -1128,6 +1138,7 @@ static int session_open(session *ss, const ls_call_info *call, ls_buf *msg, char
     int rc = 0;
     Multitenant__SessionRequest *q = NULL;
     int got = ls_stream_recv(ss->st, msg);
+    ss->start_ns = ls_mono_ns();
     if (got < 0) rc = ls_err_set(err, LS_CANCELLED, "cancelled before the session started");
     if (!rc && got == 0) rc = ls_err_set(err, LS_INVALID_ARGUMENT, "expected a SessionRequest with start, got none");
     if (!rc && !(q = multitenant__session_request__unpack(NULL, msg->len, msg->data))) {
@@ -1316,6 +1327,7 @@ static void fill_slot(ls_service *s, info_slot *sl, const ls_entry_stats *st) {
     ms->failed_requests = st->failed_requests;
     ms->frequency = st->frequency;
     ms->live_sessions = st->live_sessions;
+    ms->sessions_total = st->sessions_total;
     mi->stats = ms;
 }
 

@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 import wave
 
 import cv2
@@ -259,6 +260,75 @@ class TestSession(lstest.ServerTestCase):
 
 
 
+
+
+def _metric(text, name, model):
+    """The value of name{model="model"} in a Prometheus exposition, or None."""
+    prefix = '%s{model="%s"} ' % (name, model)
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix):])
+    return None
+
+
+class TestSessionLimitsAndMetrics(lstest.ServerTestCase):
+    """models.<id>.max_sessions refuses a session beyond it (RESOURCE_EXHAUSTED,
+    naming the limit) while other models take theirs; a session's frames are
+    observed in lipsync_frame_latency_seconds (one per frame sent), its first
+    frame in lipsync_session_first_frame_seconds, frames later than
+    sessions.latency_budget_ms in lipsync_session_late_frames_total, and
+    GetModelStats counts sessions_total."""
+    MODELS = {"one": lstest.demo_model_config("demo", audio_encoder=ENCODER, max_sessions=1),
+              "any": lstest.demo_model_config("demo", audio_encoder=ENCODER)}
+    # A budget no frame can meet: every frame sent is late, so the counter is
+    # checked against the frame count exactly.
+    EXTRA_YAML = "sessions:\n  latency_budget_ms: 1\n"
+
+    def msgs(self, mid, pcm, gate=None):
+        yield self.pb2.SessionRequest(start=self.pb2.SessionStart(
+            model_id=mid, pcm_encoding="s16le", sample_rate=16000, channels=1, output_format="jpeg"))
+        yield self.pb2.SessionRequest(audio=self.pb2.AudioChunk(pcm=pcm))
+        if gate:
+            gate.wait(60)
+        yield self.pb2.SessionRequest(end=self.pb2.SessionEnd())
+
+    def test_max_sessions_and_metrics(self):
+        pcm = _speech_s16("Two sessions on one avatar.", seconds=1.5)
+        gate = threading.Event()
+        held = self.stub.StreamSession(self.msgs("one", pcm, gate), timeout=120)
+        it = iter(held)
+        self.assertEqual(next(it).WhichOneof("kind"), "started")
+        with self.assertRaises(grpc.RpcError) as cm:
+            list(self.stub.StreamSession(self.msgs("one", pcm), timeout=60))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn("1 live session", cm.exception.details())
+        self.assertIn("max_sessions", cm.exception.details())
+        other = list(self.stub.StreamSession(self.msgs("any", pcm), timeout=120))
+        n_other = other[-1].ended.frames
+        self.assertGreater(n_other, 0)
+        gate.set()
+        rest = list(it)
+        self.assertEqual(rest[-1].WhichOneof("kind"), "ended")
+        n_one = rest[-1].ended.frames
+        # The limit is on live sessions: the first has ended, a new one fits.
+        again = list(self.stub.StreamSession(self.msgs("one", pcm), timeout=120))
+        self.assertEqual(again[-1].ended.frames, n_one)
+
+        st = {m.model_id: m.stats for m in self.stub.GetModelStats(self.pb2.GetModelStatsRequest(),
+                                                                   timeout=30).models}
+        self.assertEqual((st["one"].sessions_total, st["one"].live_sessions), (2, 0))
+        self.assertEqual((st["any"].sessions_total, st["any"].live_sessions), (1, 0))
+        text = urllib.request.urlopen(self.server.http_url + "/metrics", timeout=30).read().decode()
+        self.assertEqual(_metric(text, "lipsync_frame_latency_seconds_count", "one"), 2 * n_one)
+        self.assertEqual(_metric(text, "lipsync_frame_latency_seconds_count", "any"), n_other)
+        self.assertEqual(_metric(text, "lipsync_session_first_frame_seconds_count", "one"), 2)
+        self.assertEqual(_metric(text, "lipsync_session_first_frame_seconds_count", "any"), 1)
+        self.assertEqual(_metric(text, "lipsync_session_frames_total", "one"), 2 * n_one)
+        self.assertEqual(_metric(text, "lipsync_session_late_frames_total", "one"), 2 * n_one)
+        self.assertEqual(_metric(text, "lipsync_session_late_frames_total", "any"), n_other)
+        # Every frame is late against a 1 ms budget, so each latency is above
+        # 1 ms: the histogram's sum says so too.
+        self.assertGreater(_metric(text, "lipsync_frame_latency_seconds_sum", "any"), 0.001 * n_other)
 
 
 class TestSessionStall(lstest.ServerTestCase):
