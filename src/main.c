@@ -262,7 +262,10 @@ static int start_transport(server *srv, ls_err *err) {
                                .n_streams = n_streams,
                                /* Live sessions are streams; Watch and reflection get 32 beside them. */
                                .max_streams = cfg->sessions_max + 32,
-                               .ctx = srv->svc};
+                               .ctx = srv->svc,
+                               .keepalive_ms = (int)(cfg->keepalive_seconds * 1000),
+                               .keepalive_timeout_ms = (int)(cfg->keepalive_timeout_seconds * 1000),
+                               .max_connection_idle_ms = (int)(cfg->max_connection_idle_seconds * 1000)};
     if (cfg->tls_cert_file) {
         srv->tls_cert = read_text(cfg->tls_cert_file);
         srv->tls_key = read_text(cfg->tls_key_file);

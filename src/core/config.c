@@ -61,6 +61,9 @@ static const cfg_key SERVER_KEYS[] = {
     INT("max_queue", C(max_queue), 1, 1000000, 0, "256", "requests waiting for a worker; more: RESOURCE_EXHAUSTED"),
     NUM("drain_seconds", C(drain_seconds), 0, 3600, 0, "10", "on SIGTERM, how long in-flight requests may finish"),
     NUM("unready_grace_seconds", C(unready_grace_seconds), 0, 3600, 0, "0", "on SIGTERM, /readyz 503 but serving this long"),
+    NUM("keepalive_seconds", C(keepalive_seconds), 0, 86400, 0, "60", "PING a connection with calls silent this long; 0 = off"),
+    NUM("keepalive_timeout_seconds", C(keepalive_timeout_seconds), 0.1, 3600, 0, "20", "no PING ACK this long: closed"),
+    NUM("max_connection_idle_seconds", C(max_connection_idle_seconds), 0, 86400, 0, "300", "no call this long: GOAWAY; 0 = never"),
     END};
 
 static const cfg_key CAPACITY_KEYS[] = {

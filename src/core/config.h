@@ -14,6 +14,9 @@
  *     max_queue: 256                 # requests waiting for a worker; more: RESOURCE_EXHAUSTED (an integer 1..1000000)
  *     drain_seconds: 10              # on SIGTERM, how long in-flight requests may finish (a number >= 0 and <= 3600)
  *     unready_grace_seconds: 0       # on SIGTERM, /readyz 503 but serving this long (a number >= 0 and <= 3600)
+ *     keepalive_seconds: 60          # PING a connection with calls silent this long; 0 = off (a number >= 0 and <= 86400)
+ *     keepalive_timeout_seconds: 20  # no PING ACK this long: closed (a number >= 0.1 and <= 3600)
+ *     max_connection_idle_seconds: 300 # no call this long: GOAWAY; 0 = never (a number >= 0 and <= 86400)
  *   capacity:                        # which models stay loaded
  *     max_models: 4                  # models loaded at once (an integer >= 1)
  *     max_memory_gb: 8               # for loaded models; may be fractional (a number > 0 and <= 1048576)
@@ -146,6 +149,9 @@ typedef struct {
     int max_queue;         /* default 256; range 1..1000000 */
     double drain_seconds;  /* default 10; range 0..3600 */
     double unready_grace_seconds; /* default 0; range 0..3600: a balancer's fall x inter */
+    double keepalive_seconds;   /* default 60; 0 = gRPC's (off) */
+    double keepalive_timeout_seconds; /* default 20 */
+    double max_connection_idle_seconds; /* default 300; 0 = never */
     /* capacity */
     int max_models;        /* default 4; >= 1 */
     uint64_t max_memory_bytes;  /* default 8 GiB */

@@ -8,6 +8,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
+#include <assert.h>
 #include <pthread.h>
 #include <errno.h>
 #include <stdio.h>
@@ -548,7 +549,9 @@ static int g_recv(ls_stream *bs, ls_buf *msg) {
     s->in_recv = 0;
     pthread_mutex_unlock(&s->mu);
     if (rc != 0) return -1;
-    if (!s->recv_buf) return 0; /* half-closed */
+    /* No message: a half-close, or a call that failed (peer gone, cancelled),
+     * which the close watcher reports, usually by now. */
+    if (!s->recv_buf) return atomic_load(&s->c->closed_cancelled) ? -1 : 0;
     grpc_byte_buffer_reader reader;
     int got = grpc_byte_buffer_reader_init(&reader, s->recv_buf);
     if (got) {
@@ -884,7 +887,7 @@ static ls_transport *transport_new(const ls_transport_opts *opts, ls_err *err) {
 static void create_server(ls_transport *t) {
     const ls_transport_opts *opts = &t->opts;
     int limit = opts->max_message_bytes > (uint64_t)INT32_MAX ? INT32_MAX : (int)opts->max_message_bytes;
-    grpc_arg args[3];
+    grpc_arg args[8];
     memset(args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -904,7 +907,31 @@ static void create_server(ls_transport *t) {
      * 100): GRPC_ARG_HTTP2_MAX_FRAME_SIZE 4 MiB on both ends 4.73/5.30/5.64
      * ms and GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE 256 KiB 4.86/6.09/4.59 ms vs
      * 4.65/4.63/5.88 ms without; no gain above the round-to-round noise. */
-    grpc_channel_args cargs = {.num_args = 3, .args = args};
+    size_t n = 3;
+    const struct {
+        const char *key;
+        int value;
+    } hygiene[] = {
+        {GRPC_ARG_KEEPALIVE_TIME_MS, opts->keepalive_ms},
+        {GRPC_ARG_KEEPALIVE_TIMEOUT_MS, opts->keepalive_timeout_ms},
+        /* Pings only on connections with calls (gRPC's default): an idle
+         * client's library may not be reading its socket (gRPC Python polls
+         * only during calls, C-core's backup poller every 5 s) and would be
+         * dropped for a late ACK; max_connection_idle takes care of
+         * connections without calls. Clients may ping as often as the
+         * server does without being told "too many pings". */
+        {GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, opts->keepalive_ms},
+        {GRPC_ARG_MAX_CONNECTION_IDLE_MS, opts->max_connection_idle_ms},
+    };
+    for (size_t i = 0; i < sizeof hygiene / sizeof hygiene[0]; i++) {
+        if (!hygiene[i].value) continue;
+        assert(n < sizeof args / sizeof args[0]);
+        args[n].type = GRPC_ARG_INTEGER;
+        args[n].key = (char *)hygiene[i].key;
+        args[n].value.integer = hygiene[i].value;
+        n++;
+    }
+    grpc_channel_args cargs = {.num_args = n, .args = args};
 
     t->server = grpc_server_create(&cargs, NULL);
     t->cq = grpc_completion_queue_create_for_next(NULL);

@@ -115,6 +115,13 @@ typedef struct {
     const char *tls_cert_pem;
     const char *tls_key_pem;
     const char *tls_client_ca_pem;
+    /* Connection hygiene (milliseconds; 0 = gRPC's default). keepalive: a
+     * PING after this much silence on a connection with a call in progress,
+     * and the connection closed when its ACK does not come within
+     * keepalive_timeout (dead peers of long sessions are found);
+     * max_connection_idle: a connection without a call for this long gets
+     * GOAWAY (one that never sends a request is not kept forever). */
+    int keepalive_ms, keepalive_timeout_ms, max_connection_idle_ms;
 } ls_transport_opts;
 
 typedef struct ls_transport ls_transport;

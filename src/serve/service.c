@@ -195,6 +195,9 @@ int ls_service_reload(ls_service *s, ls_config *next, ls_err *err) {
     /* Settings read once at start-up cannot change under a running server. */
     if (!same_str(cur->listen, next->listen) || cur->max_message_bytes != next->max_message_bytes ||
         cur->worker_threads != next->worker_threads || cur->max_queue != next->max_queue ||
+        cur->keepalive_seconds != next->keepalive_seconds ||
+        cur->keepalive_timeout_seconds != next->keepalive_timeout_seconds ||
+        cur->max_connection_idle_seconds != next->max_connection_idle_seconds ||
         cur->ort_intra_threads != next->ort_intra_threads || cur->ort_inter_threads != next->ort_inter_threads ||
         !same_str(cur->tls_cert_file, next->tls_cert_file) || !same_str(cur->tls_key_file, next->tls_key_file) ||
         !same_str(cur->tls_client_ca_file, next->tls_client_ca_file) ||
