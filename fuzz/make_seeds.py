@@ -419,6 +419,34 @@ def wav_seeds():
     return s
 
 
+def session_seeds():
+    """fuzz_session's records: [kind][length LE 2][payload] (fuzz_session.c)."""
+    def rec(kind, payload=b""):
+        return bytes([kind]) + struct.pack("<H", len(payload)) + payload
+
+    def start(model=0, enc=0, rate=0, channels=1, fmt=1, batch=2, start_idx=1, quality=1):
+        return rec(1, bytes([model, enc, rate, channels, fmt, batch, start_idx, quality]))
+
+    def audio(nbytes, pattern, keyframe=False):
+        return rec(3 if keyframe else 2, struct.pack("<H", nbytes) + pattern)
+
+    # A quiet-loud pattern of s16le samples, so the mel frames differ.
+    speech = b"".join(struct.pack("<h", v) for v in (0, 3000, 9000, 3000, 0, -3000, -9000, -3000))
+    return {
+        "jpeg_two_chunks": start() + audio(20000, speech) + audio(14000, speech[::-1]) + rec(4),
+        "h264_keyframe": start(fmt=4, batch=4) + audio(16000, speech) + audio(16000, speech, True) + rec(4),
+        "raw_half_close": start(fmt=2, batch=1, start_idx=5) + audio(30000, speech) + rec(5),
+        "f32_stereo": start(enc=1, channels=2, fmt=3) + audio(32000, b"\x00\x00\x00\x3f\x00\x00\x00\xbf") + rec(4),
+        "cancel_mid": start() + audio(20000, speech) + rec(6),
+        "client_gone": start() + rec(7) + audio(30000, speech) + rec(4),
+        "audio_first": audio(3200, speech) + start() + rec(4),
+        "two_starts": start() + start() + rec(4),
+        "mute_model": start(model=1) + audio(20000, speech) + rec(4),
+        "raw_bytes": rec(0, b"\x0a\x12\x0a\x04talk\x2a\x05s16le\x30\x80\x7d\x38\x01") + audio(8000, speech)
+                     + rec(4),
+    }
+
+
 def main():
     for name, text in CONFIGS.items():
         put("config", name, text)
@@ -438,6 +466,8 @@ def main():
         put("pngenc", name, data)
     for name, data in wav_seeds().items():
         put("wav", name, data)
+    for name, data in session_seeds().items():
+        put("session", name, data)
     for t in sorted(os.listdir(OUT)):
         d = os.path.join(OUT, t)
         sizes = [os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)]

@@ -12,7 +12,7 @@
 # in fuzz/corpus/<target>/ are only read.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-all=(config croprects image pngenc wire service infer wav ws)
+all=(config croprects image pngenc wire service infer wav ws session)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 secs=${FUZZ_SECONDS:-20}
