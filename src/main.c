@@ -350,8 +350,7 @@ static int server_start(server *srv) {
     /* engine.execution_provider is every model's: a build that cannot give
      * it is a start-up error, not a server whose every model fails. (A
      * model's own override fails that model only, at its load.) */
-    ls_engine_opts eo = {.provider = cfg->execution_provider, .device_id = cfg->cuda_device_id,
-                         .gpu_mem_limit = cfg->gpu_mem_limit_bytes, .cudnn_search = cfg->cudnn_conv_algo_search};
+    ls_engine_opts eo = ls_service_engine_opts(cfg, cfg->execution_provider);
     if (ls_engine_provider_check(&eo, &err) != 0) {
         LOG_ERROR("%s: engine.execution_provider %s: %s", cfg->source, ls_engine_provider_name(eo.provider), err.msg);
         return -1;

@@ -49,6 +49,14 @@ ls_exec_provider ls_service_model_provider(const ls_config *cfg, const ls_model_
     return mc->execution_provider ? (ls_exec_provider)(mc->execution_provider - 1) : cfg->execution_provider;
 }
 
+ls_engine_opts ls_service_engine_opts(const ls_config *cfg, ls_exec_provider p) {
+    return (ls_engine_opts){.provider = p,
+                            .device_id = cfg->cuda_device_id,
+                            .gpu_mem_limit = cfg->gpu_mem_limit_bytes,
+                            .cudnn_search = cfg->cudnn_conv_algo_search,
+                            .io_binding = cfg->io_binding};
+}
+
 ls_model_spec ls_service_model_spec(const ls_config *cfg, const ls_model_config *mc) {
     ls_model_spec spec = {.id = mc->id,
                           .model_path = mc->model_path,
@@ -63,11 +71,7 @@ ls_model_spec ls_service_model_spec(const ls_config *cfg, const ls_model_config 
                                      .interp = mc->visual.interp,
                                      .cache = mc->visual.cache},
                           .encoder_path = mc->encoder_path,
-                          .engine = {.provider = ls_service_model_provider(cfg, mc),
-                                     .device_id = cfg->cuda_device_id,
-                                     .gpu_mem_limit = cfg->gpu_mem_limit_bytes,
-                                     .cudnn_search = cfg->cudnn_conv_algo_search,
-                                     .io_binding = cfg->io_binding}};
+                          .engine = ls_service_engine_opts(cfg, ls_service_model_provider(cfg, mc))};
     memcpy(spec.visual.mask, mc->visual.mask, sizeof spec.visual.mask);
     return spec;
 }

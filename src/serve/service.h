@@ -27,6 +27,9 @@ ls_model_spec ls_service_model_spec(const ls_config *cfg, const ls_model_config 
 /* The provider mc runs on: its own execution_provider, else cfg's. */
 ls_exec_provider ls_service_model_provider(const ls_config *cfg, const ls_model_config *mc);
 
+/* cfg's engine section as engine options, on provider p. */
+ls_engine_opts ls_service_engine_opts(const ls_config *cfg, ls_exec_provider p);
+
 /* Build the registry for cfg's models (cfg must outlive the service). */
 ls_service *ls_service_create(const ls_config *cfg, ls_err *err);
 void ls_service_destroy(ls_service *s);
