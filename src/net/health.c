@@ -58,6 +58,9 @@ ls_code ls_health_watch(const ls_health_source *src, const ls_call_info *call, l
     ls_code code = LS_OK;
     int last = -1;
     for (;;) {
+        /* Read before the evaluation: the service stops serving before the
+         * transport stops, so a status evaluated after this says so. */
+        int stopping = ls_stream_stopping(s);
         ls_err e = {.code = LS_OK, .msg = ""};
         int serving = src->serving(src->ctx, call, q->service, &e);
         serving_status st;
@@ -81,7 +84,7 @@ ls_code ls_health_watch(const ls_health_source *src, const ls_call_info *call, l
             }
             last = (int)st;
         }
-        if (ls_stream_stopping(s)) { /* the status just sent is the final one */
+        if (stopping) { /* evaluated after the stop began: the final status */
             ls_err_set(err, LS_UNAVAILABLE, "server shutting down");
             code = LS_UNAVAILABLE;
             break;

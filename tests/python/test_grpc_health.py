@@ -299,9 +299,9 @@ class TestWatchAtShutdown(unittest.TestCase):
             self.assertEqual(rc, 0, server.log_tail())
             self.assertLess(took, 10 if lstest.SLOW else 5, "stop took %.1f s" % took)
             for w in watchers[:2]:
-                self.assertEqual(w.next(), "NOT_SERVING")
-                self.assertEqual(w.next(), ("end", grpc.StatusCode.UNAVAILABLE))
-            self.assertEqual(watchers[2].next(), ("end", grpc.StatusCode.UNAVAILABLE))
+                self.assertEqual(w.next(), "NOT_SERVING", server.log_tail())
+                self.assertEqual(w.next(), ("end", grpc.StatusCode.UNAVAILABLE), server.log_tail())
+            self.assertEqual(watchers[2].next(), ("end", grpc.StatusCode.UNAVAILABLE), server.log_tail())
         finally:
             channel.close()
             server.stop(check=False)
