@@ -411,12 +411,16 @@ static void test_tensor_cache(void) {
     size_t held = ls_tensor_cache_held(&bytes);
     check(held == LS_TENSOR_CACHE_MAX && bytes <= LS_TENSOR_CACHE_BYTES && bytes >= ((size_t)(4 + 5 + 6) << 20),
           "cache keeps the %d largest buffers (%zu, %zu bytes)", LS_TENSOR_CACHE_MAX, held, bytes);
+    check(ls_tensor_cache_total_bytes() == bytes, "the process-wide count is this thread's %zu bytes (got %zu)", bytes,
+          ls_tensor_cache_total_bytes());
     void *huge = ls_tensor_alloc(LS_TENSOR_CACHE_BYTES + 1, &cap1);
     ls_tensor_release(huge, cap1);
     check(ls_tensor_cache_held(&bytes) == LS_TENSOR_CACHE_MAX && bytes <= LS_TENSOR_CACHE_BYTES,
           "a buffer over the byte bound is freed, not cached");
     ls_tensor_cache_flush();
     check(ls_tensor_cache_held(&bytes) == 0 && bytes == 0, "flush empties the calling thread's cache");
+    check(ls_tensor_cache_total_bytes() == 0, "flushed: the process-wide count is 0 (got %zu)",
+          ls_tensor_cache_total_bytes());
 }
 
 /* A worker thread fills its cache and exits: the exit hook must free what
@@ -451,11 +455,14 @@ static void test_tensor_cache_threads(void) {
     check(rc == 0 && ok && handoff, "a worker thread reuses its own cached buffer");
     ls_tensor_release(handoff, 3u << 20);
     check(ls_tensor_cache_held(NULL) == 1, "a buffer from another thread joins the releasing thread's cache");
+    size_t before = ls_tensor_cache_total_bytes();
     ok = NULL;
     rc = pthread_create(&t, NULL, cache_exit_worker, NULL);
     if (!rc) rc = pthread_join(t, &ok);
     check(rc == 0 && ok, "a worker thread exits holding cached buffers (its exit hook frees them; LeakSanitizer "
                          "checks under ASan)");
+    check(ls_tensor_cache_total_bytes() == before, "the exited thread's bytes left the process-wide count (%zu, %zu)",
+          before, ls_tensor_cache_total_bytes());
     ls_tensor_cache_flush();
 }
 

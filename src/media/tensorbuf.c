@@ -22,6 +22,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,7 @@ typedef struct {
 } tensor_cache;
 
 static _Thread_local tensor_cache t_cache;
+static atomic_size_t g_held; /* bytes in all threads' caches */
 static pthread_key_t cache_key;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 static int cache_key_ok;
@@ -69,6 +71,7 @@ static int cache_key_ok;
 
 static void cache_free_all(tensor_cache *c) {
     for (size_t i = 0; i < c->n; i++) free(c->p[i]);
+    atomic_fetch_sub(&g_held, c->bytes);
     c->n = 0;
     c->bytes = 0;
 }
@@ -92,6 +95,7 @@ void *ls_tensor_alloc(size_t bytes, size_t *cap) {
         void *p = c->p[best];
         *cap = c->cap[best];
         c->bytes -= c->cap[best];
+        atomic_fetch_sub(&g_held, c->cap[best]);
         c->n--;
         c->p[best] = c->p[c->n];
         c->cap[best] = c->cap[c->n];
@@ -129,6 +133,7 @@ void ls_tensor_release(void *p, size_t cap) {
         if (c->cap[small] > cap) break; /* everything held is bigger: keep it, drop this one */
         free(c->p[small]);
         c->bytes -= c->cap[small];
+        atomic_fetch_sub(&g_held, c->cap[small]);
         c->n--;
         c->p[small] = c->p[c->n];
         c->cap[small] = c->cap[c->n];
@@ -141,7 +146,10 @@ void ls_tensor_release(void *p, size_t cap) {
     c->cap[c->n] = cap;
     c->n++;
     c->bytes += cap;
+    atomic_fetch_add(&g_held, cap);
 }
+
+size_t ls_tensor_cache_total_bytes(void) { return atomic_load(&g_held); }
 
 void ls_tensor_cache_flush(void) { cache_free_all(&t_cache); }
 

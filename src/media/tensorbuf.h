@@ -29,5 +29,7 @@ void ls_tensor_release(void *p, size_t cap);
 void ls_tensor_cache_flush(void);
 /* Buffers and bytes the calling thread's cache holds (tests). */
 size_t ls_tensor_cache_held(size_t *bytes);
+/* Bytes all threads' caches hold together (metrics). */
+size_t ls_tensor_cache_total_bytes(void);
 
 #endif

@@ -1,7 +1,9 @@
 /* metrics.c - see metrics.h. */
 #define _GNU_SOURCE
 #include "metrics.h"
+#include "tensorbuf.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -374,5 +376,20 @@ int ls_metrics_render(ls_metrics *m, const ls_entry_stats *st, int n, const ls_r
           extra ? extra->queue_depth : 0);
     plain(&w, "lipsync_model_load_failures_total", "counter", "Model loads that failed.",
           (double)tot->total_load_failures);
+#ifdef __GLIBC__
+    /* What the process has allocated and not freed, whatever RSS says: glibc
+     * keeps freed pages it cannot return (fragmentation), so RSS alone cannot
+     * tell a leak from a heap that is merely not compact. */
+    struct mallinfo2 mi = mallinfo2();
+    plain(&w, "lipsync_heap_in_use_bytes", "gauge",
+          "Bytes allocated with malloc and not yet freed (glibc mallinfo2 uordblks + hblkhd), all threads.",
+          (double)(mi.uordblks + mi.hblkhd));
+    plain(&w, "lipsync_heap_free_bytes", "gauge",
+          "Bytes glibc holds free in its arenas, not returned to the system (mallinfo2 fordblks).",
+          (double)mi.fordblks);
+#endif
+    plain(&w, "lipsync_tensor_cache_bytes", "gauge",
+          "Of the heap in use, tensor buffers the worker threads keep for their next requests.",
+          (double)ls_tensor_cache_total_bytes());
     return w.failed ? -1 : 0;
 }
