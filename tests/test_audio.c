@@ -481,6 +481,71 @@ static void test_resample(void) {
     ls_audio_free(&a);
 }
 
+
+/* The streaming resampler against the one-shot one: pieces of random sizes
+ * (1 sample up to 1 s), the same samples, the same count. */
+static void stream_case(int rate, size_t n, size_t max_piece, unsigned seed) {
+    float *x = malloc(n * sizeof *x + 1);
+    if (!x) abort();
+    srand(seed);
+    for (size_t i = 0; i < n; i++) /* speech-like: tones that come and go, with full-scale peaks */
+        x[i] = (float)(0.6 * sin(0.013 * (double)i) * ((i / 777) % 3 != 0) + 0.4 * ((rand() % 2001) - 1000) / 1000.0);
+    ls_err err = {0};
+    ls_audio one;
+    int rc = ls_audio_resample(x, n, rate, &one, &err);
+    ls_resampler *r = ls_resampler_new(rate, &err);
+    CHECK(rc == 0 && r, "%d Hz: one-shot and stream set up (%s)", rate, err.msg);
+    float *got = malloc((one.n + 1) * sizeof *got + 4096 * sizeof *got);
+    size_t have = 0, pos = 0, pushes = 0;
+    int ok = r && got;
+    while (ok && pos <= n) {
+        size_t k = pos == n ? 0 : 1 + (size_t)rand() % max_piece;
+        if (k > n - pos) k = n - pos;
+        ls_audio piece;
+        ok = (pos < n ? ls_resampler_push(r, x + pos, k, &piece, &err) : ls_resampler_finish(r, &piece, &err)) == 0;
+        if (ok && have + piece.n > one.n + 4096) ok = 0;
+        if (ok) {
+            if (piece.n) memcpy(got + have, piece.samples, piece.n * sizeof *got);
+            have += piece.n;
+        }
+        ls_audio_free(&piece);
+        pushes++;
+        if (pos == n) break;
+        pos += k;
+    }
+    CHECK(ok && have == one.n, "%d Hz, %zu samples in %zu pieces: %zu out, one-shot %zu (%s)", rate, n, pushes, have,
+          one.n, err.msg);
+    size_t diff = 0;
+    for (size_t i = 0; ok && i < have && i < one.n; i++) diff += memcmp(&got[i], &one.samples[i], sizeof *got) != 0;
+    CHECK(ok && diff == 0, "%d Hz: stream output identical to the one-shot, sample for sample (%zu differ)", rate,
+          diff);
+    ls_resampler_free(r);
+    ls_audio_free(&one);
+    free(got);
+    free(x);
+}
+
+static void test_resampler_stream(void) {
+    stream_case(48000, 48000 * 3 + 17, 4800, 1);
+    stream_case(44100, 44100 * 2 + 5, 441, 2);
+    stream_case(8000, 8000 * 3, 8000, 3);
+    stream_case(22050, 22050, 1, 4); /* one sample at a time */
+    stream_case(16000, 16000 * 2 + 1, 3000, 5);
+    stream_case(192000, 192000, 19200, 6);
+    stream_case(48000, 5, 2, 7); /* shorter than the filter */
+
+    ls_err err = {0};
+    ls_resampler *r = ls_resampler_new(7999, &err);
+    CHECK(!r && err.code == LS_INVALID_ARGUMENT && strstr(err.msg, "8000..192000"), "7999 Hz refused (%s)", err.msg);
+    ls_audio a;
+    r = ls_resampler_new(48000, &err);
+    CHECK(r && ls_resampler_finish(r, &a, &err) == 0 && a.n == 0, "no input: no output");
+    ls_resampler_free(r);
+    double l44 = ls_resampler_latency_ms(44100), l48 = ls_resampler_latency_ms(48000);
+    CHECK(ls_resampler_latency_ms(16000) == 0 && l48 > 0 && l48 < 100 && l44 > 0 && l44 < 100,
+          "latency: 0 at 16 kHz, 48 kHz %.1f ms, 44.1 kHz %.1f ms", l48, l44);
+}
+
 /* ---- mel ---- */
 
 static void test_mel_basics(void) {
@@ -639,6 +704,7 @@ int main(void) {
     test_wav_ok();
     test_wav_bad();
     test_resample();
+    test_resampler_stream();
     test_mel_basics();
     test_windows();
     test_threads();

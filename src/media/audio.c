@@ -25,6 +25,10 @@ static uint32_t rd32(const uint8_t *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
+static void clip(float *v, size_t n) {
+    for (size_t i = 0; i < n; i++) v[i] = v[i] < -1.0f ? -1.0f : v[i] > 1.0f ? 1.0f : v[i];
+}
+
 void ls_audio_free(ls_audio *a) {
     if (!a) return;
     free(a->samples);
@@ -125,10 +129,15 @@ int ls_audio_resample(const float *in, size_t n, int in_rate, ls_audio *out, ls_
          * short, the tail is silence rather than uninitialised memory. */
         for (size_t i = odone; i < olen; i++) o[i] = 0;
     }
-    for (size_t i = 0; i < olen; i++) o[i] = o[i] < -1.0f ? -1.0f : o[i] > 1.0f ? 1.0f : o[i];
+    clip(o, olen);
     out->samples = o;
     out->n = olen;
     return 0;
+}
+
+int ls_audio_mix_pcm(const uint8_t *data, size_t frames, int is_float, int channels, float **mono, ls_err *err) {
+    assert(channels >= 1 && channels <= LS_AUDIO_MAX_CHANNELS);
+    return to_mono(data, frames, (layout){.is_float = is_float != 0, .channels = channels, .rate = 0}, mono, err);
 }
 
 /* The shared tail of both decoders: frames of l at p -> *out. */
@@ -270,4 +279,159 @@ int ls_audio_decode_wav(const uint8_t *data, size_t len, double max_seconds, ls_
         pcm_len -= pcm_len % frame; /* a cut-off file's partial last frame */
     }
     return decode_frames(pcm, pcm_len / frame, l, max_seconds, out, err);
+}
+
+/* ---- streaming resampler --------------------------------------------------
+ *
+ * libsoxr's stream interface runs the same filter as its one-shot call and
+ * keeps its own input position, so the output does not depend on where the
+ * input was cut: checked sample for sample against ls_audio_resample in
+ * test_audio.c. The one thing the one-shot call decides differently is the
+ * length (round(n * 16000 / rate), the flush padded or cut to it), which
+ * ls_resampler_finish reproduces. */
+
+struct ls_resampler {
+    int rate;
+    soxr_t soxr; /* NULL at 16 kHz: a copy */
+    size_t in_total, out_total;
+};
+
+static soxr_t soxr_for(int rate, soxr_error_t *e) {
+    soxr_io_spec_t io = soxr_io_spec(SOXR_FLOAT32_I, SOXR_FLOAT32_I);
+    soxr_quality_spec_t q = soxr_quality_spec(SOXR_HQ, 0);
+    soxr_runtime_spec_t rt = soxr_runtime_spec(1);
+    return soxr_create((double)rate, (double)LS_AUDIO_RATE, 1, e, &io, &q, &rt);
+}
+
+ls_resampler *ls_resampler_new(int in_rate, ls_err *err) {
+    if (in_rate < LS_AUDIO_MIN_RATE || in_rate > LS_AUDIO_MAX_RATE) {
+        ls_err_set(err, LS_INVALID_ARGUMENT, "unsupported sample rate %d Hz (expected %d..%d Hz)", in_rate,
+                   LS_AUDIO_MIN_RATE, LS_AUDIO_MAX_RATE);
+        return NULL;
+    }
+    ls_resampler *r = calloc(1, sizeof *r);
+    if (!r) {
+        ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for a resampler");
+        return NULL;
+    }
+    r->rate = in_rate;
+    if (in_rate != LS_AUDIO_RATE) {
+        soxr_error_t e = NULL;
+        r->soxr = soxr_for(in_rate, &e);
+        if (!r->soxr || e) {
+            ls_err_set(err, LS_INTERNAL, "resampler %d Hz -> %d Hz: %s", in_rate, LS_AUDIO_RATE, e ? e : "failed");
+            soxr_delete(r->soxr);
+            free(r);
+            return NULL;
+        }
+    }
+    return r;
+}
+
+void ls_resampler_free(ls_resampler *r) {
+    if (!r) return;
+    soxr_delete(r->soxr);
+    free(r);
+}
+
+/* Append what soxr gives for in[0..n) (in NULL: the flush) to out. */
+static int resampler_run(ls_resampler *r, const float *in, size_t n, ls_audio *out, ls_err *err) {
+    size_t cap = out->n + (size_t)((double)n * LS_AUDIO_RATE / r->rate) + 1024;
+    for (;;) {
+        float *p = realloc(out->samples, cap * sizeof *p);
+        if (!p) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for %zu resampled samples", cap);
+        out->samples = p;
+        size_t idone = 0, odone = 0;
+        soxr_error_t e = soxr_process(r->soxr, in, n, in ? &idone : NULL, p + out->n, cap - out->n, &odone);
+        if (e) return ls_err_set(err, LS_INTERNAL, "resampling %d Hz -> %d Hz failed: %s", r->rate, LS_AUDIO_RATE, e);
+        out->n += odone;
+        if (in) {
+            in += idone;
+            n -= idone;
+            if (n == 0) return 0;
+        } else if (odone == 0) {
+            return 0; /* flushed */
+        }
+        if (out->n == cap) cap *= 2;
+    }
+}
+
+int ls_resampler_push(ls_resampler *r, const float *in, size_t n, ls_audio *out, ls_err *err) {
+    out->samples = NULL;
+    out->n = 0;
+    r->in_total += n;
+    int rc = 0;
+    if (n == 0) return 0;
+    if (!r->soxr) {
+        if (!(out->samples = malloc(n * sizeof *out->samples)))
+            return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for %zu samples", n);
+        memcpy(out->samples, in, n * sizeof *in);
+        out->n = n;
+    } else {
+        rc = resampler_run(r, in, n, out, err);
+    }
+    /* Never past the one-shot length of what has arrived: soxr lags its
+     * input, so this holds, and the finish can then only pad or cut its own
+     * flush. */
+    assert(rc || r->out_total + out->n <= (size_t)((double)r->in_total * LS_AUDIO_RATE / r->rate + 0.5));
+    if (rc) {
+        ls_audio_free(out);
+        return rc;
+    }
+    clip(out->samples, out->n);
+    r->out_total += out->n;
+    return 0;
+}
+
+int ls_resampler_finish(ls_resampler *r, ls_audio *out, ls_err *err) {
+    out->samples = NULL;
+    out->n = 0;
+    size_t want = r->rate == LS_AUDIO_RATE ? r->in_total
+                                           : (size_t)((double)r->in_total * LS_AUDIO_RATE / r->rate + 0.5);
+    assert(r->out_total <= want); /* see ls_resampler_push */
+    if (r->soxr && r->in_total > 0 && resampler_run(r, NULL, 0, out, err) != 0) {
+        ls_audio_free(out);
+        return -1;
+    }
+    size_t n = want > r->out_total ? want - r->out_total : 0; /* the flush, cut or padded to the one-shot length */
+    if (n == 0) {
+        ls_audio_free(out);
+        return 0;
+    }
+    float *p = realloc(out->samples, n * sizeof *p);
+    if (!p) {
+        ls_audio_free(out);
+        return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for %zu resampled samples", n);
+    }
+    for (size_t i = out->n; i < n; i++) p[i] = 0;
+    clip(p, n);
+    out->samples = p;
+    out->n = n;
+    r->out_total = want;
+    return 0;
+}
+
+double ls_resampler_latency_ms(int in_rate) {
+    if (in_rate == LS_AUDIO_RATE || in_rate < LS_AUDIO_MIN_RATE || in_rate > LS_AUDIO_MAX_RATE) return 0;
+    soxr_error_t e = NULL;
+    soxr_t s = soxr_for(in_rate, &e);
+    if (!s || e) {
+        soxr_delete(s);
+        return 0;
+    }
+    /* What the resampler holds back once streaming: 400 ms of silence in
+     * 20 ms pieces, the most of its own count of output samples not yet
+     * given out after each (it works in blocks, so the count rises and
+     * falls). */
+    float in[LS_AUDIO_MAX_RATE / 50], out[LS_AUDIO_RATE / 10];
+    memset(in, 0, sizeof in);
+    double held = 0;
+    for (int i = 0; i < 20; i++) {
+        size_t idone = 0, odone = 0;
+        soxr_process(s, in, (size_t)in_rate / 50, &idone, out, sizeof out / sizeof *out, &odone);
+        held = fmax(held, soxr_delay(s));
+    }
+    double ms = held * 1000.0 / LS_AUDIO_RATE;
+    soxr_delete(s);
+    return ms;
 }

@@ -66,11 +66,35 @@ int ls_audio_decode_wav(const uint8_t *data, size_t len, double max_seconds, ls_
 int ls_audio_decode_pcm(const uint8_t *data, size_t len, const char *encoding, int rate, int channels,
                         double max_seconds, ls_audio *out, ls_err *err);
 
+/* frames interleaved sample frames (s16le, or f32le when is_float; channels
+ * 1..LS_AUDIO_MAX_CHANNELS) -> *mono, frames floats (NULL when 0), converted,
+ * clipped and averaged exactly as the decoders do. INVALID_ARGUMENT for a
+ * float that is not finite. */
+int ls_audio_mix_pcm(const uint8_t *data, size_t frames, int is_float, int channels, float **mono, ls_err *err);
+
 /* Resample n mono samples at in_rate (LS_AUDIO_MIN_RATE..LS_AUDIO_MAX_RATE)
  * to LS_AUDIO_RATE, output clipped to [-1, 1]; a copy when in_rate is
  * already 16 kHz. The output has round(n * 16000 / in_rate) samples. Used by
  * both decoders; public so the resampler can be tested on its own. */
 int ls_audio_resample(const float *in, size_t n, int in_rate, ls_audio *out, ls_err *err);
+
+/* Streaming resampling, for audio that arrives in pieces (live sessions):
+ * the concatenation of every push's output and the finish's is exactly
+ * ls_audio_resample of the concatenated input, sample for sample, wherever
+ * the input was cut (libsoxr's stream and one-shot paths run one filter; the
+ * finish pads or cuts the flush to the one-shot length). Each push/finish
+ * fills *out with the samples it produced (possibly none), owned by the
+ * caller. in_rate as for ls_audio_resample; at 16 kHz the pieces are copied.
+ * One resampler per stream, used by one thread at a time. */
+typedef struct ls_resampler ls_resampler;
+ls_resampler *ls_resampler_new(int in_rate, ls_err *err);
+int ls_resampler_push(ls_resampler *r, const float *in, size_t n, ls_audio *out, ls_err *err);
+/* No more input: the rest. Call once; push no more after it. */
+int ls_resampler_finish(ls_resampler *r, ls_audio *out, ls_err *err);
+void ls_resampler_free(ls_resampler *r);
+/* How far the output lags the input once streaming at in_rate (ms at the
+ * output; 0 at 16 kHz): added to a session's lookahead. */
+double ls_resampler_latency_ms(int in_rate);
 
 /* Free out's samples and zero it. NULL or an empty ls_audio is fine. */
 void ls_audio_free(ls_audio *a);

@@ -946,6 +946,9 @@ typedef struct {
     const char *id;
     ls_session_hold hold;
     ls_speech_stream *sp;
+    ls_resampler *rs;     /* start.sample_rate -> 16 kHz (a copy at 16 kHz) */
+    int rate;
+    size_t in_samples;    /* at start.sample_rate, for audio.max_seconds */
     ls_video *video;      /* h264: the session's encoder */
     ls_format format;
     int quality, batch, channels, f32;
@@ -1031,8 +1034,16 @@ static int session_render(session *ss, ls_err *err) {
     return 0;
 }
 
+/* Resampled audio (the resampler's output for a chunk, or its flush) into
+ * the incremental front end. */
+static int session_feed(session *ss, ls_audio *piece, ls_err *err) {
+    int rc = piece->n ? ls_speech_stream_push(ss->sp, piece->samples, piece->n, err) : 0;
+    ls_audio_free(piece);
+    return rc;
+}
+
 /* One AudioChunk: whole sample frames of the session's encoding, mixed to
- * mono, pushed into the incremental front end. */
+ * mono, resampled to 16 kHz, pushed into the incremental front end. */
 static int session_audio(session *ss, const Multitenant__AudioChunk *a, ls_err *err) {
     size_t bps = ss->f32 ? 4 : 2, frame = bps * (size_t)ss->channels;
     size_t len = a ? a->pcm.len : 0;
@@ -1041,34 +1052,20 @@ static int session_audio(session *ss, const Multitenant__AudioChunk *a, ls_err *
                           "audio.pcm: expected whole sample frames of %zu bytes (%s, %d channels), got %zu bytes",
                           frame, ss->f32 ? "f32le" : "s16le", ss->channels, len);
     size_t n = len / frame;
-    if ((double)(ls_speech_stream_samples(ss->sp) + n) / LS_MEL_RATE > ss->s->cfg->audio_max_seconds)
+    if ((double)(ss->in_samples + n) / ss->rate > ss->s->cfg->audio_max_seconds)
         return ls_err_set(err, LS_INVALID_ARGUMENT, "session audio: longer than audio.max_seconds (%.0f s)",
                           ss->s->cfg->audio_max_seconds);
     if (n == 0) return 0;
-    float *mono = malloc(n * sizeof *mono);
-    if (!mono) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory for %zu samples", n);
-    const uint8_t *p = a->pcm.data;
-    for (size_t i = 0; i < n; i++) {
-        double acc = 0;
-        for (int c = 0; c < ss->channels; c++, p += bps) {
-            if (ss->f32) {
-                uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-                float v;
-                memcpy(&v, &u, 4);
-                if (!isfinite(v)) {
-                    free(mono);
-                    return ls_err_set(err, LS_INVALID_ARGUMENT, "audio.pcm: sample %zu is not finite", i);
-                }
-                acc += v < -1.0f ? -1.0 : v > 1.0f ? 1.0 : v;
-            } else {
-                acc += (int16_t)(p[0] | p[1] << 8) / 32768.0;
-            }
-        }
-        mono[i] = (float)(acc / ss->channels);
+    float *mono;
+    if (ls_audio_mix_pcm(a->pcm.data, n, ss->f32, ss->channels, &mono, err) != 0) {
+        ls_err_prefix(err, "audio.pcm");
+        return -1;
     }
-    int rc = ls_speech_stream_push(ss->sp, mono, n, err);
+    ss->in_samples += n;
+    ls_audio piece;
+    int rc = ls_resampler_push(ss->rs, mono, n, &piece, err);
     free(mono);
-    return rc;
+    return rc ? rc : session_feed(ss, &piece, err);
 }
 
 /* SessionStart: validate, pin the model, open the front end. */
@@ -1087,11 +1084,11 @@ static int session_start(session *ss, const ls_call_info *call, const Multitenan
         return ls_err_set(err, LS_INVALID_ARGUMENT, "start.pcm_encoding: expected s16le or f32le, got '%.16s'",
                           check_model_id(enc, NULL) == 0 ? enc : "?");
     ss->f32 = !strcmp(enc, "f32le");
-    if (q->sample_rate != LS_MEL_RATE)
+    ss->rate = q->sample_rate;
+    if (ss->rate < LS_AUDIO_MIN_RATE || ss->rate > LS_AUDIO_MAX_RATE)
         return ls_err_set(err, LS_INVALID_ARGUMENT,
-                          "start.sample_rate: expected 16000 (sessions take 16 kHz audio; resample before sending), "
-                          "got %d",
-                          q->sample_rate);
+                          "start.sample_rate: expected %d..%d Hz (resampled to 16 kHz as it arrives), got %d",
+                          LS_AUDIO_MIN_RATE, LS_AUDIO_MAX_RATE, ss->rate);
     if (ss->channels < 1 || ss->channels > 32)
         return ls_err_set(err, LS_INVALID_ARGUMENT, "start.channels: expected 1..32, got %d", ss->channels);
     if (ss->batch < 1 || ss->batch > cfg->max_batch)
@@ -1108,6 +1105,7 @@ static int session_start(session *ss, const ls_call_info *call, const Multitenan
     if (ss->format == LS_FORMAT_H264 && check_video_opts(&vo, "start.", err) != 0) return -1;
     if (ls_registry_session_hold(s->reg, ss->id, &ss->hold, err) != 0) return -1;
     if (check_speech(ss->hold.handle, err) != 0) return -1;
+    if (!(ss->rs = ls_resampler_new(ss->rate, err))) return -1;
     ss->sp = ls_speech_stream_new(ss->hold.handle);
     ss->win = ls_alloc_aligned((size_t)ss->batch * WINDOW_FLOATS * sizeof(float));
     if (!ss->sp || !ss->win) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory starting a session");
@@ -1123,8 +1121,9 @@ static int session_start(session *ss, const ls_call_info *call, const Multitenan
     started.frame_height = ls_avatar_height(av);
     started.fps = LS_VIDEO_FPS;
     /* Frame i waits for samples up to (floor(3.2 (i + 6)) + 15) * 200 + 400,
-     * i.e. 452.5 ms past its own time (40 i ms) in the long run. */
-    started.lookahead_ms = 453;
+     * i.e. 452.5 ms past its own time (40 i ms) in the long run; at another
+     * rate than 16 kHz, plus what the resampler holds back. */
+    started.lookahead_ms = 453 + (int32_t)ceil(ls_resampler_latency_ms(ss->rate));
     started.output_format = (char *)format_name(ss->format);
     started.codec = (char *)(ss->video ? ls_video_codec(ss->video) : "");
     Multitenant__SessionResponse r = MULTITENANT__SESSION_RESPONSE__INIT;
@@ -1188,7 +1187,10 @@ static int session_loop(session *ss, ls_buf *msg, ls_err *err) {
             if (q->audio && q->audio->request_keyframe && ss->video) ls_video_request_keyframe(ss->video);
             rc = session_audio(ss, q->audio, err);
         } else if (kind == MULTITENANT__SESSION_REQUEST__KIND_END) {
-            rc = ls_speech_stream_finish(ss->sp, err);
+            ls_audio rest;
+            rc = ls_resampler_finish(ss->rs, &rest, err);
+            if (!rc) rc = session_feed(ss, &rest, err);
+            if (!rc) rc = ls_speech_stream_finish(ss->sp, err);
             ended = 1;
         } else {
             rc = ls_err_set(err, LS_INVALID_ARGUMENT, "a session takes exactly one start, as its first message");
@@ -1205,7 +1207,7 @@ static int session_close(session *ss, const char *id, ls_err *err) {
     qsort(ss->lat, ss->n_lat, sizeof *ss->lat, cmp_dbl);
     Multitenant__SessionEnded e = MULTITENANT__SESSION_ENDED__INIT;
     e.frames = (int64_t)ss->n_lat;
-    e.audio_seconds = (double)ls_speech_stream_samples(ss->sp) / LS_MEL_RATE;
+    e.audio_seconds = ss->rate ? (double)ss->in_samples / ss->rate : 0;
     e.p50_latency_ms = ss->n_lat ? ss->lat[(ss->n_lat - 1) / 2] : 0;
     e.p99_latency_ms = ss->n_lat ? ss->lat[(size_t)((double)(ss->n_lat - 1) * 0.99)] : 0;
     Multitenant__SessionResponse r = MULTITENANT__SESSION_RESPONSE__INIT;
@@ -1237,6 +1239,7 @@ static ls_code h_session(void *ctx, const ls_call_info *call, ls_stream *st, ls_
                  ls_code_name(err->code), ss.n_lat, err->msg);
     }
     ls_speech_stream_free(ss.sp);
+    ls_resampler_free(ss.rs);
     ls_video_close(ss.video);
     free(ss.win);
     free(ss.lat);

@@ -64,10 +64,10 @@ class TestSession(lstest.ServerTestCase):
     def end_msg(self):
         return self.pb2.SessionRequest(end=self.pb2.SessionEnd())
 
-    def chunks(self, pcm, sizes_rng):
+    def chunks(self, pcm, sizes_rng, frame_bytes=2):
         out, i = [], 0
         while i < len(pcm):
-            n = 2 * int(sizes_rng())
+            n = frame_bytes * int(sizes_rng())
             out.append(pcm[i:i + n])
             i += n
         return out
@@ -75,10 +75,10 @@ class TestSession(lstest.ServerTestCase):
     def session(self, msgs, **kw):
         return list(self.stub.StreamSession(iter(msgs), timeout=lstest.RPC_TIMEOUT_S, **kw))
 
-    def render(self, pcm, mid="demo", start=0):
+    def render(self, pcm, mid="demo", start=0, encoding="s16le", rate=16000, channels=1):
         req = self.pb2.RenderSpeechRequest(
             model_id=mid, start_frame_idx=start, batch_size=5, output_format="png",
-            audio=self.pb2.AudioInput(pcm=pcm, pcm_encoding="s16le", sample_rate=16000, channels=1))
+            audio=self.pb2.AudioInput(pcm=pcm, pcm_encoding=encoding, sample_rate=rate, channels=channels))
         frames = []
         for r in self.stub.RenderSpeech(req, timeout=lstest.RPC_TIMEOUT_S):
             frames.extend(r.frames)
@@ -128,6 +128,34 @@ class TestSession(lstest.ServerTestCase):
         # Half-closing without SessionEnd ends the session the same way.
         resps = self.session([self.start_msg(start_frame_idx=3), self.audio_msg(self.pcm)])
         self.assertSamePictures([f.data for f in self.frames_of(resps)], list(want), "half-closed")
+
+    def test_other_sample_rates(self):
+        """Audio at 48 kHz (stereo s16le) and 44.1 kHz (mono f32le), cut at
+        random: the session resamples as it goes and its frames are those of
+        RenderSpeech for the same bytes (resampled in one piece)."""
+        x = np.frombuffer(self.pcm, "<i2").astype(np.float64) / 32768.0
+        t16 = np.arange(len(x)) / 16000.0
+        cases = []
+        t48 = np.arange(int(len(x) * 3)) / 48000.0
+        left = np.interp(t48, t16, x)
+        right = 0.5 * left + 0.1 * np.sin(2 * np.pi * 220 * t48)  # a second channel unlike the first
+        st = np.clip(np.round(np.stack([left, right], 1) * 32767), -32768, 32767).astype("<i2").tobytes()
+        cases.append(("48 kHz stereo s16le", st, "s16le", 48000, 2, 4))
+        t44 = np.arange(int(len(x) * 44100 / 16000)) / 44100.0
+        cases.append(("44.1 kHz mono f32le", np.interp(t44, t16, x).astype("<f4").tobytes(), "f32le", 44100, 1, 4))
+        rng = np.random.default_rng(5)
+        for name, pcm, enc, rate, ch, fb in cases:
+            with self.subTest(name):
+                want = self.render(pcm, start=2, encoding=enc, rate=rate, channels=ch)
+                parts = self.chunks(pcm, lambda: rng.integers(1, rate // 2), fb)
+                msgs = [self.start_msg(start_frame_idx=2, pcm_encoding=enc, sample_rate=rate, channels=ch)]
+                resps = self.session(msgs + [self.audio_msg(p) for p in parts] + [self.end_msg()])
+                frames = self.frames_of(resps)
+                self.assertGreater(len(frames), 50)
+                self.assertSamePictures([f.data for f in frames], list(want), name)
+                self.assertGreater(resps[0].started.lookahead_ms, 453, "the resampler's lag is in the lookahead")
+                self.assertLess(resps[0].started.lookahead_ms, 553)
+                self.assertAlmostEqual(resps[-1].ended.audio_seconds, len(pcm) / fb / rate, places=6)
 
     def test_frames_leave_while_audio_arrives(self):
         started = resps = None
@@ -237,7 +265,8 @@ class TestSession(lstest.ServerTestCase):
         self.assertStatus(INVALID, "exactly one start", [self.start_msg(), a, self.start_msg()])
         self.assertStatus(grpc.StatusCode.NOT_FOUND, "nosuch", [self.start_msg(mid="nosuch")])
         self.assertStatus(INVALID, "pcm_encoding", [self.start_msg(pcm_encoding="u8")])
-        self.assertStatus(INVALID, "sample_rate", [self.start_msg(sample_rate=44100)])
+        self.assertStatus(INVALID, "8000..192000", [self.start_msg(sample_rate=7999)])
+        self.assertStatus(INVALID, "8000..192000", [self.start_msg(sample_rate=0)])
         self.assertStatus(INVALID, "channels", [self.start_msg(channels=0)])
         self.assertStatus(INVALID, "whole sample frames", [self.start_msg(), self.audio_msg(b"\x00\x01\x02")])
         self.assertStatus(INVALID, "whole sample frames", [self.start_msg(channels=2), self.audio_msg(b"\x00" * 6)])
