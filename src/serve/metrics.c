@@ -381,12 +381,14 @@ int ls_metrics_render(ls_metrics *m, const ls_entry_stats *st, int n, const ls_r
      * keeps freed pages it cannot return (fragmentation), so RSS alone cannot
      * tell a leak from a heap that is merely not compact. */
     struct mallinfo2 mi = mallinfo2();
-    plain(&w, "lipsync_heap_in_use_bytes", "gauge",
-          "Bytes allocated with malloc and not yet freed (glibc mallinfo2 uordblks + hblkhd), all threads.",
-          (double)(mi.uordblks + mi.hblkhd));
-    plain(&w, "lipsync_heap_free_bytes", "gauge",
-          "Bytes glibc holds free in its arenas, not returned to the system (mallinfo2 fordblks).",
-          (double)mi.fordblks);
+    if (mi.arena || mi.hblkhd) { /* all zero: another allocator answers (a sanitizer's), not glibc's */
+        plain(&w, "lipsync_heap_in_use_bytes", "gauge",
+              "Bytes allocated with malloc and not yet freed (glibc mallinfo2 uordblks + hblkhd), all threads.",
+              (double)(mi.uordblks + mi.hblkhd));
+        plain(&w, "lipsync_heap_free_bytes", "gauge",
+              "Bytes glibc holds free in its arenas, not returned to the system (mallinfo2 fordblks).",
+              (double)mi.fordblks);
+    }
 #endif
     plain(&w, "lipsync_tensor_cache_bytes", "gauge",
           "Of the heap in use, tensor buffers the worker threads keep for their next requests.",

@@ -432,12 +432,18 @@ class TestHttpMetricsCounts(lstest.ServerTestCase):
         # An explicit unload: loaded 0, memory 0; not an eviction. The heap
         # gauge goes down with it (frames are prepared on first use, so by
         # what the request touched, less than the model's charge).
+        # Under a sanitizer its malloc answers mallinfo2 with zeros, and
+        # the server leaves the heap gauges out rather than report 0.
         heap_loaded = metric(ms, "lipsync_heap_in_use_bytes")
-        self.assertGreater(heap_loaded, 0)
-        self.assertGreaterEqual(metric(ms, "lipsync_heap_free_bytes"), 0)
+        if lstest.SLOW:
+            self.assertIsNone(heap_loaded)
+        else:
+            self.assertGreater(heap_loaded, 0)
+            self.assertGreaterEqual(metric(ms, "lipsync_heap_free_bytes"), 0)
         self.stub.UnloadModel(self.pb2.UnloadModelRequest(model_id="demo_lazy"), timeout=30)
         ms = self.scrape()
-        self.assertLess(metric(ms, "lipsync_heap_in_use_bytes"), heap_loaded)
+        if not lstest.SLOW:
+            self.assertLess(metric(ms, "lipsync_heap_in_use_bytes"), heap_loaded)
         self.assertEqual(metric(ms, "lipsync_model_loaded", model="demo_lazy"), 0)
         self.assertEqual(metric(ms, "lipsync_model_memory_bytes", model="demo_lazy"), 0)
         self.assertEqual(metric(ms, "lipsync_model_evictions_total", model="demo_lazy", reason="evicted"), 0)
