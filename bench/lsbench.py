@@ -232,8 +232,10 @@ class Server:
         self.log = open(self.log_path, "w")
         # Its own HTTP port too: the listener is on by default (8053), and
         # another lipsyncd on the machine must not make the benchmark fail.
+        http_port = free_port()
+        self.http = f"http://127.0.0.1:{http_port}"
         self.proc = subprocess.Popen([LIPSYNCD, "--config", self.config, "--listen", self.addr,
-                                      "--http-listen", f"127.0.0.1:{free_port()}", "--log-level", "warn"],
+                                      "--http-listen", f"127.0.0.1:{http_port}", "--log-level", "warn"],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         self.channel = grpc.insecure_channel(self.addr, options=CHANNEL_OPTIONS)
         pb2, _ = stubs()

@@ -97,6 +97,7 @@ static const cfg_key SESSIONS_KEYS[] = {
     INT("max", C(sessions_max), 1, 100000, 0, "64", "live sessions at once; more: RESOURCE_EXHAUSTED"),
     NUM("stall_timeout_s", C(sessions_stall_seconds), 0, 3600, EXCL, "30", "a client taking no frame this long: DEADLINE_EXCEEDED"),
     INT("latency_budget_ms", C(sessions_latency_budget_ms), 1, 60000, 0, "150", "a frame sent later than this after its audio is late (metrics)"),
+    BOOL("prioritize_live", C(sessions_prioritize_live), "true", "offline work (RenderSpeech, sessions > 1 s ahead of real time) waits for live renders (read at start)"),
     END};
 
 /* visual_input.mask: [x, y, w, h] for a 320 x 320 input, as OpenCV's

@@ -68,6 +68,7 @@
  *     max: 64                        # live sessions at once; more: RESOURCE_EXHAUSTED (an integer 1..100000)
  *     stall_timeout_s: 30            # a client taking no frame this long: DEADLINE_EXCEEDED (a number > 0 and <= 3600)
  *     latency_budget_ms: 150         # a frame sent later than this after its audio is late (metrics) (an integer 1..60000)
+ *     prioritize_live: true          # offline work (RenderSpeech, sessions > 1 s ahead of real time) waits for live renders (read at start)
  *   http:                            # the HTTP listener
  *     enabled: true                  # HTTP/1.1: /metrics, /healthz, /readyz, gRPC-Web, demo page, /session
  *     listen: 0.0.0.0:8053           # HTTP address (host:port (or [ipv6]:port) with port 1..65535)
@@ -176,6 +177,7 @@ typedef struct {
     int sessions_max;           /* default 64: live StreamSession calls at once */
     double sessions_stall_seconds; /* default 30: a client not reading a frame this long ends its session */
     int sessions_latency_budget_ms; /* default 150: a frame sent later than this after its audio is late */
+    int sessions_prioritize_live; /* default 1: offline renders wait while live ones run (serve/gate.h) */
     /* http */
     int http_enabled;      /* default 1 */
     char *http_listen;     /* default "0.0.0.0:8053" */

@@ -390,6 +390,16 @@ int ls_metrics_render(ls_metrics *m, const ls_entry_stats *st, int n, const ls_r
               (double)mi.fordblks);
     }
 #endif
+    if (extra) {
+        family(&w, "lipsync_renders_total", "counter",
+               "Session and RenderSpeech batches rendered, by class: live (paced sessions) or offline "
+               "(RenderSpeech, sessions over 1 s ahead of real time), which waits while live ones run.");
+        put(&w, "lipsync_renders_total{class=\"live\"} %.17g\n", (double)extra->renders_live);
+        put(&w, "lipsync_renders_total{class=\"offline\"} %.17g\n", (double)extra->renders_offline);
+        plain(&w, "lipsync_render_gate_waits_total", "counter",
+              "Offline batches that waited for live renders to end (sessions.prioritize_live).",
+              (double)extra->gate_waits);
+    }
     plain(&w, "lipsync_tensor_cache_bytes", "gauge",
           "Of the heap in use, tensor buffers the worker threads keep for their next requests.",
           (double)ls_tensor_cache_total_bytes());

@@ -69,6 +69,7 @@ void ls_metrics_session_frames(ls_metrics *m, const char *model, size_t frames, 
 /* What the scrape adds besides the registry snapshot. */
 typedef struct {
     int queue_depth;   /* requests received and waiting for a worker */
+    int64_t renders_live, renders_offline, gate_waits; /* the render gate (gate.h) */
 } ls_metrics_extra;
 
 /* Append the whole exposition to out: recorded families, then st[0..n) and

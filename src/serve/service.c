@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "evict.h"
+#include "gate.h"
 #include "audio.h"
 #include "health.h"
 #include "log.h"
@@ -40,6 +41,7 @@ struct ls_service {
     atomic_int draining;
     atomic_int sessions;        /* live StreamSession calls */
     ls_metrics *metrics;
+    ls_gate *gate;              /* live renders before offline ones */
     uint64_t next_idle_ns, next_report_ns;
 };
 
@@ -129,7 +131,10 @@ ls_service *ls_service_create(const ls_config *cfg, ls_err *err) {
         s->metrics = ls_metrics_create(ids, cfg->n_models);
         free(ids);
     }
-    if (!s->metrics) {
+    s->gate = ls_gate_new(cfg->sessions_prioritize_live);
+    if (!s->metrics || !s->gate) {
+        ls_metrics_destroy(s->metrics);
+        ls_gate_free(s->gate);
         free(s);
         ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory creating the metrics");
         return NULL;
@@ -149,6 +154,7 @@ ls_service *ls_service_create(const ls_config *cfg, ls_err *err) {
     s->reg = ls_registry_create(&lim, &loader, NULL);
     if (!s->reg) {
         ls_metrics_destroy(s->metrics);
+        ls_gate_free(s->gate);
         free(s);
         ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory creating the registry");
         return NULL;
@@ -170,6 +176,7 @@ void ls_service_destroy(ls_service *s) {
     if (!s) return;
     ls_registry_destroy(s->reg);
     ls_metrics_destroy(s->metrics);
+    ls_gate_free(s->gate);
     for (size_t i = 0; i < s->n_retired; i++) {
         ls_config_free(s->retired[i]);
         free(s->retired[i]);
@@ -257,7 +264,12 @@ int ls_service_metrics(ls_service *s, int queue_depth, ls_buf *out, ls_err *err)
     ls_registry_totals tot;
     int n = ls_registry_snapshot(s->reg, NULL, &st, &tot, err);
     if (n < 0) return -1;
-    ls_metrics_extra extra = {.queue_depth = queue_depth};
+    ls_gate_stats g;
+    ls_gate_stats_get(s->gate, &g);
+    ls_metrics_extra extra = {.queue_depth = queue_depth,
+                              .renders_live = g.renders[LS_GATE_LIVE],
+                              .renders_offline = g.renders[LS_GATE_OFFLINE],
+                              .gate_waits = g.waits};
     int rc = ls_metrics_render(s->metrics, st, n, &tot, &extra, out);
     free(st);
     if (rc != 0) return ls_err_set(err, LS_RESOURCE_EXHAUSTED, "out of memory rendering metrics");
@@ -797,7 +809,11 @@ static int render_batch(ls_service *s, ls_model *m, const ls_speech *sp, size_t 
     ls_infer_req ir = speech_req(s, win, count, start + (int64_t)first, format, quality);
     ir.video = video;
     ls_infer_result res;
-    if (model_infer(m, &ir, &FLOAT_FIELDS, &res, err) != 0) return -1;
+    /* A whole utterance at once: offline work, behind live sessions. */
+    ls_gate_enter(s->gate, LS_GATE_OFFLINE, 1);
+    int failed = model_infer(m, &ir, &FLOAT_FIELDS, &res, err) != 0;
+    ls_gate_leave(s->gate, LS_GATE_OFFLINE);
+    if (failed) return -1;
     *inf_ms += res.inference_ms;
     *comp_ms += res.composite_ms;
     ProtobufCBinaryData *frames = calloc(count, sizeof *frames);
@@ -957,6 +973,7 @@ typedef struct {
     double *lat;          /* per frame sent: ms from its audio's arrival */
     size_t n_lat, cap_lat;
     uint64_t audio_ns;    /* arrival of the chunk (or end) that made frames ready */
+    int64_t offline_batches; /* rendered as offline work (ls_gate_class_of) */
     uint64_t start_ns;    /* arrival of the start message */
 } session;
 
@@ -982,16 +999,23 @@ static int session_render(session *ss, ls_err *err) {
     const ls_avatar *av = ls_model_avatar(ss->hold.handle);
     size_t ready;
     while ((ready = ls_speech_stream_ready(ss->sp)) > 0) {
+        ls_gate_class c = ls_gate_class_of((double)ss->in_samples / ss->rate, ms_since(ss->start_ns) / 1e3);
         size_t count = ready < (size_t)ss->batch ? ready : (size_t)ss->batch;
+        if (c == LS_GATE_OFFLINE && ls_gate_live_recent(ss->s->gate)) count = 1; /* gate.h */
         size_t first = ls_speech_stream_taken(ss->sp);
         ls_speech_stream_take(ss->sp, count, ss->win);
+        ss->offline_batches += c == LS_GATE_OFFLINE;
+        ls_gate_enter(ss->s->gate, c, 1);
         ls_lease lease = {0};
-        if (ls_registry_acquire(ss->s->reg, ss->id, &lease, err) != 0) return -1;
-        ls_infer_req ir = speech_req(ss->s, ss->win, count, ss->start + (int64_t)first, ss->format, ss->quality);
-        ir.video = ss->video;
+        int rc = ls_registry_acquire(ss->s->reg, ss->id, &lease, err);
         ls_infer_result res;
-        int rc = model_infer(lease.handle, &ir, &FLOAT_FIELDS, &res, err);
-        ls_registry_release(ss->s->reg, &lease, rc == 0, res.inference_ms, res.composite_ms);
+        if (!rc) {
+            ls_infer_req ir = speech_req(ss->s, ss->win, count, ss->start + (int64_t)first, ss->format, ss->quality);
+            ir.video = ss->video;
+            rc = model_infer(lease.handle, &ir, &FLOAT_FIELDS, &res, err);
+            ls_registry_release(ss->s->reg, &lease, rc == 0, res.inference_ms, res.composite_ms);
+        }
+        ls_gate_leave(ss->s->gate, c);
         if (rc) return -1;
         if (ss->n_lat + count > ss->cap_lat) {
             size_t cap = (ss->cap_lat ? ss->cap_lat * 2 : 256) + count;
@@ -1065,7 +1089,14 @@ static int session_audio(session *ss, const Multitenant__AudioChunk *a, ls_err *
     ls_audio piece;
     int rc = ls_resampler_push(ss->rs, mono, n, &piece, err);
     free(mono);
-    return rc ? rc : session_feed(ss, &piece, err);
+    if (rc) return rc;
+    /* The features (mel, audio encoder) of audio ahead of real time are
+     * offline work too. */
+    ls_gate_class c = ls_gate_class_of((double)ss->in_samples / ss->rate, ms_since(ss->start_ns) / 1e3);
+    ls_gate_enter(ss->s->gate, c, 0);
+    rc = session_feed(ss, &piece, err);
+    ls_gate_leave(ss->s->gate, c);
+    return rc;
 }
 
 /* SessionStart: validate, pin the model, open the front end. */
@@ -1210,6 +1241,7 @@ static int session_close(session *ss, const char *id, ls_err *err) {
     e.audio_seconds = ss->rate ? (double)ss->in_samples / ss->rate : 0;
     e.p50_latency_ms = ss->n_lat ? ss->lat[(ss->n_lat - 1) / 2] : 0;
     e.p99_latency_ms = ss->n_lat ? ss->lat[(size_t)((double)(ss->n_lat - 1) * 0.99)] : 0;
+    e.offline_batches = ss->offline_batches;
     Multitenant__SessionResponse r = MULTITENANT__SESSION_RESPONSE__INIT;
     r.kind_case = MULTITENANT__SESSION_RESPONSE__KIND_ENDED;
     r.ended = &e;

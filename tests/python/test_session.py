@@ -188,6 +188,44 @@ class TestSession(lstest.ServerTestCase):
         self.assertGreater(n_early, 30)
         self.assertEqual(len(frames), len(self.render(self.pcm, mid="demo_b1")))
 
+    def renders(self):
+        text = urllib.request.urlopen(self.server.http_url + "/metrics", timeout=30).read().decode()
+        got = {}
+        for line in text.splitlines():
+            for c in ("live", "offline"):
+                if line.startswith('lipsync_renders_total{class="%s"} ' % c):
+                    got[c] = float(line.split()[1])
+        self.assertEqual(set(got), {"live", "offline"}, "lipsync_renders_total by class")
+        return got
+
+    def test_live_and_offline_classes(self):
+        """Audio sent at (or below) real time renders as live work; audio
+        over 1 s ahead of the clock since the start as offline work, which
+        waits while live renders run (src/serve/gate.h)."""
+        pcm = self.pcm[:2 * 16000 * 3 // 2]  # 1.5 s
+
+        def paced():
+            yield self.start_msg(output_format="jpeg")
+            for i in range(0, len(pcm), 640):
+                time.sleep(0.02)
+                yield self.audio_msg(pcm[i:i + 640])
+            yield self.end_msg()
+
+        before = self.renders()
+        resps = list(self.stub.StreamSession(paced(), timeout=lstest.RPC_TIMEOUT_S))
+        self.frames_of(resps)
+        self.assertEqual(resps[-1].ended.offline_batches, 0, "a paced session is live work")
+        mid = self.renders()
+        self.assertGreater(mid["live"], before["live"])
+        self.assertEqual(mid["offline"], before["offline"])
+        resps = self.session([self.start_msg(output_format="jpeg"), self.audio_msg(self.pcm), self.end_msg()])
+        n = len(self.frames_of(resps))
+        batches = -(-n // 5)
+        self.assertGreater(resps[-1].ended.offline_batches, 0, "%.1f s of audio at once is offline work" % (
+            len(self.pcm) / 32000))
+        self.assertLessEqual(resps[-1].ended.offline_batches, batches)
+        self.assertGreaterEqual(self.renders()["offline"], mid["offline"] + resps[-1].ended.offline_batches)
+
     def test_concurrent_sessions(self):
         results = {}
         pcm = self.pcm[:16000 * 2 * 2]
